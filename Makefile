@@ -1,0 +1,42 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each creates .venv if missing, installs the package (editable) and runs.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mambadna-installed
+# A CPU build of torch for machines without an NVIDIA GPU; an unpinned torch would pull a
+# multi-GB CUDA build. Override, e.g. `make test TORCH_CPU="torch==2.13.0 --index-url URL"`.
+TORCH_CPU ?= torch==2.13.0
+DEMO_DIR ?= demo_out
+
+.PHONY: demo test test-gpu lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	@if nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing torch from the package index"; \
+	else \
+		echo "no GPU found: installing the CPU build $(TORCH_CPU)"; \
+		$(PY) -m pip install --quiet $(TORCH_CPU); \
+	fi
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mambadna demo -o $(DEMO_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mambadna kernels tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,1 @@
+"""Hardware-aware kernels, imported as ``mambadna.kernels`` (see kernels/README.md)."""

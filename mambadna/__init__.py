@@ -1,0 +1,46 @@
+"""mambadna: Mamba (selective state-space) models for long DNA sequences.
+
+The public API is imported lazily so that ``import mambadna`` stays fast and torch-free until a
+model is needed::
+
+    import mambadna as md
+    md.tokenize("ACGTN")                 # np.ndarray[uint8]
+    for record in md.read_records("genome.fa.gz"): ...
+    model = md.load_model("run/model")
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from mambadna._version import __version__
+
+# name -> (module, attribute); resolved on first access.
+_LAZY = {
+    "tokenize": ("mambadna.alphabet", "encode"),
+    "decode": ("mambadna.alphabet", "decode"),
+    "reverse_complement": ("mambadna.alphabet", "reverse_complement"),
+    "read_records": ("mambadna.io", "read_records"),
+    "load_model": ("mambadna.model", "load_model"),
+    "ModelConfig": ("mambadna.model", "ModelConfig"),
+    "MambaDNA": ("mambadna.model", "MambaDNA"),
+    "simulate_species": ("mambadna.simulate", "simulate_species"),
+    "classify": ("mambadna.pipelines", "classify"),
+    "embed": ("mambadna.pipelines", "embed"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'mambadna' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

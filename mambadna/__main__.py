@@ -1,0 +1,3 @@
+from mambadna.cli import main
+
+main()

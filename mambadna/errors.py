@@ -1,0 +1,99 @@
+"""Domain errors: what went wrong, where (file, record, line, position) and how to fix it.
+
+Every error a user can cause by their input is one of these. They subclass the builtin a caller
+would expect (ValueError for bad content, OSError for files that cannot be opened), so generic
+``except ValueError`` code keeps working, and the CLI prints them as ``file:line: message``.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class MambaDNAError(Exception):
+    """Base class. ``str(err)`` reads ``path:line: record 'r', position p: message. Fix: ...``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike | None = None,
+        record: str | None = None,
+        line: int | None = None,
+        position: int | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.message = message
+        self.path = os.fspath(path) if path is not None else None
+        self.record = record
+        self.line = line
+        self.position = position
+        self.fix = fix
+        super().__init__(str(self))
+
+    def location(self) -> str:
+        """``path:line`` (or ``path`` or empty), the prefix compilers and editors understand."""
+        if self.path is None:
+            return ""
+        return f"{self.path}:{self.line}" if self.line is not None else self.path
+
+    def __str__(self) -> str:
+        parts = []
+        where = self.location()
+        if where:
+            parts.append(f"{where}: ")
+        inside = []
+        if self.record is not None:
+            inside.append(f"record {self.record!r}")
+        if self.position is not None:
+            inside.append(f"position {self.position} (0-based)")
+        if inside:
+            parts.append(", ".join(inside) + ": ")
+        parts.append(self.message)
+        if self.fix:
+            parts.append(f". Fix: {self.fix}")
+        return "".join(parts)
+
+    def with_location(self, **where) -> "MambaDNAError":
+        """Fill in location fields that are still unknown (readers know more than encoders)."""
+        for key, value in where.items():
+            if getattr(self, key, None) is None and value is not None:
+                setattr(self, key, os.fspath(value) if key == "path" else value)
+        self.args = (str(self),)
+        return self
+
+
+class InputError(MambaDNAError, ValueError):
+    """The content of an input is not what it must be."""
+
+
+class AlphabetError(InputError):
+    """A sequence holds a character that is not a base under the chosen policy."""
+
+
+class FormatError(InputError):
+    """A file is not valid FASTA/FASTQ/SAM/BAM/CRAM (or is truncated)."""
+
+
+class DuplicateRecordError(InputError):
+    """Two records share a name where names must be unique."""
+
+
+class InputFileError(MambaDNAError, OSError):
+    """A path cannot be read: missing, a directory, unreadable, or of an unknown kind."""
+
+
+class IndexRequiredError(InputError):
+    """Random access or a region query needs an index the file does not have."""
+
+
+class OutputExistsError(MambaDNAError, FileExistsError):
+    """An output already exists and ``--force`` was not given."""
+
+
+class ConfigError(MambaDNAError, ValueError):
+    """A configuration value, preset or option combination is invalid."""
+
+
+class ModelFileError(MambaDNAError, ValueError):
+    """A saved model directory is missing a file, is corrupt, or does not match its config."""

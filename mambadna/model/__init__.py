@@ -1,0 +1,1 @@
+"""mambadna.model"""

@@ -33,25 +33,30 @@ def _check(cond: bool, message: str) -> None:
 def _validate(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
     """Shapes, dtypes and devices of the selective-scan arguments (see ``selective_scan``)."""
     for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
-        _check(isinstance(t, torch.Tensor), f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        _check(isinstance(t, torch.Tensor),
+               f"{name} must be a torch.Tensor, got {type(t).__name__}")
         _check(t.is_floating_point(), f"{name} must be floating point, got {t.dtype}")
     _check(u.dim() == 3, f"u must be (batch, dim, L), got shape {tuple(u.shape)}")
     batch, dim, length = u.shape
     _check(length > 0, "L must be at least 1")
-    _check(delta.shape == u.shape, f"delta must have u's shape {tuple(u.shape)}, got {tuple(delta.shape)}")
+    _check(delta.shape == u.shape,
+           f"delta must have u's shape {tuple(u.shape)}, got {tuple(delta.shape)}")
     _check(A.dim() == 2 and A.shape[0] == dim, f"A must be (dim={dim}, N), got {tuple(A.shape)}")
     _check(A.dtype in (torch.float32, torch.float64), f"A must be fp32, got {A.dtype}")
     n_state = A.shape[1]
     for name, t in (("B", B), ("C", C)):
         if t.dim() == 3:
             _check(t.shape == (batch, n_state, length),
-                   f"{name} must be (batch, N, L) = {(batch, n_state, length)}, got {tuple(t.shape)}")
+                   f"{name} must be (batch, N, L) = {(batch, n_state, length)}, "
+                   f"got {tuple(t.shape)}")
         else:
             _check(t.dim() == 4 and t.shape[0] == batch and t.shape[2:] == (n_state, length),
                    f"{name} must be (batch, N, L) or (batch, groups, N, L) with batch={batch}, "
                    f"N={n_state}, L={length}; got {tuple(t.shape)}")
-            _check(dim % t.shape[1] == 0, f"dim={dim} is not divisible by {name}'s groups={t.shape[1]}")
-    _check(B.shape == C.shape, f"B and C must have the same shape, got {tuple(B.shape)} and {tuple(C.shape)}")
+            _check(dim % t.shape[1] == 0,
+                   f"dim={dim} is not divisible by {name}'s groups={t.shape[1]}")
+    _check(B.shape == C.shape,
+           f"B and C must have the same shape, got {tuple(B.shape)} and {tuple(C.shape)}")
     for name, t in (("D", D), ("delta_bias", delta_bias)):
         if t is not None:
             _check(t.shape == (dim,), f"{name} must be (dim,) = ({dim},), got {tuple(t.shape)}")
@@ -61,7 +66,8 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
         _check(initial_state.shape == (batch, dim, n_state),
                f"initial_state must be (batch, dim, N) = {(batch, dim, n_state)}, "
                f"got {tuple(initial_state.shape)}")
-    devices = {t.device for t in (u, delta, A, B, C, D, z, delta_bias, initial_state) if t is not None}
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    devices = {t.device for t in tensors if t is not None}
     _check(len(devices) == 1, f"all tensors must be on one device, got {sorted(map(str, devices))}")
 
 

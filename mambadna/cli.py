@@ -31,5 +31,40 @@ def cli() -> None:
     """Mamba models for long DNA sequences: read, tokenize, train, classify, embed."""
 
 
+@cli.command("simulate")
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: <species>.fa, <species>.<split>.fa, manifest.tsv, "
+                   "simulation.json.")
+@click.option("--species", default=None,
+              help="A number N (the first N species of the tree) or comma-separated names. "
+                   "Default: every leaf (human, chimpanzee, bonobo, gorilla, orangutan).")
+@click.option("--length", default=1_000_000, show_default=True, type=click.IntRange(min=1),
+              help="Bases per genome.")
+@click.option("--n-chromosomes", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Chromosomes per genome; with >= 3 the last is test and the one before val.")
+@click.option("--tree", default=None,
+              help="Newick species tree (ultrametric, branch lengths in --time-units). "
+                   "Default: the great apes.")
+@click.option("--time-units", default="myr", show_default=True,
+              type=click.Choice(["myr", "yr", "gen"]), help="Units of the tree's branch lengths.")
+@click.option("--divergence-scale", default=1.0, show_default=True, type=float,
+              help="Multiplies mutation and indel rates: > 1 easier, < 1 harder.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Random seed; the output is a function of the seed and options.")
+@click.option("--softmask", is_flag=True, help="Write interspersed repeats in lowercase.")
+@click.option("--force", is_flag=True, help="Replace an existing simulation in --out-dir.")
+def simulate(out_dir, species, length, n_chromosomes, tree, time_units, divergence_scale, seed,
+             softmask, force) -> None:
+    """Simulate genomes of related species along a species tree (msprime)."""
+    from mambadna.simulate import parse_species, simulate_species, summary
+
+    names, count = parse_species(species)
+    result = simulate_species(out_dir, species=names, n_species=count, length=length,
+                              n_chromosomes=n_chromosomes, tree=tree, time_units=time_units,
+                              divergence_scale=divergence_scale, seed=seed, softmask=softmask,
+                              force=force)
+    click.echo(summary(result))
+
+
 def main() -> None:
     cli()

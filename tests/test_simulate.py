@@ -1,0 +1,246 @@
+"""mambadna.simulate: realistic composition, divergence along the tree, splits, determinism."""
+
+from __future__ import annotations
+
+import json
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mambadna.cli import cli
+from mambadna.errors import ConfigError, OutputExistsError
+from mambadna.simulate import GREAT_APES, evolve, genome, simulate_species
+
+
+def read_fasta(path: Path) -> dict[str, str]:
+    records: dict[str, list[str]] = {}
+    name = None
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(">"):
+            name = line[1:]
+            records[name] = []
+        else:
+            records[name].append(line)
+    return {k: "".join(v) for k, v in records.items()}
+
+
+def composition(seq: str) -> tuple[float, float]:
+    arr = np.frombuffer(seq.upper().encode(), dtype=np.uint8)
+    freq = {b: float(np.mean(arr == ord(b))) for b in "ACGT"}
+    cpg = float(np.mean((arr[:-1] == ord("C")) & (arr[1:] == ord("G"))))
+    return freq["C"] + freq["G"], cpg / (freq["C"] * freq["G"])
+
+
+@pytest.fixture(scope="module")
+def apes(tmp_path_factory) -> object:
+    """Great apes at realistic parameters, 200 kb per genome: the one 'science' simulation."""
+    return simulate_species(tmp_path_factory.mktemp("apes") / "sim", length=200_000, seed=3)
+
+
+def test_great_apes_divergence_follows_the_tree(apes):
+    div = apes.divergence
+    assert set(apes.fasta) == set(GREAT_APES)
+    assert div["chimpanzee-bonobo"] < div["human-chimpanzee"] < div["human-gorilla"] \
+        < div["human-orangutan"]
+    # Science notes: ~0.6 % human-chimp and ~1.6 % human-orangutan at scale 1.
+    assert 0.0045 < div["human-chimpanzee"] < 0.0085
+    assert 0.0125 < div["human-orangutan"] < 0.020
+    assert abs(div["human-chimpanzee"] - div["human-bonobo"]) < 0.002
+
+
+def test_composition_is_genome_like(apes):
+    seq = "".join(read_fasta(apes.fasta["human"]).values())
+    gc, cpg_oe = composition(seq)
+    assert 0.38 < gc < 0.45
+    assert 0.15 < cpg_oe < 0.30  # CpG depletion, unlike i.i.d. bases (1.0)
+    anc = apes.params["ancestral"]
+    assert 0.3 < anc["repeat_fraction"] < 0.5
+    assert set(anc["repeat_bases"]) == {"Alu", "L1", "LTR", "DNA", "microsatellite"}
+
+
+def test_files_manifest_and_chromosome_splits(apes):
+    out = apes.out_dir
+    rows = (out / "manifest.tsv").read_text().splitlines()
+    assert rows[0] == "path\tlabel\tsplit"
+    table = [r.split("\t") for r in rows[1:]]
+    assert len(table) == 5 * 3
+    expected = {"train": ["chr1", "chr2"], "val": ["chr3"], "test": ["chr4"]}
+    for path, label, split in table:
+        assert path == f"{label}.{split}.fa"
+        assert list(read_fasta(out / path)) == expected[split]
+    whole = read_fasta(apes.fasta["gorilla"])
+    assert list(whole) == ["chr1", "chr2", "chr3", "chr4"]
+    assert read_fasta(out / "gorilla.test.fa")["chr4"] == whole["chr4"]
+    lengths = [len(s) for s in whole.values()]
+    assert lengths == sorted(lengths, reverse=True)  # chr1 is the longest
+    record = json.loads((out / "simulation.json").read_text())
+    assert record["seed"] == 3 and record["divergence"] == apes.divergence
+    assert record["splits"] == expected and record["split_mode"] == "chromosomes"
+    assert record["species_lengths"]["gorilla"] == dict(zip(whole, lengths))
+
+
+def test_fai_index_is_samtools_compatible(apes):
+    pysam = pytest.importorskip("pysam")
+    whole = read_fasta(apes.fasta["orangutan"])
+    with pysam.FastaFile(str(apes.fasta["orangutan"])) as fasta:
+        assert list(fasta.references) == ["chr1", "chr2", "chr3", "chr4"]
+        assert fasta.fetch("chr3", 1234, 1300) == whole["chr3"][1234:1300]
+
+
+def test_ancestral_alleles_are_the_ancestral_genome():
+    # Almost every site carries one mutation on one branch of the rooted tree, so some species
+    # keeps the ancestral base; msprime's own random ancestral alleles would often match none.
+    rng = np.random.default_rng(0)
+    bases = rng.integers(0, 4, 100_000).astype(np.uint8)
+    config = evolve.EvolutionConfig()
+    demography, leaves = evolve.species_demography(config)
+    variants = evolve.evolve_chromosome(bases, leaves, demography, config,
+                                        np.random.SeedSequence(1))
+    same = variants.sub_alleles == bases[variants.sub_positions][:, None]
+    assert len(variants.sub_positions) > 500
+    assert np.mean(same.any(axis=1)) > 0.98
+
+
+def test_apply_variants_indels_and_coordinates():
+    bases = np.arange(20, dtype=np.uint8) % 4
+    variants = evolve.ChromosomeVariants(
+        sub_positions=np.array([0]), sub_alleles=np.array([[3, 0]], dtype=np.uint8),
+        indel_positions=np.array([4, 9, 15]),
+        indel_is_insertion=np.array([False, True, False]),
+        indel_lengths=np.array([3, 2, 1]),
+        inserted=np.array([2, 2], dtype=np.uint8),
+        indel_carriers=np.array([[True, False], [True, True], [False, True]]))
+    mask = np.zeros(20, dtype=bool)
+    first = evolve.apply_variants(bases, mask, variants, 0, cuts=np.array([0, 10, 20]))
+    # species 0: base 0 -> T(3); delete ancestral 4..6; insert GG after ancestral 9.
+    expected = [3, 1, 2, 3, 3, 0, 1, 2, 2, *bases[10:]]
+    assert first.bases.tolist() == expected
+    assert first.cuts.tolist() == [0, 9, 19]  # ancestral 10 lands after the 2 inserted bases
+    second = evolve.apply_variants(bases, mask, variants, 1, cuts=np.array([10]))
+    assert second.bases.tolist() == [*bases[:10], 2, 2, *bases[10:15], *bases[16:]]
+    assert second.cuts.tolist() == [12]
+    assert second.keep.sum() == 19
+
+
+def test_markov_chain_fit_hits_targets():
+    cond = genome.fit_chain(0.41, 0.2)
+    gc, oe = genome.composition(genome._stationary_pairs(cond))
+    assert abs(gc - 0.41) < 1e-4 and abs(oe - 0.2) < 1e-4
+    seq = genome.markov_sequence(np.random.default_rng(0), 300_000, cond[None])
+    gc_seq, oe_seq = composition(np.array(list(b"ACGT"), dtype=np.uint8)[seq].tobytes().decode())
+    assert abs(gc_seq - 0.41) < 0.01 and abs(oe_seq - 0.2) < 0.03
+
+
+def test_deterministic_by_seed(tmp_path):
+    kwargs = dict(n_species=2, length=30_000, n_chromosomes=3)
+    a = simulate_species(tmp_path / "a", seed=7, **kwargs)
+    b = simulate_species(tmp_path / "b", seed=7, **kwargs)
+    c = simulate_species(tmp_path / "c", seed=8, **kwargs)
+    for name in ("human", "chimpanzee"):
+        assert a.fasta[name].read_bytes() == b.fasta[name].read_bytes()
+        assert a.fasta[name].read_bytes() != c.fasta[name].read_bytes()
+    assert (tmp_path / "a/simulation.json").read_text() == \
+        (tmp_path / "b/simulation.json").read_text()
+
+
+def test_divergence_scale(tmp_path):
+    kwargs = dict(species=["human", "orangutan"], length=100_000, n_chromosomes=1, seed=2)
+    base = simulate_species(tmp_path / "x1", **kwargs).divergence["human-orangutan"]
+    scaled = simulate_species(tmp_path / "x3", divergence_scale=3.0, **kwargs)
+    ratio = scaled.divergence["human-orangutan"] / base
+    assert 2.3 < ratio < 3.5  # finite sites: a little below 3 from multiple hits
+
+
+def test_region_splits_are_disjoint_and_homologous(tmp_path):
+    result = simulate_species(tmp_path / "r", species=["human", "chimpanzee"], length=40_000,
+                              n_chromosomes=1, seed=5)
+    starts = {}
+    for name in ("human", "chimpanzee"):
+        whole = read_fasta(result.fasta[name])["chr1"]
+        pieces = []
+        for split in ("train", "val", "test"):
+            ((record, seq),) = read_fasta(result.split_fasta[name][split]).items()
+            chrom, span = record.split(":")
+            start, end = map(int, span.split("-"))
+            assert chrom == "chr1" and seq == whole[start:end]
+            pieces.append((start, end))
+        assert pieces[0][0] == 0 and pieces[-1][1] == len(whole)
+        assert all(a[1] == b[0] for a, b in pairwise(pieces))
+        assert 0.07 < (pieces[2][1] - pieces[2][0]) / len(whole) < 0.13
+        starts[name] = whole[pieces[2][0]: pieces[2][0] + 200]
+    # The held-out region begins at the same homologous base in both species.
+    mismatches = sum(x != y for x, y in zip(starts["human"], starts["chimpanzee"]))
+    assert mismatches < 10
+    assert result.params["split_mode"] == "regions"
+
+
+def test_softmask_marks_repeats(tmp_path):
+    result = simulate_species(tmp_path / "m", n_species=1, length=60_000, n_chromosomes=1,
+                              softmask=True)
+    seq = read_fasta(result.fasta["human"])["chr1"]
+    lower = sum(ch.islower() for ch in seq) / len(seq)
+    assert abs(lower - result.params["ancestral"]["repeat_fraction"]) < 0.05
+
+
+def test_custom_tree_and_species_selection(tmp_path):
+    result = simulate_species(tmp_path / "t", tree="((a:1,b:1):2,c:3);", length=30_000,
+                              n_chromosomes=1)
+    assert list(result.fasta) == ["a", "b", "c"]
+    assert result.divergence["a-b"] < result.divergence["a-c"]
+    with pytest.raises(ConfigError, match="unknown species"):
+        simulate_species(tmp_path / "u", species=["human", "yeti"], length=30_000)
+    with pytest.raises(ConfigError, match="not both"):
+        simulate_species(tmp_path / "u", species=["human"], n_species=2, length=30_000)
+    with pytest.raises(ConfigError, match="species tree"):
+        simulate_species(tmp_path / "u", tree="((a:1,b:1);", length=30_000)
+    with pytest.raises(ConfigError, match="too short"):
+        simulate_species(tmp_path / "u", length=5_000, n_chromosomes=4)
+    assert not (tmp_path / "u").exists()
+
+
+def test_existing_output_is_protected(tmp_path, monkeypatch):
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    small = dict(n_species=2, length=20_000, n_chromosomes=1)
+    with pytest.raises(OutputExistsError):
+        simulate_species(out, **small)
+    with pytest.raises(OutputExistsError, match="not a previous simulation"):
+        simulate_species(out, force=True, **small)
+    assert (out / "notes.txt").read_text() == "keep me"
+    other = tmp_path / "sim2"
+    simulate_species(other, seed=1, **small)
+    first = (other / "human.fa").read_bytes()
+    simulate_species(other, seed=2, force=True, **small)
+    assert (other / "human.fa").read_bytes() != first
+
+    # A failure while writing leaves neither a half-written output nor temporary folders.
+    from mambadna.simulate import core
+
+    def broken(path, payload):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(core, "write_json", broken)
+    with pytest.raises(RuntimeError):
+        simulate_species(tmp_path / "never", **small)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim", "sim2"]
+
+
+def test_cli_simulate(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    result = runner.invoke(cli, ["simulate", "-o", str(out), "--species", "2", "--length",
+                                 "30000", "--n-chromosomes", "3", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    assert "human-chimpanzee" in result.output and "manifest:" in result.output
+    assert sorted(p.name for p in out.glob("*.fa")) == [
+        "chimpanzee.fa", "chimpanzee.test.fa", "chimpanzee.train.fa", "chimpanzee.val.fa",
+        "human.fa", "human.test.fa", "human.train.fa", "human.val.fa"]
+    again = runner.invoke(cli, ["simulate", "-o", str(out), "--species", "human,gorilla",
+                                "--length", "30000"])
+    assert again.exit_code == 1 and "--force" in again.output
+    bad = runner.invoke(cli, ["simulate", "-o", str(tmp_path / "b"), "--species", "yeti"])
+    assert bad.exit_code == 1 and "unknown species" in bad.output

@@ -97,3 +97,11 @@ class ConfigError(MambaDNAError, ValueError):
 
 class ModelFileError(MambaDNAError, ValueError):
     """A saved model directory is missing a file, is corrupt, or does not match its config."""
+
+
+class DownloadError(MambaDNAError, OSError):
+    """A download failed: HTTP error (404, ...), or the connection kept failing after retries."""
+
+
+class ChecksumError(InputError):
+    """A file's checksum does not match its manifest, or no checksum could be found for it."""

@@ -66,5 +66,60 @@ def simulate(out_dir, species, length, n_chromosomes, tree, time_units, divergen
     click.echo(summary(result))
 
 
+@cli.group("data")
+def data() -> None:
+    """Data manifests of real genomes: check them and download the files they list."""
+
+
+@data.command("fetch")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dest", required=True, type=click.Path(file_okay=False),
+              help="Folder the files are downloaded into (created if missing).")
+@click.option("--only", multiple=True, help="Fetch only this entry (repeatable).")
+@click.option("--verify", "verify_only", is_flag=True,
+              help="Re-check the checksums of files already in --dest; download nothing.")
+@click.option("--base-url", default=None,
+              help="Base for relative URLs in the manifest (a URL or a local folder).")
+@click.option("--allow-unverified", is_flag=True,
+              help="Download entries that have no checksum and record their sha256.")
+@click.option("--retries", default=5, show_default=True, type=click.IntRange(min=0),
+              help="Retries per file on connection errors and HTTP 5xx.")
+@click.option("--keep-going", is_flag=True,
+              help="On a failed file, go on with the others; exit 1 at the end.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def data_fetch(manifest, dest, only, verify_only, base_url, allow_unverified, retries,
+               keep_going, quiet) -> None:
+    """Download the files of MANIFEST, resuming partial downloads and verifying checksums."""
+    from mambadna.fetch import FetchOptions, TerminalProgress, fetch_manifest
+
+    results = fetch_manifest(
+        manifest, dest, only=only, verify_only=verify_only, base_url=base_url,
+        options=FetchOptions(retries=retries, allow_unverified=allow_unverified),
+        progress=None if quiet else TerminalProgress(), keep_going=keep_going)
+    for r in results:
+        click.echo(f"{r.status:<11} {r.name:<24} {r.path}  {r.error or r.checksum or '-'}")
+    bad = [r for r in results if not r.ok]
+    if bad:
+        click.echo(f"error: {len(bad)} of {len(results)} files are missing, do not match "
+                   "their checksum or cannot be verified", err=True)
+        sys.exit(1)
+
+
+@data.command("check")
+@click.argument("manifests", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+def data_check(manifests) -> None:
+    """Validate data manifests against the schema and list their entries."""
+    from mambadna.manifests import load_manifest
+
+    for path in manifests:
+        manifest = load_manifest(path)
+        click.echo(f"{path}: {manifest.name}, {len(manifest.entries)} files")
+        for e in manifest.entries:
+            split = e.split or ("per record" if e.records else "-")
+            click.echo(f"  {e.name:<24} {e.label or '-':<12} {split:<10} "
+                       f"{e.checksum or e.checksum_source or 'UNVERIFIABLE'}")
+
+
 def main() -> None:
     cli()

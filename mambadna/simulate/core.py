@@ -39,6 +39,7 @@ from mambadna.simulate.genome import (
 from mambadna.simulate.output import (
     atomic_directory,
     to_letters,
+    write_checksums,
     write_fasta,
     write_json,
     write_manifest,
@@ -249,9 +250,10 @@ def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...
     """Simulate one haploid genome per species along a species tree and write it to out_dir.
 
     Writes ``<species>.fa`` (records chr1..chrK), ``<species>.<split>.fa`` for train/val/test,
-    ``manifest.tsv`` (``path label split``, paths relative to out_dir) and ``simulation.json``
-    (parameters, seed, versions, composition and measured divergence). Raises ConfigError for
-    bad parameters and OutputExistsError if out_dir is not empty and force is False.
+    ``manifest.tsv`` (``path label split``, paths relative to out_dir), ``simulation.json``
+    (parameters, seed, versions, composition and measured divergence) and ``SHA256SUMS``.
+    Raises ConfigError for bad parameters and OutputExistsError if out_dir is not empty and
+    force is False.
     """
     config = SimulationConfig(
         species=tuple(species) if species is not None else None, n_species=n_species,
@@ -290,6 +292,7 @@ def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...
                          indels, sum(len(v.sub_positions) for v in variants),
                          sum(len(v.indel_positions) for v in variants))
         write_json(tmp / "simulation.json", record)
+        write_checksums(tmp)
     return SimulationResult(
         out_dir=out_dir,
         fasta={name: out_dir / f"{name}.fa" for name in chosen},

@@ -3,6 +3,7 @@ all into a temporary folder that replaces the output folder only when complete."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -63,6 +64,18 @@ def write_manifest(path: Path, rows: list[tuple[str, str, str]]) -> None:
 
 def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def write_checksums(folder: Path, name: str = "SHA256SUMS") -> None:
+    """``sha256sum``-format list of every file in ``folder`` (what ``data fetch`` verifies)."""
+    lines = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != name):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+        lines.append(f"{digest.hexdigest()}  {path.name}\n")
+    (folder / name).write_text("".join(lines))
 
 
 def _check_replaceable(out_dir: Path, force: bool) -> None:

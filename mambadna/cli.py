@@ -117,8 +117,30 @@ def data_check(manifests) -> None:
         click.echo(f"{path}: {manifest.name}, {len(manifest.entries)} files")
         for e in manifest.entries:
             split = e.split or ("per record" if e.records else "-")
+            source = e.checksum_source and "listed in " + e.checksum_source.rsplit("/", 1)[-1]
             click.echo(f"  {e.name:<24} {e.label or '-':<12} {split:<10} "
-                       f"{e.checksum or e.checksum_source or 'UNVERIFIABLE'}")
+                       f"{e.checksum or source or 'UNVERIFIABLE'}")
+
+
+@data.command("split")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dest", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder the manifest's files were fetched into.")
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for <label>.<split>.fa files and manifest.tsv (for finetune).")
+@click.option("--force", is_flag=True, help="Replace an earlier split folder.")
+def data_split(manifest, dest, out_dir, force) -> None:
+    """Cut fetched genomes into per-split FASTA files (held-out chromosomes) + manifest.tsv."""
+    from mambadna.manifests import write_splits
+
+    result = write_splits(manifest, dest, out_dir, force=force)
+    for (name, split), path in sorted(result.files.items()):
+        click.echo(f"{split:<6} {name:<16} {path}")
+    for entry, record in result.skipped:
+        click.echo(f"note: {entry}: record {record!r} listed in the manifest is not in the "
+                   "file; skipped", err=True)
+    if result.manifest is not None:
+        click.echo(f"manifest: {result.manifest}")
 
 
 def main() -> None:

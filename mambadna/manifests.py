@@ -25,6 +25,7 @@ One entry may stand for one file per chromosome: a ``{chrom}`` placeholder in ``
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -360,3 +361,110 @@ def _unique(check: _Checker, entries: list[ManifestEntry]) -> None:
                              f"to {entry.file!r}", line=entry.line, record=entry.name,
                              fix="set `file` to distinct names")
         files[entry.file] = entry.name
+
+
+# --- per-split FASTA files for training ---------------------------------------------------------
+
+@dataclass
+class SplitFiles:
+    """What ``write_splits`` produced: ``manifest`` (finetuning TSV, labelled rows only; None
+    without labels), ``files`` {(name, split): path}, ``skipped`` listed records not found."""
+
+    out_dir: Path
+    manifest: Path | None
+    files: dict[tuple[str, str], Path]
+    skipped: list[tuple[str, str]]
+
+
+def _split_of(entry: ManifestEntry, record: str) -> str | None:
+    if entry.records:
+        return next((s for s, names in entry.records.items() if record in names), None)
+    return entry.split or "train"  # a whole file without a split trains (finetune TSV rule)
+
+
+def _fasta_bytes(name: str, sequence: bytes, width: int = 60) -> bytes:
+    lines = [sequence[i:i + width] for i in range(0, len(sequence), width)]
+    return b">" + name.encode() + b"\n" + b"\n".join(lines) + (b"\n" if lines else b"")
+
+
+def _check_split_output(out_dir: Path, force: bool) -> None:
+    from mambadna.errors import OutputExistsError
+
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not force:
+        raise OutputExistsError("output folder exists and is not empty", path=out_dir,
+                                fix="pass --force to replace it, or choose another")
+    foreign = [p.name for p in out_dir.iterdir()
+               if not (p.is_file() and (p.suffix == ".fa" or p.name == "manifest.tsv"))]
+    if foreign:  # --force replaces earlier split folders only, never an unrelated folder
+        raise OutputExistsError(f"output folder holds {foreign[:3]}, not only split files; "
+                                "refusing to replace it even with --force", path=out_dir,
+                                fix="remove it yourself or choose another folder")
+
+
+def _cut_records(manifest: DataManifest, dest: Path, tmp: Path):
+    """Stream every genome entry's records into ``tmp/<name>.<split>.fa``."""
+    from mambadna.io import read_records
+
+    handles, labels, skipped = {}, {}, []
+    try:
+        for entry in (e for e in manifest.entries if e.kind == "genome"):
+            name = entry.label or entry.group
+            seen = set()
+            for record in read_records(dest / entry.file):
+                seen.add(record.name)
+                split = _split_of(entry, record.name)
+                if split is None:
+                    continue
+                if (name, split) not in handles:
+                    handles[(name, split)] = open(tmp / f"{name}.{split}.fa", "wb")
+                    labels[(name, split)] = entry.label
+                handles[(name, split)].write(_fasta_bytes(record.name, record.sequence))
+            skipped += [(entry.name, r) for names in entry.records.values() for r in names
+                        if r not in seen]
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return labels, skipped
+
+
+def write_splits(manifest: str | Path | DataManifest, dest: str | Path, out_dir: str | Path, *,
+                 force: bool = False) -> SplitFiles:
+    """Cut the fetched files of ``manifest`` (in ``dest``) into ``<name>.<split>.fa`` files.
+
+    ``name`` is the entry's label (or its entry name when unlabelled, for pretraining); the
+    records of each file go to their split (``split`` of the entry, or its per-record mapping;
+    unlisted records are dropped). Writes ``manifest.tsv`` (``path label split``) for the
+    labelled files: the input of ``mambadna finetune``. The folder is written atomically.
+    """
+    import shutil
+    import uuid
+
+    if not isinstance(manifest, DataManifest):
+        manifest = load_manifest(manifest)
+    dest, out_dir = Path(dest), Path(out_dir)
+    _check_split_output(out_dir, force)
+    missing = [e.file for e in manifest.entries if e.kind == "genome"
+               and not (dest / e.file).exists()]
+    if missing:
+        raise InputFileError(f"{len(missing)} file(s) not downloaded, e.g. {missing[0]}",
+                             path=dest, fix=f"run `mambadna data fetch {manifest.path} "
+                                            f"--dest {dest}` first")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp.mkdir()
+    try:
+        labels, skipped = _cut_records(manifest, dest, tmp)
+        rows = [f"{name}.{split}.fa\t{label}\t{split}" for (name, split), label in labels.items()
+                if label is not None]
+        if rows:
+            (tmp / "manifest.tsv").write_text("path\tlabel\tsplit\n" + "\n".join(rows) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = {key: out_dir / f"{key[0]}.{key[1]}.fa" for key in labels}
+    return SplitFiles(out_dir, out_dir / "manifest.tsv" if rows else None, files, skipped)

@@ -128,12 +128,13 @@ def data_check(manifests) -> None:
               help="Folder the manifest's files were fetched into.")
 @click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for <label>.<split>.fa files and manifest.tsv (for finetune).")
+@click.option("--only", multiple=True, help="Use only this entry (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an earlier split folder.")
-def data_split(manifest, dest, out_dir, force) -> None:
+def data_split(manifest, dest, out_dir, only, force) -> None:
     """Cut fetched genomes into per-split FASTA files (held-out chromosomes) + manifest.tsv."""
     from mambadna.manifests import write_splits
 
-    result = write_splits(manifest, dest, out_dir, force=force)
+    result = write_splits(manifest, dest, out_dir, only=only, force=force)
     for (name, split), path in sorted(result.files.items()):
         click.echo(f"{split:<6} {name:<16} {path}")
     for entry, record in result.skipped:

@@ -403,13 +403,13 @@ def _check_split_output(out_dir: Path, force: bool) -> None:
                                 fix="remove it yourself or choose another folder")
 
 
-def _cut_records(manifest: DataManifest, dest: Path, tmp: Path):
+def _cut_records(entries: list[ManifestEntry], dest: Path, tmp: Path):
     """Stream every genome entry's records into ``tmp/<name>.<split>.fa``."""
     from mambadna.io import read_records
 
     handles, labels, skipped = {}, {}, []
     try:
-        for entry in (e for e in manifest.entries if e.kind == "genome"):
+        for entry in entries:
             name = entry.label or entry.group
             seen = set()
             for record in read_records(dest / entry.file):
@@ -430,13 +430,15 @@ def _cut_records(manifest: DataManifest, dest: Path, tmp: Path):
 
 
 def write_splits(manifest: str | Path | DataManifest, dest: str | Path, out_dir: str | Path, *,
+                 only: list[str] | tuple[str, ...] | None = None,
                  force: bool = False) -> SplitFiles:
     """Cut the fetched files of ``manifest`` (in ``dest``) into ``<name>.<split>.fa`` files.
 
     ``name`` is the entry's label (or its entry name when unlabelled, for pretraining); the
     records of each file go to their split (``split`` of the entry, or its per-record mapping;
     unlisted records are dropped). Writes ``manifest.tsv`` (``path label split``) for the
-    labelled files: the input of ``mambadna finetune``. The folder is written atomically.
+    labelled files: the input of ``mambadna finetune``. ``only`` restricts to those entries
+    (as ``data fetch --only``). The folder is written atomically.
     """
     import shutil
     import uuid
@@ -445,8 +447,8 @@ def write_splits(manifest: str | Path | DataManifest, dest: str | Path, out_dir:
         manifest = load_manifest(manifest)
     dest, out_dir = Path(dest), Path(out_dir)
     _check_split_output(out_dir, force)
-    missing = [e.file for e in manifest.entries if e.kind == "genome"
-               and not (dest / e.file).exists()]
+    entries = [e for e in manifest.select(only) if e.kind == "genome"]
+    missing = [e.file for e in entries if not (dest / e.file).exists()]
     if missing:
         raise InputFileError(f"{len(missing)} file(s) not downloaded, e.g. {missing[0]}",
                              path=dest, fix=f"run `mambadna data fetch {manifest.path} "
@@ -455,7 +457,7 @@ def write_splits(manifest: str | Path | DataManifest, dest: str | Path, out_dir:
     tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
     tmp.mkdir()
     try:
-        labels, skipped = _cut_records(manifest, dest, tmp)
+        labels, skipped = _cut_records(entries, dest, tmp)
         rows = [f"{name}.{split}.fa\t{label}\t{split}" for (name, split), label in labels.items()
                 if label is not None]
         if rows:

@@ -48,21 +48,24 @@ def cli() -> None:
 @click.option("--time-units", default="myr", show_default=True,
               type=click.Choice(["myr", "yr", "gen"]), help="Units of the tree's branch lengths.")
 @click.option("--divergence-scale", default=1.0, show_default=True, type=float,
-              help="Multiplies mutation and indel rates: > 1 easier, < 1 harder.")
+              help="Multiplies substitution, indel and insertion rates: > 1 easier, < 1 harder.")
+@click.option("--insertion-rate", default=0.45, show_default=True, type=click.FloatRange(min=0),
+              help="Lineage-specific transposon insertions per Mb per million years: the "
+                   "signal a classifier can learn across chromosomes.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Random seed; the output is a function of the seed and options.")
 @click.option("--softmask", is_flag=True, help="Write interspersed repeats in lowercase.")
 @click.option("--force", is_flag=True, help="Replace an existing simulation in --out-dir.")
-def simulate(out_dir, species, length, n_chromosomes, tree, time_units, divergence_scale, seed,
-             softmask, force) -> None:
+def simulate(out_dir, species, length, n_chromosomes, tree, time_units, divergence_scale,
+             insertion_rate, seed, softmask, force) -> None:
     """Simulate genomes of related species along a species tree (msprime)."""
     from mambadna.simulate import parse_species, simulate_species, summary
 
     names, count = parse_species(species)
     result = simulate_species(out_dir, species=names, n_species=count, length=length,
                               n_chromosomes=n_chromosomes, tree=tree, time_units=time_units,
-                              divergence_scale=divergence_scale, seed=seed, softmask=softmask,
-                              force=force)
+                              divergence_scale=divergence_scale, insertion_rate=insertion_rate,
+                              seed=seed, softmask=softmask, force=force)
     click.echo(summary(result))
 
 

@@ -36,6 +36,7 @@ from mambadna.simulate.genome import (
     background_chains,
     repeat_families,
 )
+from mambadna.simulate.lineage import LineageRepeats
 from mambadna.simulate.output import (
     atomic_directory,
     to_letters,
@@ -60,7 +61,8 @@ class SimulationConfig:
     n_chromosomes: int = 4  # chromosomes chr1..chrK, chr1 longest (lengths K : K-1 : ... : 1)
     tree: str | None = None  # Newick species tree; None: the great apes
     time_units: str = "myr"  # branch-length units of the tree: myr, yr or gen
-    divergence_scale: float = 1.0  # multiplies mutation and indel rates
+    divergence_scale: float = 1.0  # multiplies substitution, indel and insertion rates
+    insertion_rate: float = 0.45  # lineage-specific transposon insertions per Mb per Myr
     seed: int = 0
     softmask: bool = False  # write repeats in lowercase (as UCSC/Ensembl soft-masked FASTA)
     val_fraction: float = 0.1  # region splits (1-2 chromosomes) only
@@ -85,7 +87,8 @@ class SimulationConfig:
 
     def evolution(self) -> EvolutionConfig:
         return EvolutionConfig(tree=self.tree or GREAT_APES_TREE, time_units=self.time_units,
-                               divergence_scale=self.divergence_scale)
+                               divergence_scale=self.divergence_scale,
+                               insertion_rate=self.insertion_rate)
 
     def chromosome_lengths(self) -> list[int]:
         """Ancestral lengths, proportional to K, K-1, ..., 1 and summing to ``length``."""
@@ -162,9 +165,11 @@ class _DivergenceCounter:
         self.diff = np.zeros(len(self.pairs))
         self.aligned = np.zeros(len(self.pairs))
         self.indels = np.zeros(len(self.pairs), dtype=np.int64)
+        self.insertions = np.zeros(len(species), dtype=np.int64)
 
     def add(self, variants, keeps: list[np.ndarray]) -> None:
         pos, alleles = variants.sub_positions, variants.sub_alleles
+        self.insertions += variants.indel_carriers[variants.indel_is_repeat].sum(axis=0)
         for n, (i, j) in enumerate(self.pairs):
             both = keeps[i] & keeps[j]
             self.aligned[n] += both.sum()
@@ -176,6 +181,10 @@ class _DivergenceCounter:
         div = {name: round(float(d / a), 6) for name, d, a in
                zip(self.names, self.diff, self.aligned)}
         return div, {name: int(x) for name, x in zip(self.names, self.indels)}
+
+    def lineage_insertions(self, species: list[str]) -> dict[str, int]:
+        """Transposon copies each species carries that some other species lacks."""
+        return {name: int(n) for name, n in zip(species, self.insertions)}
 
 
 def _species_records(config: SimulationConfig, ancestral, layout: dict, all_variants: list,
@@ -206,7 +215,7 @@ def _write_species(tmp: Path, name: str, whole: list, by_split: dict) -> list[tu
 
 
 def _record(config: SimulationConfig, species: list[str], lengths: list[int], layout: dict,
-            ancestral: list, species_lengths: dict, divergence: dict, indels: dict,
+            ancestral: list, species_lengths: dict, counter: _DivergenceCounter,
             n_sites: int, n_indels: int) -> dict:
     import msprime
 
@@ -217,6 +226,7 @@ def _record(config: SimulationConfig, species: list[str], lengths: list[int], la
     params = {k: v for k, v in asdict(config).items() if k != "genome"}
     params["species"] = species
     params["tree"] = config.evolution().tree
+    divergence, indels = counter.result()
     return {
         "format": 1,
         "generator": {"mambadna": __version__, "msprime": msprime.__version__,
@@ -239,14 +249,16 @@ def _record(config: SimulationConfig, species: list[str], lengths: list[int], la
         "indel_events": n_indels,
         "divergence": divergence,
         "indel_differences": indels,
+        "lineage_insertions": counter.lineage_insertions(species),
     }
 
 
 def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...] | None = None,
                      n_species: int | None = None, length: int = 1_000_000,
                      n_chromosomes: int = 4, tree: str | None = None,
-                     divergence_scale: float = 1.0, seed: int = 0, force: bool = False,
-                     softmask: bool = False, time_units: str = "myr") -> SimulationResult:
+                     divergence_scale: float = 1.0, insertion_rate: float = 0.45, seed: int = 0,
+                     force: bool = False, softmask: bool = False,
+                     time_units: str = "myr") -> SimulationResult:
     """Simulate one haploid genome per species along a species tree and write it to out_dir.
 
     Writes ``<species>.fa`` (records chr1..chrK), ``<species>.<split>.fa`` for train/val/test,
@@ -258,20 +270,22 @@ def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...
     config = SimulationConfig(
         species=tuple(species) if species is not None else None, n_species=n_species,
         length=int(length), n_chromosomes=int(n_chromosomes), tree=tree, time_units=time_units,
-        divergence_scale=float(divergence_scale), seed=int(seed), softmask=softmask)
+        divergence_scale=float(divergence_scale), insertion_rate=float(insertion_rate),
+        seed=int(seed), softmask=softmask)
     evolution = config.evolution()
     demography, leaves = species_demography(evolution)
     chosen = _select_species(config, leaves)
     lengths = config.chromosome_lengths()
     layout = _split_layout(config, lengths)
 
-    genome_seed, evolve_seed = np.random.SeedSequence(config.seed).spawn(2)
+    genome_seed, evolve_seed, lineage_seed = np.random.SeedSequence(config.seed).spawn(3)
     family_seed, *chrom_seeds = genome_seed.spawn(1 + len(lengths))
     families = repeat_families(np.random.default_rng(family_seed), config.genome)
+    lineage = LineageRepeats(families, lineage_seed)
     chains = background_chains(config.genome)
     ancestral = [ancestral_chromosome(np.random.default_rng(s), n, config.genome, families, chains)
                  for s, n in zip(chrom_seeds, lengths)]
-    variants = [evolve_chromosome(chrom.bases, chosen, demography, evolution, s)
+    variants = [evolve_chromosome(chrom.bases, chosen, demography, evolution, s, lineage)
                 for chrom, s in zip(ancestral, evolve_seed.spawn(len(lengths)))]
 
     out_dir = Path(out_dir)
@@ -287,9 +301,8 @@ def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...
         for c, chrom_variants in enumerate(variants):
             counter.add(chrom_variants, [species_keeps[c] for species_keeps in keeps])
         write_manifest(tmp / "manifest.tsv", rows)
-        divergence, indels = counter.result()
-        record = _record(config, chosen, lengths, layout, ancestral, species_lengths, divergence,
-                         indels, sum(len(v.sub_positions) for v in variants),
+        record = _record(config, chosen, lengths, layout, ancestral, species_lengths, counter,
+                         sum(len(v.sub_positions) for v in variants),
                          sum(len(v.indel_positions) for v in variants))
         write_json(tmp / "simulation.json", record)
         write_checksums(tmp)
@@ -297,7 +310,7 @@ def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...
         out_dir=out_dir,
         fasta={name: out_dir / f"{name}.fa" for name in chosen},
         split_fasta={name: {s: out_dir / f"{name}.{s}.fa" for s in SPLITS} for name in chosen},
-        manifest=out_dir / "manifest.tsv", params=record, divergence=divergence)
+        manifest=out_dir / "manifest.tsv", params=record, divergence=record["divergence"])
 
 
 def parse_species(text: str | None) -> tuple[tuple[str, ...] | None, int | None]:
@@ -327,5 +340,7 @@ def summary(result: SimulationResult) -> str:
         "divergence (substitutions per aligned base):",
     ]
     lines += [f"  {pair:<28} {value:.4%}" for pair, value in result.divergence.items()]
+    lines.append("lineage-specific transposon insertions: " + ", ".join(
+        f"{name} {n}" for name, n in result.params["lineage_insertions"].items()))
     lines.append(f"manifest: {result.manifest}")
     return "\n".join(lines)

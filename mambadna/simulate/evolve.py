@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mambadna.errors import ConfigError
+from mambadna.simulate.lineage import LineageRepeats, carrier_patterns
 
 GREAT_APES = ("human", "chimpanzee", "bonobo", "gorilla", "orangutan")
 # Split times in million years (science notes): orangutan 16, gorilla 9, human 6, chimp/bonobo 1.
@@ -42,6 +43,7 @@ class EvolutionConfig:
     indel_ratio: float = 0.1  # indel events per substitution
     indel_length_p: float = 0.5  # geometric parameter of indel lengths
     indel_max_length: int = 10  # indel lengths are truncated to 1..indel_max_length
+    insertion_rate: float = 0.45  # lineage-specific transposon insertions per Mb per Myr
 
     def __post_init__(self) -> None:
         if self.time_units not in ("myr", "yr", "gen"):
@@ -52,8 +54,13 @@ class EvolutionConfig:
         for name in ("generation_time", "population_size", "mutation_rate", "kappa"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.recombination_rate < 0 or self.indel_ratio < 0:
-            raise ConfigError("recombination_rate and indel_ratio must be >= 0")
+        if self.recombination_rate < 0 or self.indel_ratio < 0 or self.insertion_rate < 0:
+            raise ConfigError("recombination_rate, indel_ratio and insertion_rate must be >= 0")
+
+    def insertion_rate_per_generation(self) -> float:
+        """Transposon insertions per base per generation (scaled like the mutation rate)."""
+        per_year = self.insertion_rate * 1e-6 / 1e6
+        return per_year * self.generation_time * self.divergence_scale
 
 
 def species_demography(config: EvolutionConfig):
@@ -80,8 +87,9 @@ class ChromosomeVariants:
     sub_positions (n_sub,) int64 and sub_alleles (n_sub, n_species) uint8 (0-3): the base of
     each species at each substitution site. indel_positions (n_indel,) int64, indel_is_insertion
     (n_indel,) bool, indel_lengths (n_indel,) int64, inserted (sum of insertion lengths,) uint8
-    in event order, indel_carriers (n_indel, n_species) bool. A deletion at p removes
-    [p, p + length); an insertion at p adds its bases after base p.
+    in event order, indel_carriers (n_indel, n_species) bool, indel_is_repeat (n_indel,) bool:
+    a lineage-specific transposon copy (soft-masked). A deletion at p removes [p, p + length);
+    an insertion at p adds its bases after base p.
     """
 
     sub_positions: np.ndarray
@@ -91,6 +99,11 @@ class ChromosomeVariants:
     indel_lengths: np.ndarray
     inserted: np.ndarray
     indel_carriers: np.ndarray
+    indel_is_repeat: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.indel_is_repeat is None:
+            self.indel_is_repeat = np.zeros(len(self.indel_positions), dtype=bool)
 
 
 def _msprime_seed(seq: np.random.SeedSequence) -> int:
@@ -120,12 +133,27 @@ def _inserted_bases(rng: np.random.Generator, bases: np.ndarray, positions: np.n
     return np.where(duplicate, bases[source], random).astype(np.uint8)
 
 
-def evolve_chromosome(bases: np.ndarray, species: list[str], demography, config: EvolutionConfig,
-                      seed: np.random.SeedSequence) -> ChromosomeVariants:
-    """Simulate one chromosome's genealogies and variants for one haploid genome per species."""
+def _binary_events(ts, rate: float, seed: np.random.SeedSequence):
+    """Presence/absence events on the genealogies: (positions, carriers (n, n_species) bool)."""
     import msprime
 
-    ancestry_seed, sub_seed, indel_seed, shape_seed = seed.spawn(4)
+    events = msprime.sim_mutations(ts, rate=rate, model=msprime.BinaryMutationModel(),
+                                   random_seed=_msprime_seed(seed), discrete_genome=True)
+    positions = events.tables.sites.position.astype(np.int64)
+    return positions, events.genotype_matrix(alleles=("0", "1")) == 1
+
+
+def evolve_chromosome(bases: np.ndarray, species: list[str], demography, config: EvolutionConfig,
+                      seed: np.random.SeedSequence,
+                      lineage: LineageRepeats | None = None) -> ChromosomeVariants:
+    """Simulate one chromosome's genealogies and variants for one haploid genome per species.
+
+    lineage: the lineage-specific transposon subfamilies (shared by all chromosomes); None
+    leaves out transposon insertions.
+    """
+    import msprime
+
+    ancestry_seed, sub_seed, indel_seed, shape_seed, te_seed = seed.spawn(5)
     ts = msprime.sim_ancestry(
         samples=[msprime.SampleSet(1, population=name, ploidy=1) for name in species],
         demography=demography, sequence_length=len(bases), ploidy=2,
@@ -138,16 +166,26 @@ def evolve_chromosome(bases: np.ndarray, species: list[str], demography, config:
     genotypes = subs.genotype_matrix(alleles=("A", "C", "G", "T")).astype(np.uint8)
     alleles = genotypes ^ (drawn ^ bases[positions])[:, None]
 
-    indels = msprime.sim_mutations(ts, rate=rate * config.indel_ratio,
-                                   model=msprime.BinaryMutationModel(),
-                                   random_seed=_msprime_seed(indel_seed), discrete_genome=True)
-    indel_positions = indels.tables.sites.position.astype(np.int64)
-    carriers = indels.genotype_matrix(alleles=("0", "1")) == 1
+    indel_positions, carriers = _binary_events(ts, rate * config.indel_ratio, indel_seed)
     rng = np.random.default_rng(shape_seed)
     is_insertion, lengths = _indel_shapes(rng, len(indel_positions), config)
     inserted = _inserted_bases(rng, bases, indel_positions[is_insertion], lengths[is_insertion])
+    is_repeat = np.zeros(len(indel_positions), dtype=bool)
+    if lineage is not None and config.insertion_rate > 0:
+        te_positions, te_carriers = _binary_events(ts, config.insertion_rate_per_generation(),
+                                                   te_seed)
+        informative = te_carriers.any(axis=1) & ~te_carriers.all(axis=1)
+        te_positions, te_carriers = te_positions[informative], te_carriers[informative]
+        te_bases, te_lengths = lineage.copies(np.random.default_rng(te_seed),
+                                              carrier_patterns(te_carriers))
+        indel_positions = np.concatenate([indel_positions, te_positions])
+        carriers = np.concatenate([carriers, te_carriers])
+        is_insertion = np.concatenate([is_insertion, np.ones(len(te_positions), dtype=bool)])
+        lengths = np.concatenate([lengths, te_lengths])
+        inserted = np.concatenate([inserted, te_bases])
+        is_repeat = np.concatenate([is_repeat, np.ones(len(te_positions), dtype=bool)])
     return ChromosomeVariants(positions, alleles.astype(np.uint8), indel_positions, is_insertion,
-                              lengths, inserted, carriers)
+                              lengths, inserted, carriers, is_repeat)
 
 
 def _codes(states: np.ndarray) -> np.ndarray:
@@ -197,7 +235,8 @@ def apply_variants(bases: np.ndarray, repeat_mask: np.ndarray, variants: Chromos
     at = np.repeat(kept_before[ins_pos[chosen]], ins_len_all[chosen])
     pieces = np.repeat(ins_offsets[chosen], ins_len_all[chosen]) + _within(ins_len_all[chosen])
     new_bases = np.insert(seq[keep], at, variants.inserted[pieces])
-    mask_fill = np.repeat(repeat_mask[ins_pos[chosen]], ins_len_all[chosen])
+    ins_repeat = variants.indel_is_repeat[ins_all][chosen]
+    mask_fill = np.repeat(repeat_mask[ins_pos[chosen]] | ins_repeat, ins_len_all[chosen])
     new_mask = np.insert(repeat_mask[keep], at, mask_fill)
     mapped = np.zeros(0, dtype=np.int64)
     if cuts is not None:

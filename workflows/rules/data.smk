@@ -8,11 +8,12 @@ rule simulate:
         length=config["simulate"].get("length", 1_000_000),
         seed=config["simulate"].get("seed", 0),
         scale=config["simulate"].get("divergence_scale", 1.0),
+        insertions=config["simulate"].get("insertion_rate", 0.45),
     log:
         f"{RUN}/logs/simulate.log",
     shell:
         "{MAMBADNA} simulate -o {output} --length {params.length} --seed {params.seed} "
-        "--divergence-scale {params.scale} > {log} 2>&1"
+        "--divergence-scale {params.scale} --insertion-rate {params.insertions} > {log} 2>&1"
 
 
 def fetch_base_url(wildcards=None):

@@ -1,8 +1,9 @@
 """simulate_species: genomes of related species for demos, tests and benchmarks.
 
-An ancestral genome (genome.py) evolves along a species tree (evolve.py); each species gets a
-haploid genome written as ``<species>.fa`` (records chr1..chrK) plus per-split FASTA files and
-a manifest for finetuning. Deterministic by seed.
+An ancestral genome (genome.py) evolves along a species tree (evolve.py): substitutions, small
+indels and lineage-specific transposon insertions (lineage.py, the species signal that carries
+across chromosomes). Each species gets a haploid genome written as ``<species>.fa`` (records
+chr1..chrK) plus per-split FASTA files and a manifest for finetuning. Deterministic by seed.
 
 Splits hold out whole chromosomes when there are at least three: the last chromosome is test,
 the one before it val, the rest train. With one or two chromosomes each chromosome is cut into

@@ -53,6 +53,9 @@ _TABLES = {
     for iupac in (True, False)
     for unknown in (True, False)
 }
+# The same tables as bytes: bytes.translate maps ~2x faster than np.take for byte inputs.
+_BYTE_TABLES = {key: table.tobytes() for key, table in _TABLES.items()}
+_REJECT_BYTE = bytes([_REJECT])
 
 _DECODE = np.frombuffer(b"??????" * 3, dtype=np.uint8)[:VOCAB_SIZE].copy()
 _DECODE[[A, C, G, T, N]] = np.frombuffer(b"ACGTN", dtype=np.uint8)
@@ -123,10 +126,18 @@ def encode(
         raise ValueError(f"on_invalid must be 'N' or 'error', got {on_invalid!r}")
     if on_unknown not in ("N", "error"):
         raise ValueError(f"on_unknown must be 'N' or 'error', got {on_unknown!r}")
-    raw = _as_bytes_view(seq)
-    table = _TABLES[(on_invalid == "N", on_unknown == "N")]
-    encoded = np.take(table, raw)
-    if encoded.size and encoded.max() == _REJECT:
+    key = (on_invalid == "N", on_unknown == "N")
+    if isinstance(seq, (bytes, bytearray)):
+        mapped = seq.translate(_BYTE_TABLES[key])
+        raw = np.frombuffer(seq, dtype=np.uint8)
+        # A copy, so callers get a writable array like from np.take (a memcpy, cheap).
+        encoded = np.frombuffer(mapped, dtype=np.uint8).copy()
+        rejected = _REJECT_BYTE in mapped
+    else:
+        raw = _as_bytes_view(seq)
+        encoded = np.take(_TABLES[key], raw)
+        rejected = bool(encoded.size) and encoded.max() == _REJECT
+    if rejected:
         raise _reject(raw, encoded, on_invalid, offset)
     if return_softmask:
         return encoded, raw >= ord("a")

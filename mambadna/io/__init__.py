@@ -1,1 +1,138 @@
-"""mambadna.io"""
+"""Sequence readers: FASTA, FASTQ, SAM/BAM/CRAM behind one entry point, ``read_records``.
+
+Torch-free. Formats and compression are detected from the content, never from the name::
+
+    from mambadna.io import read_records
+    for record in read_records("genome.fa.gz"):      # Record(name, sequence, ...)
+        ...
+    read_records("reads.bam", region="chr1:1-100000")   # samtools-style string, or Region
+    fetch_interval("genome.fa", "chr1", 0, 1000)         # 0-based, half-open
+
+Record names must be unique within a file (DuplicateRecordError otherwise, unless
+``allow_duplicates``). This holds for reads too: the mates of a pair in BAM/CRAM/SAM are told
+apart by the /1 and /2 suffixes their flags give them; interleaved FASTQ whose mates carry the
+same name needs ``allow_duplicates=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+from mambadna.errors import ConfigError, DuplicateRecordError, MambaDNAError
+from mambadna.io.alignments import read_alignments
+from mambadna.io.fasta import OnProblem, read_fasta, sequence_line
+from mambadna.io.fastq import read_fastq
+from mambadna.io.files import FORMATS, check_path, compression, detect_format
+from mambadna.io.indexed import IndexedFasta, fetch_interval, read_fasta_regions
+from mambadna.io.records import DEFAULT_FILTER, ReadFilter, Record, Region, as_regions
+
+__all__ = [
+    "FORMATS",
+    "IndexedFasta",
+    "ReadFilter",
+    "Record",
+    "Region",
+    "compression",
+    "detect_format",
+    "fetch_interval",
+    "locate",
+    "read_records",
+    "reader_options",
+]
+
+
+def read_records(
+    path: str | os.PathLike,
+    *,
+    fmt: str = "auto",
+    region: str | Region | Sequence[str | Region] | None = None,
+    reference: str | os.PathLike | None = None,
+    flags: ReadFilter = DEFAULT_FILTER,
+    allow_duplicates: bool = False,
+    on_problem: OnProblem | None = None,
+) -> Iterator[Record]:
+    """Iterate over the records of a sequence file.
+
+    fmt: "auto" (detect from content) or one of fasta, fastq, sam, bam, cram.
+    region: one or several regions ("chr1", "chr1:1001-2000" 1-based like samtools, or
+        Region(name, start, end) 0-based half-open). FASTA: one record per region (needs an
+        uncompressed or bgzip FASTA; the .fai is built if missing). BAM/CRAM: the reads
+        overlapping the regions (needs an index).
+    reference: the reference FASTA of a CRAM file (required for CRAM, ignored otherwise).
+    flags: which alignments to keep (BAM/CRAM/SAM only).
+    allow_duplicates: accept repeated record names.
+    on_problem: receives recoverable problems (the record is skipped) instead of raising.
+    The path and format are checked now; records are read lazily.
+    """
+    path = check_path(path)
+    if fmt == "auto":
+        fmt = detect_format(path)
+    elif fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
+    regions = as_regions(region)
+    if fmt == "fasta":
+        records = (read_fasta_regions(path, regions) if regions
+                   else read_fasta(path, on_problem=on_problem))
+    elif fmt == "fastq":
+        if regions:
+            raise ConfigError("FASTQ reads have no coordinates, so a region cannot select "
+                              "them", path=path, fix="use region with FASTA or BAM/CRAM")
+        records = read_fastq(path, on_problem=on_problem)
+    else:
+        records = read_alignments(path, fmt, regions=regions, reference=reference, flags=flags)
+    if allow_duplicates:
+        return records
+    return _unique(records, on_problem)
+
+
+def _unique(records: Iterator[Record], on_problem: OnProblem | None) -> Iterator[Record]:
+    first_line: dict[str, int | None] = {}
+    for record in records:
+        if record.name in first_line:
+            where = first_line[record.name]
+            err = DuplicateRecordError(
+                "duplicate record name" + (f" (first seen on line {where})" if where else ""),
+                path=record.source, record=record.name, line=record.line,
+                fix="rename one of them, or pass --allow-duplicates (Python: "
+                    "allow_duplicates=True)")
+            if on_problem is None:
+                raise err
+            on_problem(err)
+            continue
+        first_line[record.name] = record.line
+        yield record
+
+
+def locate(err: MambaDNAError, record: Record) -> MambaDNAError:
+    """Add file, record and line to an error about ``record`` (e.g. an AlphabetError whose
+    position is within the record). Finding the line re-reads the file, so only call this on
+    the way to reporting the error."""
+    line = record.line
+    if line is not None and err.position is not None:
+        stop = b"+" if record.quality is not None else b">"
+        try:
+            line = sequence_line(record.source, record.line, err.position, stop) or line
+        except MambaDNAError:
+            pass  # the file changed or broke since: the header line still helps
+    return err.with_location(path=record.source, record=record.name, line=line)
+
+
+def reader_options(
+    fmt: str = "auto",
+    regions: Sequence[str] = (),
+    reference: str | None = None,
+    include_secondary: bool = False,
+    include_supplementary: bool = False,
+    include_qcfail: bool = False,
+    include_duplicates: bool = False,
+    skip_unmapped: bool = False,
+    min_mapq: int = 0,
+) -> dict:
+    """Keyword arguments for read_records from the command line's reader options."""
+    flags = ReadFilter(skip_secondary=not include_secondary,
+                       skip_supplementary=not include_supplementary,
+                       skip_qcfail=not include_qcfail, skip_duplicates=not include_duplicates,
+                       skip_unmapped=skip_unmapped, min_mapq=min_mapq)
+    return {"fmt": fmt, "region": list(regions) or None, "reference": reference,
+            "flags": flags}

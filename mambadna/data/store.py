@@ -1,0 +1,261 @@
+"""Token stores: sequences as uint8 token arrays on disk, memory-mapped for training.
+
+Layout of a store folder::
+
+    records/000000.npy   one .npy per record: uint8 token ids (mambadna.alphabet), 1-D
+    index.parquet        record, source, file, length, n_count, sha256 (of the token bytes)
+    store.json           format and version, package version, inputs and options
+
+Writing is atomic: everything goes to ``<out>.tmp-<random>`` beside the target and is renamed
+into place only when complete, so an error or interrupt never leaves a half-written store, and
+``force`` replaces an old store only once the new one is whole. Torch-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mambadna._version import __version__
+from mambadna.alphabet import N, encode
+from mambadna.errors import (
+    AlphabetError,
+    ConfigError,
+    DuplicateRecordError,
+    FormatError,
+    InputFileError,
+    OutputExistsError,
+)
+from mambadna.io import locate, read_records
+from mambadna.io.files import check_path
+
+STORE_FORMAT = "mambadna-token-store"
+STORE_VERSION = 1
+INDEX_COLUMNS = ("record", "source", "file", "length", "n_count", "sha256")
+
+
+def _check_target(out: Path, force: bool) -> None:
+    """Refuse to replace anything but an existing token store (or an empty folder)."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
+        raise OutputExistsError("output already exists", path=out,
+                                fix="pass --force to replace it, or choose another --out")
+    is_store = out.is_dir() and (out / "store.json").is_file()
+    if not is_store and not (out.is_dir() and not any(out.iterdir())):
+        raise OutputExistsError("exists and is not a token store; --force only replaces "
+                                "token stores", path=out, fix="choose another --out")
+
+
+def _install(tmp: Path, out: Path, force: bool) -> None:
+    """Move the finished store ``tmp`` to ``out``, replacing an old store if ``force``."""
+    if out.exists():
+        _check_target(out, force)  # again: something may have appeared meanwhile
+        old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "store")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def _write_tokens(path: Path, tokens: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.lib.format.write_array(fh, tokens, allow_pickle=False)
+
+
+def _tokenize_inputs(inputs: Sequence[Path], tmp: Path, on_invalid: str, on_unknown: str,
+                     allow_duplicates: bool, read_opts: dict) -> list[dict]:
+    """Write records/NNNNNN.npy for every record of every input; return the index rows."""
+    (tmp / "records").mkdir()
+    rows: list[dict] = []
+    for path in inputs:
+        for record in read_records(path, allow_duplicates=allow_duplicates, **read_opts):
+            try:
+                tokens = encode(record.sequence, on_invalid=on_invalid, on_unknown=on_unknown)
+            except AlphabetError as err:
+                raise locate(err, record) from None
+            file = f"records/{len(rows):06d}.npy"
+            _write_tokens(tmp / file, tokens)
+            rows.append({"record": record.name, "source": record.source, "file": file,
+                         "length": len(tokens), "n_count": int(np.count_nonzero(tokens == N)),
+                         "sha256": hashlib.sha256(tokens).hexdigest()})
+    if not rows:
+        raise FormatError("the inputs hold no records (after filtering)",
+                          path=inputs[0] if len(inputs) == 1 else None,
+                          fix="check the inputs, region and read filters")
+    return rows
+
+
+def _write_index(rows: list[dict], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("record", pa.string()), ("source", pa.string()),
+                        ("file", pa.string()), ("length", pa.int64()),
+                        ("n_count", pa.int64()), ("sha256", pa.string())])
+    columns = {name: [row[name] for row in rows] for name in INDEX_COLUMNS}
+    pq.write_table(pa.Table.from_pydict(columns, schema=schema), path)
+
+
+def _jsonable(value):
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+def write_token_store(
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    force: bool = False,
+    on_invalid: str = "N",
+    on_unknown: str = "error",
+    allow_duplicates: bool = False,
+    **read_opts,
+) -> TokenStore:
+    """Tokenize every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM) into a store at out_dir.
+
+    on_invalid / on_unknown: what IUPAC codes / other bytes become (see alphabet.encode).
+    allow_duplicates: accept repeated record names within a file (names may always repeat
+        across files: look such records up with ``store.get(name, source=...)``).
+    read_opts: passed to mambadna.io.read_records (fmt, region, reference, flags).
+    Raises OutputExistsError if out_dir exists and not force; never leaves partial output.
+    """
+    paths = [check_path(p) for p in inputs]  # all inputs exist before any work starts
+    if not paths:
+        raise ConfigError("no inputs given", fix="pass one or more FASTA/FASTQ/BAM files")
+    repeated = {p for p in paths if sum(q.resolve() == p.resolve() for q in paths) > 1}
+    if repeated:
+        raise ConfigError(f"input given twice: {sorted(map(str, repeated))[0]}",
+                          fix="list each input once")
+    out = Path(out_dir)
+    _check_target(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    try:
+        rows = _tokenize_inputs(paths, tmp, on_invalid, on_unknown, allow_duplicates, read_opts)
+        _write_index(rows, tmp / "index.parquet")
+        meta = {"format": STORE_FORMAT, "version": STORE_VERSION,
+                "package_version": __version__,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "tokens": "uint8 ids of mambadna.alphabet: PAD=0 A=5 C=6 G=7 T=8 N=9",
+                "inputs": [os.fspath(p) for p in paths],
+                "options": _jsonable({"on_invalid": on_invalid, "on_unknown": on_unknown,
+                                      "allow_duplicates": allow_duplicates, **read_opts}),
+                "records": len(rows), "total_length": sum(r["length"] for r in rows)}
+        (tmp / "store.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _install(tmp, out, force)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful install
+    return TokenStore(out)
+
+
+class TokenStore:
+    """A token store on disk. ``store[i]`` / ``store["chr1"]`` -> read-only np.memmap (uint8).
+
+    Attributes: index (pandas DataFrame, INDEX_COLUMNS), names, sources (one per record),
+    lengths (np.int64 array), total_length, meta (store.json).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import pandas as pd
+
+        self.path = Path(path)
+        meta_path = self.path / "store.json"
+        if not meta_path.is_file():
+            raise InputFileError("not a token store (no store.json)", path=self.path,
+                                 fix="create one with `mambadna tokenize INPUT... -o DIR`")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except (ValueError, OSError) as err:
+            raise FormatError(f"unreadable store.json ({err})", path=meta_path,
+                              fix="re-create the store with `mambadna tokenize`") from None
+        if self.meta.get("format") != STORE_FORMAT or self.meta.get("version") != STORE_VERSION:
+            raise FormatError(f"unsupported store format {self.meta.get('format')!r} version "
+                              f"{self.meta.get('version')!r} (this is version {STORE_VERSION})",
+                              path=meta_path, fix="re-create the store with `mambadna tokenize`")
+        self.index = pd.read_parquet(self.path / "index.parquet")
+        missing = set(INDEX_COLUMNS) - set(self.index.columns)
+        if missing:
+            raise FormatError(f"index.parquet lacks columns {sorted(missing)}",
+                              path=self.path / "index.parquet",
+                              fix="re-create the store with `mambadna tokenize`")
+        self.names: list[str] = self.index["record"].tolist()
+        self.sources: list[str] = self.index["source"].tolist()
+        self.lengths: np.ndarray = self.index["length"].to_numpy(dtype=np.int64)
+        self._rows_by_name: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names):
+            self._rows_by_name.setdefault(name, []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rows_by_name
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"TokenStore({str(self.path)!r}, records={len(self)}, bases={self.total_length})"
+
+    @property
+    def total_length(self) -> int:
+        return int(self.lengths.sum())
+
+    def position(self, name: str, source: str | None = None) -> int:
+        """Row number of record ``name`` (of ``source`` when names repeat across inputs)."""
+        rows = self._rows_by_name.get(name)
+        if not rows:
+            raise KeyError(f"no record {name!r} in token store {self.path}")
+        if source is not None:
+            rows = [i for i in rows if self.sources[i] == os.fspath(source)]
+            if not rows:
+                raise KeyError(f"no record {name!r} from {source} in token store {self.path}")
+        if len(rows) > 1:
+            raise DuplicateRecordError(
+                f"{len(rows)} records share this name (sources: "
+                f"{', '.join(self.sources[i] for i in rows[:3])})", path=self.path,
+                record=name, fix="use store.get(name, source=...) or an integer index")
+        return rows[0]
+
+    def get(self, name: str, source: str | None = None) -> np.memmap:
+        return self[self.position(name, source)]
+
+    def __getitem__(self, key: int | str) -> np.memmap:
+        if isinstance(key, str):
+            key = self.position(key)
+        i = range(len(self))[key]  # IndexError and negative indices like a list
+        return np.load(self.path / self.index["file"].iat[i], mmap_mode="r")
+
+    def verify(self) -> int:
+        """Check every record file: shape, dtype, length and sha256. Returns the count."""
+        for i in range(len(self)):
+            name, file = self.names[i], self.path / self.index["file"].iat[i]
+            try:
+                tokens = self[i]
+            except (OSError, ValueError) as err:
+                raise FormatError(f"unreadable record file {file.name} ({err})", path=file,
+                                  record=name, fix="re-create the store") from None
+            if tokens.dtype != np.uint8 or tokens.ndim != 1 or len(tokens) != self.lengths[i]:
+                raise FormatError(f"record file holds {tokens.dtype} {tokens.shape}, expected "
+                                  f"uint8 ({self.lengths[i]},)", path=file, record=name,
+                                  fix="re-create the store")
+            if hashlib.sha256(tokens).hexdigest() != self.index["sha256"].iat[i]:
+                raise FormatError("sha256 of the tokens does not match the index", path=file,
+                                  record=name, fix="re-create the store")
+        return len(self)

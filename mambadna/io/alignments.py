@@ -1,0 +1,133 @@
+"""BAM, CRAM and SAM through pysam: all reads, in their original orientation.
+
+- ``check_sq=False`` so unaligned BAM (no @SQ lines) opens; without a region every record is
+  read (``until_eof``), mapped or not.
+- Reads come back as sequenced: ``get_forward_sequence()`` undoes the reverse complement of
+  reverse-strand alignments.
+- The two reads of a pair share a name in SAM; they become ``name/1`` and ``name/2`` (the
+  convention of FASTQ files) so that each read has a unique name in a token store.
+- Region queries need an index (.bai/.csi/.crai); CRAM needs its reference FASTA. Without the
+  reference htslib would try to download it, which a tool must never do silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from mambadna.errors import (
+    ConfigError,
+    FormatError,
+    IndexRequiredError,
+    InputError,
+    MambaDNAError,
+)
+from mambadna.io.files import check_path
+from mambadna.io.records import DEFAULT_FILTER, ReadFilter, Record, Region
+
+_MODES = {"bam": "rb", "cram": "rc", "sam": "r"}
+
+
+def _pysam():
+    import pysam  # lazy: the GPU machine and torch-only installs may lack it
+
+    return pysam
+
+
+def open_alignments(path: Path, fmt: str, reference: str | os.PathLike | None):
+    """Open with pysam; CRAM without a reference and unreadable files raise domain errors."""
+    if fmt == "cram" and reference is None:
+        raise ConfigError("reading CRAM needs the reference FASTA it was compressed against",
+                          path=path, fix="pass --reference REF.fa (Python: reference=...)")
+    ref = os.fspath(check_path(reference)) if reference is not None else None
+    pysam = _pysam()
+    try:
+        return pysam.AlignmentFile(os.fspath(path), _MODES[fmt], check_sq=False,
+                                   reference_filename=ref)
+    except (ValueError, OSError) as err:
+        raise FormatError(f"cannot read as {fmt.upper()}: {err}", path=path,
+                          fix="check the file with `samtools quickcheck -v FILE`") from None
+
+
+def _keep(read, flags: ReadFilter) -> bool:
+    if flags.skip_secondary and read.is_secondary:
+        return False
+    if flags.skip_supplementary and read.is_supplementary:
+        return False
+    if flags.skip_qcfail and read.is_qcfail:
+        return False
+    if flags.skip_duplicates and read.is_duplicate:
+        return False
+    if read.is_unmapped:
+        return not flags.skip_unmapped
+    return read.mapping_quality >= flags.min_mapq
+
+
+def _name(read) -> str:
+    name = read.query_name or ""
+    if read.is_paired and (read.is_read1 or read.is_read2):
+        mate = "/1" if read.is_read1 else "/2"
+        if not name.endswith(mate):
+            name += mate
+    return name
+
+
+def _record(read, path: Path, source: str) -> Record:
+    sequence = read.get_forward_sequence()
+    name = _name(read)
+    if not sequence:
+        kind = "secondary " if read.is_secondary else ""
+        raise FormatError(f"{kind}alignment has no stored sequence (SEQ is '*')", path=path,
+                          record=name,
+                          fix="skip secondary alignments (the default); their bases are on "
+                              "the primary alignment")
+    qualities = read.get_forward_qualities()
+    quality = None
+    if qualities is not None and len(qualities) == len(sequence):
+        quality = (np.asarray(qualities, dtype=np.uint8) + 33).tobytes()
+    return Record(name, sequence.encode("ascii"), "", quality, source, None)
+
+
+def _fetch(handle, path: Path, fmt: str, regions: list[Region]) -> Iterator:
+    if not regions:
+        yield from handle.fetch(until_eof=True)
+        return
+    if fmt == "sam" or not handle.has_index():
+        kind = "CRAM (.crai)" if fmt == "cram" else "BAM (.bai or .csi)"
+        raise IndexRequiredError(
+            f"region queries need a coordinate-sorted, indexed {kind}", path=path,
+            fix=f"samtools sort -o sorted.{'cram' if fmt == 'cram' else 'bam'} {path.name} "
+                "&& samtools index sorted.*; or read the whole file without a region")
+    for region in regions:
+        if region.name not in handle.references:
+            shown = ", ".join(handle.references[:5])
+            raise InputError(f"region {region}: no sequence {region.name!r} in the header "
+                             f"(has {shown}{'...' if len(handle.references) > 5 else ''})",
+                             path=path, fix="use a name from the @SQ lines")
+        yield from handle.fetch(region.name, region.start, region.end)
+
+
+def read_alignments(path: str | os.PathLike, fmt: str, *, regions: list[Region] | None = None,
+                    reference: str | os.PathLike | None = None,
+                    flags: ReadFilter = DEFAULT_FILTER) -> Iterator[Record]:
+    """Yield the reads of a BAM/CRAM/SAM file that pass ``flags`` (in file order).
+
+    regions: only reads overlapping these intervals (0-based, half-open); needs an index.
+    reference: the FASTA a CRAM was written against (required for CRAM).
+    """
+    path = Path(path)
+    source = os.fspath(path)
+    with open_alignments(path, fmt, reference) as handle:
+        try:
+            for read in _fetch(handle, path, fmt, regions or []):
+                if _keep(read, flags):
+                    yield _record(read, path, source)
+        except (OSError, ValueError) as err:
+            if isinstance(err, MambaDNAError):
+                raise
+            raise FormatError(f"{fmt.upper()} data is corrupt or truncated ({err})", path=path,
+                              fix="check it with `samtools quickcheck -v FILE`; copy or "
+                                  "download it again") from None

@@ -147,5 +147,82 @@ def data_split(manifest, dest, out_dir, only, force) -> None:
         click.echo(f"manifest: {result.manifest}")
 
 
+def _reader_options(command):
+    """Options of validate and tokenize that say how inputs are read."""
+    options = [
+        click.option("--format", "fmt", default="auto", show_default=True,
+                     type=click.Choice(["auto", "fasta", "fastq", "sam", "bam", "cram"]),
+                     help="Input format; auto detects it from the content."),
+        click.option("--on-invalid", default="N", show_default=True,
+                     type=click.Choice(["N", "error"]),
+                     help="IUPAC ambiguity codes (R Y S W K M B D H V): read as N, or error."),
+        click.option("--on-unknown", default="error", show_default=True,
+                     type=click.Choice(["error", "N"]),
+                     help="Any other non-base character: error, or read as N."),
+        click.option("--allow-duplicates", is_flag=True,
+                     help="Accept repeated record names within a file."),
+        click.option("--region", "regions", multiple=True,
+                     help="Only this region (samtools style, 1-based: chr1:1001-2000); "
+                          "repeatable. Needs an indexed FASTA, BAM or CRAM."),
+        click.option("--reference", type=click.Path(dir_okay=False),
+                     help="Reference FASTA of CRAM inputs (required for CRAM)."),
+        click.option("--include-secondary", is_flag=True, help="Keep secondary alignments."),
+        click.option("--include-supplementary", is_flag=True,
+                     help="Keep supplementary alignments."),
+        click.option("--include-qcfail", is_flag=True, help="Keep reads that failed QC."),
+        click.option("--include-duplicates", is_flag=True,
+                     help="Keep reads marked as duplicates."),
+        click.option("--skip-unmapped", is_flag=True, help="Drop unmapped reads."),
+        click.option("--min-mapq", default=0, show_default=True, type=click.IntRange(0, 255),
+                     help="Minimum mapping quality of mapped reads."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command("validate")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--all", "collect_all", is_flag=True,
+              help="Report every problem (up to 1000 per file), not only the first.")
+@_reader_options
+def validate(inputs, collect_all, on_invalid, on_unknown, allow_duplicates, **read) -> None:
+    """Check that every record of INPUT... can be read; summarise each file."""
+    from mambadna.io import reader_options
+    from mambadna.io.validate import validate as validate_files
+
+    summaries = validate_files(inputs, collect_all=collect_all, on_invalid=on_invalid,
+                               on_unknown=on_unknown, allow_duplicates=allow_duplicates,
+                               **reader_options(**read))
+    for summary in summaries:
+        click.echo(summary.line())
+        for problem in summary.problems:
+            click.echo(str(problem), err=True)
+        if summary.truncated_problems:
+            click.echo(f"{summary.path}: {summary.truncated_problems} more problems not shown",
+                       err=True)
+    if not all(s.ok for s in summaries):
+        sys.exit(1)
+
+
+@cli.command("tokenize")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="Token store folder to create (records/*.npy, index.parquet, store.json).")
+@click.option("--force", is_flag=True, help="Replace an existing token store at --out.")
+@_reader_options
+def tokenize(inputs, out, force, on_invalid, on_unknown, allow_duplicates, **read) -> None:
+    """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (uint8 .npy per record)."""
+    from mambadna.data.store import write_token_store
+    from mambadna.io import reader_options
+
+    store = write_token_store(inputs, out, force=force, on_invalid=on_invalid,
+                              on_unknown=on_unknown, allow_duplicates=allow_duplicates,
+                              **reader_options(**read))
+    n_count = int(store.index["n_count"].sum())
+    click.echo(f"{store.path}: {len(store)} records, {store.total_length} bases "
+               f"({n_count} N) from {len(inputs)} input(s)")
+
+
 def main() -> None:
     cli()

@@ -23,7 +23,7 @@ $(STAMP): $(PY) pyproject.toml
 		echo "no GPU found: installing the CPU build $(TORCH_CPU)"; \
 		$(PY) -m pip install --quiet $(TORCH_CPU); \
 	fi
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,workflows]"
 	@touch $(STAMP)
 
 demo: $(STAMP)

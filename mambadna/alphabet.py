@@ -90,7 +90,7 @@ def _reject(raw: np.ndarray, encoded: np.ndarray, on_invalid: str, offset: int) 
     position = int(np.flatnonzero(encoded == _REJECT)[0])
     byte = int(raw[position])
     char = chr(byte)
-    if byte in IUPAC_AMBIGUITY or byte - 32 in IUPAC_AMBIGUITY:
+    if byte in IUPAC_AMBIGUITY or byte in IUPAC_AMBIGUITY.lower():
         return AlphabetError(
             f"IUPAC ambiguity code {char!r} while on_invalid={on_invalid!r}",
             position=offset + position,

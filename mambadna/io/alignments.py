@@ -84,10 +84,13 @@ def _record(read, path: Path, source: str) -> Record:
                           record=name,
                           fix="skip secondary alignments (the default); their bases are on "
                               "the primary alignment")
-    qualities = read.get_forward_qualities()
+    # query_qualities rather than get_forward_qualities: the latter fails on reverse-strand
+    # reads without qualities (pysam 0.24).
+    qualities = read.query_qualities
     quality = None
     if qualities is not None and len(qualities) == len(sequence):
-        quality = (np.asarray(qualities, dtype=np.uint8) + 33).tobytes()
+        phred = np.asarray(qualities, dtype=np.uint8)
+        quality = ((phred[::-1] if read.is_reverse else phred) + 33).tobytes()
     return Record(name, sequence.encode("ascii"), "", quality, source, None)
 
 

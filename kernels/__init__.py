@@ -15,9 +15,12 @@ import logging
 
 import torch
 
+from mambadna.kernels.conv import causal_conv1d, causal_conv1d_update
 from mambadna.kernels.reference import selective_scan_chunked, selective_scan_reference
+from mambadna.kernels.step import selective_state_update
 
-__all__ = ["BACKENDS", "selective_scan", "selective_scan_chunked", "selective_scan_reference"]
+__all__ = ["BACKENDS", "causal_conv1d", "causal_conv1d_update", "selective_scan",
+           "selective_scan_chunked", "selective_scan_reference", "selective_state_update"]
 
 BACKENDS = ("auto", "triton", "reference", "loop")
 

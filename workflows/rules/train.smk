@@ -14,7 +14,7 @@ rule tokenize:
     log:
         f"{RUN}/logs/tokenize.{{split}}.log",
     shell:
-        "rm -rf {params.store} && {MAMBADNA} tokenize {input} -o {params.store} > {log} 2>&1"
+        "{MAMBADNA} tokenize {input} -o {params.store} --force > {log} 2>&1"
 
 
 def pretrain_fasta():

@@ -42,7 +42,8 @@ def causal_conv1d_reference(
                    bias.to(x.dtype), groups=dim)  # (batch, dim, L)
     out = _activate(out, activation)
     if return_final_state:
-        return out, full[..., length:]
+        # A copy, so that a carried state does not keep the whole (batch, dim, L) input alive.
+        return out, full[..., length:].clone()
     return out
 
 

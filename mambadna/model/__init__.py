@@ -1,1 +1,24 @@
-"""mambadna.model"""
+"""The MambaDNA network: config, Mamba mixer, heads, streaming state, save/load.
+
+    from mambadna.model import ModelConfig, MambaDNA, load_model, lm_loss
+    cfg = ModelConfig.from_preset("paper-1.4m")
+    model = MambaDNA(cfg)
+    logits = model(tokens)                       # (batch, L) int64 -> (batch, L, vocab) fp32
+    logits, state = model(tokens, return_state=True)
+    model.save_pretrained("out/model"); model = load_model("out/model")
+"""
+
+from mambadna.model.config import PRESETS, ModelConfig
+from mambadna.model.io import load_model, save_pretrained
+from mambadna.model.network import MambaDNA, lm_loss
+from mambadna.model.state import ModelState
+
+__all__ = [
+           "PRESETS",
+           "MambaDNA",
+           "ModelConfig",
+           "ModelState",
+           "lm_loss",
+           "load_model",
+           "save_pretrained",
+]

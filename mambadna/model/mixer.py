@@ -1,0 +1,161 @@
+"""The Mamba-1 mixer (S6) and RMSNorm.
+
+Mixer, for hidden (batch, L, d_model)::
+
+    x, z   = in_proj(hidden)                                 (batch, d_inner, L) each
+    x      = silu(causal_conv1d(x))                          depthwise, width d_conv
+    dt,B,C = x_proj(x)                                       dt_rank, d_state, d_state rows
+    y      = selective_scan(x, dt_proj.weight @ dt, A = -exp(A_log), B, C, D, z,
+                            delta_bias = dt_proj.bias, delta_softplus = True)
+    out    = out_proj(y)                                     (batch, L, d_model)
+
+Inside the mixer tensors stay in the kernels' (batch, channels, L) layout: the projections are
+matmuls of a weight with a (channels, L) slab, so no transposed copies are made between ops.
+
+Bidirectional (BiMamba, as in Caduceus): a second set of SSM parameters (conv, x_proj, dt_proj,
+A_log, D) scans the reversed sequence; in_proj and out_proj are shared and the two directions'
+outputs are added before out_proj. With right padding, each row is reversed within its real
+length, so padding changes no real position in either direction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mambadna.kernels import (
+    causal_conv1d,
+    causal_conv1d_update,
+    selective_scan,
+    selective_state_update,
+)
+from mambadna.model.config import ModelConfig
+
+
+def no_weight_decay(param: nn.Parameter) -> nn.Parameter:
+    """Mark a parameter that the optimizer must not decay (A_log, D, norms, biases)."""
+    param._no_weight_decay = True
+    return param
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight over the last axis, computed in fp32 (returns fp32)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = no_weight_decay(nn.Parameter(torch.ones(dim)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+
+
+class SelectiveSSM(nn.Module):
+    """One direction of the mixer: conv -> SiLU -> x_proj -> dt_proj -> selective scan."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d_inner, n, r = cfg.d_inner, cfg.d_state, cfg.dt_rank
+        self.dt_rank, self.d_state = r, n
+        bound = 1.0 / math.sqrt(cfg.d_conv)  # nn.Conv1d's default for a depthwise kernel
+        self.conv_weight = nn.Parameter(torch.empty(d_inner, cfg.d_conv).uniform_(-bound, bound))
+        self.conv_bias = no_weight_decay(
+            nn.Parameter(torch.empty(d_inner).uniform_(-bound, bound)))
+        self.x_proj = nn.Linear(d_inner, r + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(r, d_inner, bias=True)
+        self._init_dt(cfg)
+        # S4D-real initialisation: A[d, n] = -(n + 1) for every channel.
+        A = torch.arange(1, n + 1, dtype=torch.float32).repeat(d_inner, 1)
+        self.A_log = no_weight_decay(nn.Parameter(torch.log(A)))
+        self.D = no_weight_decay(nn.Parameter(torch.ones(d_inner)))
+
+    def _init_dt(self, cfg: ModelConfig) -> None:
+        """dt_proj: weight uniform +-dt_scale/sqrt(dt_rank); bias = softplus^-1(dt) with dt
+        log-uniform in [dt_min, dt_max], so that softplus(bias) starts in that range."""
+        std = cfg.dt_rank ** -0.5 * cfg.dt_scale
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        log_lo, log_hi = math.log(cfg.dt_min), math.log(cfg.dt_max)
+        dt = torch.exp(torch.rand(cfg.d_inner) * (log_hi - log_lo) + log_lo)
+        dt = dt.clamp(min=cfg.dt_init_floor)
+        inv_softplus = dt + torch.log(-torch.expm1(-dt))
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(inv_softplus)
+        no_weight_decay(self.dt_proj.bias)
+
+    def _project(self, x: torch.Tensor):
+        """x (batch, d_inner, L) -> dt (batch, d_inner, L), B and C (batch, N, L)."""
+        x_dbl = torch.matmul(self.x_proj.weight, x)  # (batch, r + 2N, L)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt = torch.matmul(self.dt_proj.weight, dt)  # (batch, d_inner, L)
+        return dt, B, C
+
+    def forward(self, x, z, conv_state=None, ssm_state=None):
+        """x, z: (batch, d_inner, L). Returns y (batch, d_inner, L) and the final conv state
+        (batch, d_inner, d_conv-1) and SSM state (batch, d_inner, N), both fp32."""
+        x, conv_state = causal_conv1d(x, self.conv_weight, self.conv_bias,
+                                      initial_state=conv_state, return_final_state=True,
+                                      activation="silu")
+        dt, B, C = self._project(x)
+        y, ssm_state = selective_scan(
+            x, dt, -torch.exp(self.A_log.float()), B, C, self.D.float(), z,
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            initial_state=ssm_state, return_final_state=True,
+        )
+        return y, conv_state.float(), ssm_state
+
+    def step(self, x, z, conv_state, ssm_state):
+        """One position: x, z (batch, d_inner). Returns y (batch, d_inner) and the new states."""
+        x, conv_state = causal_conv1d_update(x, conv_state, self.conv_weight, self.conv_bias,
+                                             activation="silu")
+        dt, B, C = self._project(x[..., None])  # (batch, ., 1) each
+        y, ssm_state = selective_state_update(
+            ssm_state, x, dt[..., 0], -torch.exp(self.A_log.float()), B[..., 0], C[..., 0],
+            self.D.float(), z, dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
+        )
+        return y, conv_state, ssm_state
+
+
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Reverse x (batch, channels, L) along L, each row only within its first lengths[b]
+    positions (right padding stays at the end). Applying it twice gives x back."""
+    if lengths is None:
+        return x.flip(-1)
+    length = x.shape[-1]
+    t = torch.arange(length, device=x.device)
+    index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # (batch, L)
+    return x.gather(-1, index[:, None, :].expand_as(x))
+
+
+class Mixer(nn.Module):
+    """The Mamba mixer: (batch, L, d_model) -> (batch, L, d_model), with streaming state."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.d_inner = cfg.d_inner
+        self.in_proj = nn.Linear(cfg.d_model, 2 * cfg.d_inner, bias=False)
+        self.ssm = SelectiveSSM(cfg)
+        self.ssm_rev = SelectiveSSM(cfg) if cfg.bidirectional else None
+        self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=False)
+
+    def forward(self, hidden, conv_state=None, ssm_state=None, lengths=None):
+        """hidden (batch, L, d_model); states as SelectiveSSM.forward; lengths (batch,) real
+        lengths, used only by bidirectional mixers (None: no padding).
+        Returns (out (batch, L, d_model), conv_state, ssm_state)."""
+        xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (batch, 2*d_inner, L)
+        x, z = xz.split(self.d_inner, dim=1)
+        y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state)
+        if self.ssm_rev is not None:
+            y_rev, _, _ = self.ssm_rev(reverse_within_lengths(x, lengths),
+                                       reverse_within_lengths(z, lengths))
+            y = y + reverse_within_lengths(y_rev, lengths)
+        out = torch.matmul(y.transpose(1, 2), self.out_proj.weight.t())  # (batch, L, d_model)
+        return out, conv_state, ssm_state
+
+    def step(self, hidden, conv_state, ssm_state):
+        """One position: hidden (batch, d_model) -> (out (batch, d_model), conv, ssm states)."""
+        x, z = self.in_proj(hidden).split(self.d_inner, dim=-1)
+        y, conv_state, ssm_state = self.ssm.step(x, z, conv_state, ssm_state)
+        return self.out_proj(y), conv_state, ssm_state

@@ -1,0 +1,329 @@
+"""MambaDNA: embedding -> n_layer x [RMSNorm -> Mamba mixer, residual] -> RMSNorm -> heads.
+
+The residual stream is kept in fp32 even under autocast (each block adds its mixer's output to
+it), and the RMSNorms compute in fp32, as in the reference implementation. Heads: a language
+model head tied to the embedding (next-base logits) and, when ``num_labels > 0``, a sequence
+classifier over the pooled final hidden states.
+
+Batches of different lengths are right-padded with PAD. The network is causal, so padding never
+changes a real position's output; the classifier and ``embed`` read only real positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mambadna.alphabet import PAD, N, encode
+from mambadna.errors import ConfigError, InputError
+from mambadna.model.config import POOLINGS, ModelConfig
+from mambadna.model.mixer import Mixer, RMSNorm, no_weight_decay
+from mambadna.model.state import ModelState
+
+
+class Block(nn.Module):
+    """residual + Mixer(RMSNorm(residual)); the residual (batch, L, d_model) stays fp32."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
+        self.mixer = Mixer(cfg)
+
+    def forward(self, residual, conv_state=None, ssm_state=None, lengths=None):
+        out, conv_state, ssm_state = self.mixer(self.norm(residual), conv_state, ssm_state,
+                                                lengths)
+        return residual + out.float(), conv_state, ssm_state
+
+    def step(self, residual, conv_state, ssm_state):
+        out, conv_state, ssm_state = self.mixer.step(self.norm(residual), conv_state, ssm_state)
+        return residual + out.float(), conv_state, ssm_state
+
+
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-base cross-entropy: logits (batch, L, vocab) at t predict tokens (batch, L) at t+1.
+
+    Targets that are PAD or N are not counted; the mean is over counted positions (0 with a
+    gradient path when there are none).
+    """
+    logits = logits[:, :-1].float()
+    targets = tokens[:, 1:].long()
+    counted = (targets != PAD) & (targets != N)
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                             reduction="none")
+    return (losses * counted.reshape(-1)).sum() / counted.sum().clamp(min=1)
+
+
+def _as_tokens(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Check tokens (batch, L) of integer ids in [0, vocab_size) and return them as int64."""
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
+    if tokens.dim() != 2 or tokens.shape[1] == 0:
+        raise InputError(f"tokens must be (batch, L) with L >= 1, got shape {tuple(tokens.shape)}",
+                         fix="add a batch axis with tokens[None] for a single sequence")
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise InputError(f"tokens must be integer token ids, got dtype {tokens.dtype}")
+    tokens = tokens.long()
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= vocab_size:
+        raise InputError(f"token ids must be in [0, {vocab_size}), got range [{low}, {high}]",
+                         fix="encode sequences with mambadna.tokenize")
+    return tokens
+
+
+def _real_lengths(tokens: torch.Tensor) -> torch.Tensor:
+    """Count of non-PAD tokens per row (batch,); every row needs at least one."""
+    lengths = (tokens != PAD).sum(1)
+    if bool((lengths == 0).any()):
+        row = int(torch.nonzero(lengths == 0)[0, 0])
+        raise InputError(f"batch row {row} holds only PAD tokens; every sequence needs at "
+                         f"least one base")
+    return lengths
+
+
+class MambaDNA(nn.Module):
+    """A Mamba language model over DNA tokens with an optional sequence-classification head."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
+        self.classifier = nn.Linear(cfg.d_model, cfg.num_labels) if cfg.num_labels else None
+        self.labels: list[str] | None = None
+        self.training_info: dict | None = None
+        self.weights_sha256: str | None = None  # of model.safetensors, once saved or loaded
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Embedding N(0, initializer_range); out_proj rescaled by 1/sqrt(n_layer); classifier
+        bias zero (the mixer initialises dt, A_log and D itself)."""
+        cfg = self.config
+        nn.init.normal_(self.embedding.weight, std=cfg.initializer_range)
+        if cfg.rescale_prenorm_residual:
+            for layer in self.layers:
+                weight = layer.mixer.out_proj.weight
+                nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+                with torch.no_grad():
+                    weight /= math.sqrt(cfg.n_layer)
+        if self.classifier is not None:
+            nn.init.zeros_(self.classifier.bias)
+            no_weight_decay(self.classifier.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    def num_parameters(self) -> int:
+        """Number of parameters (the tied LM head counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def allocate_state(self, batch_size: int) -> ModelState:
+        """Zero state (a sequence start) on the model's device."""
+        self._require_streaming("allocate_state")
+        cfg = self.config
+        return ModelState.zeros(cfg.n_layer, batch_size, cfg.d_inner, cfg.d_conv, cfg.d_state,
+                                device=self.device)
+
+    # ------------------------------------------------------------------ backbone
+
+    def _require_streaming(self, what: str) -> None:
+        if self.config.bidirectional:
+            raise ConfigError(f"{what}: a bidirectional model cannot stream (its reverse "
+                              f"direction needs the whole sequence)",
+                              fix="run whole sequences without state, or use a "
+                                  "unidirectional model (bidirectional=False)")
+
+    def _check_state(self, state: ModelState, batch: int) -> None:
+        if not isinstance(state, ModelState):
+            raise TypeError(f"state must be a ModelState, got {type(state).__name__}")
+        if state.n_layer != self.config.n_layer or state.batch_size != batch:
+            raise InputError(f"state holds {state.n_layer} layers x batch {state.batch_size}, "
+                             f"the model needs {self.config.n_layer} layers x batch {batch}")
+
+    def hidden_states(self, tokens, state=None, return_state=False, lengths=None):
+        """Final-normed hidden states (batch, L, d_model) fp32 of tokens (batch, L).
+
+        state: a ModelState to continue from (None: sequence start); with ``return_state`` the
+        state after the last position is returned too. lengths (batch,): real lengths of
+        right-padded rows, used by bidirectional models (default: count of non-PAD tokens).
+        """
+        tokens = _as_tokens(tokens, self.config.vocab_size)
+        if self.config.bidirectional:
+            if state is not None or return_state:
+                self._require_streaming("hidden_states with state")
+            if lengths is None:
+                lengths = _real_lengths(tokens)
+            if bool((lengths == tokens.shape[1]).all()):
+                lengths = None  # no padding: a plain flip is enough
+        if state is not None:
+            self._check_state(state, tokens.shape[0])
+        residual = self.embedding(tokens).float()  # (batch, L, d_model)
+        conv, ssm = [], []
+        checkpointing = (self.config.gradient_checkpointing and self.training
+                         and torch.is_grad_enabled())
+        for i, layer in enumerate(self.layers):
+            args = (residual, state.conv[i] if state else None, state.ssm[i] if state else None,
+                    lengths)
+            if checkpointing:
+                residual, conv_i, ssm_i = checkpoint(layer, *args, use_reentrant=False)
+            else:
+                residual, conv_i, ssm_i = layer(*args)
+            conv.append(conv_i)
+            ssm.append(ssm_i)
+        hidden = self.norm_f(residual)
+        return (hidden, ModelState(conv, ssm)) if return_state else hidden
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Tied LM head: hidden (..., d_model) -> logits (..., vocab) fp32."""
+        return F.linear(hidden, self.embedding.weight).float()
+
+    def forward(self, tokens, state=None, return_state=False):
+        """Next-base logits (batch, L, vocab) fp32 [, ModelState] of tokens (batch, L)."""
+        out = self.hidden_states(tokens, state=state, return_state=return_state)
+        if return_state:
+            hidden, state = out
+            return self.lm_logits(hidden), state
+        return self.lm_logits(out)
+
+    def step(self, token: torch.Tensor, state: ModelState | None = None):
+        """Advance one position: token (batch,) -> (logits (batch, vocab) fp32, new state)."""
+        self._require_streaming("step")
+        token = _as_tokens(token.reshape(-1, 1), self.config.vocab_size)[:, 0]
+        state = self.allocate_state(token.shape[0]) if state is None else state
+        self._check_state(state, token.shape[0])
+        residual = self.embedding(token).float()  # (batch, d_model)
+        conv, ssm = [], []
+        for i, layer in enumerate(self.layers):
+            residual, conv_i, ssm_i = layer.step(residual, state.conv[i], state.ssm[i])
+            conv.append(conv_i)
+            ssm.append(ssm_i)
+        return self.lm_logits(self.norm_f(residual)), ModelState(conv, ssm)
+
+    # ------------------------------------------------------------------ pooling and heads
+
+    def pool(self, hidden, lengths=None, mode=None):
+        """Pool hidden (batch, L, d_model) over real positions -> (batch, d_model).
+
+        lengths (batch,): real lengths of right-padded rows (None: all L). mode: "last" (the
+        last real position) or "mean" (mean over real positions); None = config.pooling.
+        """
+        mode = self.config.pooling if mode is None else mode
+        if mode not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+        batch, length = hidden.shape[:2]
+        if lengths is None:
+            return hidden[:, -1] if mode == "last" else hidden.mean(1)
+        lengths = torch.as_tensor(lengths, device=hidden.device).long()
+        if lengths.shape != (batch,) or bool(((lengths < 1) | (lengths > length)).any()):
+            raise InputError(f"lengths must be (batch={batch},) with values in [1, {length}], "
+                             f"got {lengths.tolist()}")
+        if mode == "last":
+            return hidden[torch.arange(batch, device=hidden.device), lengths - 1]
+        mask = torch.arange(length, device=hidden.device) < lengths[:, None]  # (batch, L)
+        total = (hidden * mask[..., None].to(hidden.dtype)).sum(1)
+        return total / lengths[:, None].to(hidden.dtype)
+
+    def classify_logits(self, tokens, lengths=None):
+        """Class logits (batch, num_labels) fp32 of right-padded tokens (batch, L).
+
+        lengths (batch,): real lengths (default: count of non-PAD tokens per row).
+        """
+        if self.classifier is None:
+            raise ConfigError("this model has no classification head (num_labels = 0)",
+                              fix="finetune it with labels, or build it with num_labels >= 2")
+        tokens = _as_tokens(tokens, self.config.vocab_size)
+        if lengths is None:
+            lengths = _real_lengths(tokens)
+        hidden = self.hidden_states(tokens, lengths=lengths)
+        return self.classifier(self.pool(hidden, lengths)).float()
+
+    # ------------------------------------------------------------------ inference helpers
+
+    def embed(self, sequences: Sequence[str | bytes | np.ndarray], batch_size: int = 8,
+              pool: str | None = None, segment_length: int = 65_536) -> np.ndarray:
+        """Pooled embeddings (n, d_model) float32 of DNA strings or token arrays.
+
+        Strings/bytes are encoded with ``mambadna.alphabet.encode`` (IUPAC codes -> N); arrays
+        are taken as token ids. pool: "mean" over every real position (N included: the hidden
+        state there still summarises the context) or "last" real position; None =
+        config.pooling. Sequences are batched by length; unidirectional models stream long
+        sequences in pieces of ``segment_length`` bases, so memory does not grow with length.
+        """
+        mode = self.config.pooling if pool is None else pool
+        if mode not in POOLINGS:
+            raise ConfigError(f"pool must be one of {POOLINGS}, got {mode!r}")
+        if batch_size < 1 or segment_length < 1:
+            raise ConfigError("batch_size and segment_length must be >= 1")
+        arrays = [_to_token_array(seq, i) for i, seq in enumerate(sequences)]
+        out = np.zeros((len(arrays), self.config.d_model), dtype=np.float32)
+        order = sorted(range(len(arrays)), key=lambda i: len(arrays[i]))
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                for lo in range(0, len(order), batch_size):
+                    rows = order[lo:lo + batch_size]
+                    pooled = self._embed_batch([arrays[i] for i in rows], mode, segment_length)
+                    out[rows] = pooled.float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    def _embed_batch(self, arrays, mode, segment_length):
+        """Pooled hidden states (batch, d_model) of token arrays, right-padded into a batch."""
+        lengths = torch.tensor([len(a) for a in arrays], device=self.device)
+        tokens = torch.full((len(arrays), int(lengths.max())), PAD, dtype=torch.long)
+        for row, array in enumerate(arrays):
+            tokens[row, :len(array)] = torch.from_numpy(array.astype(np.int64))
+        tokens = tokens.to(self.device)
+        if self.config.bidirectional or tokens.shape[1] <= segment_length:
+            return self.pool(self.hidden_states(tokens, lengths=lengths), lengths, mode)
+        total = torch.zeros(len(arrays), self.config.d_model, device=self.device)
+        state = None
+        for start in range(0, tokens.shape[1], segment_length):
+            hidden, state = self.hidden_states(tokens[:, start:start + segment_length],
+                                               state=state, return_state=True)
+            local = (lengths - start).clamp(0, hidden.shape[1])  # real positions in the piece
+            if mode == "mean":
+                mask = torch.arange(hidden.shape[1], device=self.device) < local[:, None]
+                total += (hidden * mask[..., None]).sum(1)
+            else:
+                ends = (lengths > start) & (lengths <= start + hidden.shape[1])
+                rows = torch.nonzero(ends)[:, 0]
+                total[rows] = hidden[rows, local[rows] - 1]
+        return total / lengths[:, None] if mode == "mean" else total
+
+    # ------------------------------------------------------------------ save
+
+    def save_pretrained(self, path: str | Path, labels: Sequence[str] | None = None,
+                        training_info: dict | None = None) -> Path:
+        """Write config.json, model.safetensors, labels.json (classifiers) and a README.md
+        model card to the folder ``path`` (see mambadna.model.io). Returns the folder."""
+        from mambadna.model.io import save_pretrained
+
+        return save_pretrained(self, path, labels=labels, training_info=training_info)
+
+
+def _to_token_array(seq, index: int) -> np.ndarray:
+    """A sequence for ``embed`` as a 1-D uint8 token array (non-empty)."""
+    if isinstance(seq, (str, bytes, bytearray, memoryview)):
+        try:
+            tokens = encode(seq)
+        except InputError as err:
+            raise err.with_location(record=f"sequence {index}") from None
+    else:
+        tokens = np.asarray(seq)
+        if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+            raise InputError(f"sequence {index}: token arrays must be 1-D integer arrays, got "
+                             f"shape {tokens.shape} dtype {tokens.dtype}")
+    if len(tokens) == 0:
+        raise InputError(f"sequence {index} is empty; every sequence needs at least one base")
+    return tokens

@@ -224,5 +224,97 @@ def tokenize(inputs, out, force, on_invalid, on_unknown, allow_duplicates, **rea
                f"({n_count} N) from {len(inputs)} input(s)")
 
 
+def _pipeline_options(command):
+    """Options of classify and embed: model, output, windows, batching, devices."""
+    options = [
+        click.option("--model", required=True, type=click.Path(),
+                     help="Saved model folder (RUN_DIR/model)."),
+        click.option("--window", type=click.IntRange(min=1), default=None,
+                     help="Bases per window. Default: the model's training length, else 1024."),
+        click.option("--stride", type=click.IntRange(min=1), default=None,
+                     help="Bases between window starts. Default: the window (no overlap)."),
+        click.option("--min-window", type=click.IntRange(min=1), default=None,
+                     help="Keep a record's last partial window (or a short record) if it has "
+                          "at least this many bases. Default: half the window."),
+        click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+                     help="Windows per forward pass (--stream: records side by side)."),
+        click.option("--stream", is_flag=True,
+                     help="Carry the model state along each record: every window sees the "
+                          "whole record before it; memory does not grow with record length."),
+        click.option("--rc-average", is_flag=True,
+                     help="Also run each window's reverse complement and average the strands."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto (CUDA if available), cpu, cuda, cuda:1, ..."),
+        click.option("--devices", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Split the records over this many GPUs (one process each)."),
+        click.option("--precision", default="auto", show_default=True,
+                     type=click.Choice(["auto", "bf16", "fp32"]),
+                     help="auto: bf16 autocast on CUDA, fp32 on CPU."),
+        click.option("--force", is_flag=True, help="Replace an existing output file."),
+        click.option("--quiet", is_flag=True, help="No progress display on stderr."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command("classify")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Predictions table: .tsv, .csv or .parquet (format from the extension).")
+@click.option("--per-window", is_flag=True,
+              help="Add one row per window (with start, end) after each record's row.")
+@_pipeline_options
+@_reader_options
+def classify(inputs, out, per_window, model, window, stride, min_window, batch_size, stream,
+             rc_average, device, devices, precision, force, quiet, on_invalid, on_unknown,
+             allow_duplicates, **read) -> None:
+    """Predict the label (e.g. species) of every record of INPUT... from its windows."""
+    from mambadna.io import reader_options
+    from mambadna.pipelines.classify import classify_run
+    from mambadna.pipelines.common import RunOptions
+
+    opts = RunOptions(window=window, stride=stride, min_window=min_window,
+                      batch_size=batch_size, rc_average=rc_average, stream=stream,
+                      device=None if device == "auto" else device, devices=devices,
+                      precision=precision, progress=False if quiet else None,
+                      on_invalid=on_invalid, on_unknown=on_unknown,
+                      read_opts={**reader_options(**read), "allow_duplicates": allow_duplicates})
+    result = classify_run(model, inputs, out, per_window=per_window, force=force, options=opts)
+    records = result.frame["start"].isna().sum() if per_window else len(result.frame)
+    click.echo(f"{result.out}: {records} records, {result.n_windows} windows, "
+               f"{result.bases} bases in {result.seconds:.1f} s")
+
+
+@cli.command("embed")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Embeddings Parquet file: one row per window (record_id, start, end, "
+                   "strand, n_fraction, embedding).")
+@click.option("--pool", default="mean", show_default=True,
+              type=click.Choice(["mean", "max", "last"]),
+              help="Window vector: mean or max over non-N bases, or the last base's state.")
+@_pipeline_options
+@_reader_options
+def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stream, rc_average,
+          device, devices, precision, force, quiet, on_invalid, on_unknown, allow_duplicates,
+          **read) -> None:
+    """Write pooled embeddings of the windows of INPUT... to Parquet."""
+    from mambadna.io import reader_options
+    from mambadna.pipelines.common import RunOptions
+    from mambadna.pipelines.embed import embed_run
+
+    opts = RunOptions(window=window, stride=stride, min_window=min_window,
+                      batch_size=batch_size, rc_average=rc_average, stream=stream,
+                      device=None if device == "auto" else device, devices=devices,
+                      precision=precision, progress=False if quiet else None,
+                      on_invalid=on_invalid, on_unknown=on_unknown,
+                      read_opts={**reader_options(**read), "allow_duplicates": allow_duplicates})
+    result = embed_run(model, inputs, out, pool=pool, force=force, options=opts)
+    click.echo(f"{result.out}: {result.n_records} records, {result.n_windows} windows, "
+               f"{result.bases} bases in {result.seconds:.1f} s "
+               f"({result.bases_per_second:,.0f} bases/s)")
+
+
 def main() -> None:
     cli()

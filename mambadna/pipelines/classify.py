@@ -1,0 +1,240 @@
+"""Species (or any label) classification of records, window by window, with a per-record call.
+
+Each window gets class log-probabilities from the model's classification head (its pooling:
+last or mean position, from the model config). Per record, the windows' log-probabilities are
+averaged and softmax-normalised again: the record's probabilities are the normalised geometric
+mean of its windows' probabilities, so every window votes with its full distribution. With
+``rc_average`` the two strands of every window are averaged the same way (mean log-probability).
+
+Output columns (DESIGN.md): ``record_id, predicted_label, probability, n_windows,
+prob_<label>...``, one row per record in input order. ``per_window`` adds ``start, end`` and one
+row per window (n_windows 1) after its record's row, whose start and end stay empty. A record
+with no window (shorter than ``min_window``) gets n_windows 0 and empty predictions, and a
+warning says how many records that was. Formats by extension: .tsv, .csv, .parquet (the
+Parquet file also carries the ``mambadna`` metadata that embeddings have).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mambadna.errors import ConfigError, InputError
+from mambadna.model import MambaDNA
+from mambadna.pipelines.common import Inputs, Run, RunOptions, open_run, run_metadata
+from mambadna.pipelines.inference import Reducer, Rows
+from mambadna.pipelines.output import TABLE_FORMATS, atomic_output, check_output, output_format
+
+_log = logging.getLogger(__name__)
+
+
+def class_log_probs(model: MambaDNA) -> Reducer:
+    """hidden (b, L, d) -> log-probabilities (b, num_labels) fp32 of the model's head."""
+
+    def reduce(hidden: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor):
+        logits = model.classifier(model.pool(hidden.float(), lengths)).float()
+        return torch.log_softmax(logits, dim=-1)
+
+    return reduce
+
+
+def check_classifier(model: MambaDNA) -> None:
+    if model.config.num_labels < 2 or model.classifier is None:
+        raise ConfigError("this model has no classification head (num_labels = 0): it is a "
+                          "pretrained language model",
+                          fix="finetune it on labelled sequences (mambadna finetune --from "
+                              "MODEL_DIR), or use `mambadna embed` for embeddings")
+
+
+def _labels(model: MambaDNA) -> list[str]:
+    return list(model.labels or [f"class{i}" for i in range(model.config.num_labels)])
+
+
+def _softmax(log_probs: np.ndarray) -> np.ndarray:
+    shifted = log_probs - log_probs.max(axis=-1, keepdims=True)
+    probs = np.exp(shifted)
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def _prediction_columns(probs: np.ndarray, labels: list[str], known: np.ndarray) -> dict:
+    """predicted_label, probability and prob_<label> columns; rows not ``known`` stay empty."""
+    best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
+    names = np.array(labels, dtype=object)[best] if len(probs) else np.array([], dtype=object)
+    columns = {"predicted_label": np.where(known, names, None),
+               "probability": np.where(known, probs.max(axis=1, initial=0.0), np.nan)}
+    for i, label in enumerate(labels):
+        columns[f"prob_{label}"] = np.where(known, probs[:, i], np.nan)
+    return columns
+
+
+def record_frame(run: Run, sums: dict[int, np.ndarray], labels: list[str]) -> pd.DataFrame:
+    """One row per record reached (input order) from summed window log-probabilities."""
+    index = np.array([record.index for record, _ in run.seen], dtype=np.int64)
+    counts = np.array([n for _, n in run.seen], dtype=np.int64)
+    mean = np.zeros((len(index), len(labels)))
+    for row, i in enumerate(index.tolist()):
+        if counts[row]:
+            mean[row] = sums[i] / counts[row]
+    frame = pd.DataFrame({"record_index": index,
+                          "record_id": [record.name for record, _ in run.seen]})
+    frame = frame.assign(**_prediction_columns(_softmax(mean), labels, counts > 0))
+    frame.insert(frame.columns.get_loc("probability") + 1, "n_windows", counts)
+    return frame
+
+
+def window_frame(rows: Rows, labels: list[str]) -> pd.DataFrame:
+    """One row per window (n_windows 1) from per-window log-probabilities."""
+    frame = pd.DataFrame({"record_index": rows.record_index, "record_id": rows.records,
+                          "start": rows.start, "end": rows.end})
+    frame = frame.assign(**_prediction_columns(_softmax(rows.values.astype(np.float64)),
+                                               labels, np.ones(len(rows), dtype=bool)))
+    frame.insert(frame.columns.get_loc("probability") + 1, "n_windows", 1)
+    return frame
+
+
+def interleave(records: pd.DataFrame, windows: pd.DataFrame | None) -> pd.DataFrame:
+    """Record rows (start/end empty) each followed by its window rows; keeps record_index."""
+    if windows is None:
+        return records
+    records = records.assign(start=pd.NA, end=pd.NA, _order=0)
+    windows = windows.assign(_order=1)
+    frame = pd.concat([records, windows[records.columns]], ignore_index=True)
+    frame = frame.sort_values(["record_index", "_order"], kind="stable", ignore_index=True)
+    frame[["start", "end"]] = frame[["start", "end"]].astype("Int64")
+    columns = ["record_index", "record_id", "start", "end"]
+    return frame[columns + [c for c in records.columns if c not in [*columns, "_order"]]]
+
+
+def _warn_empty(frame: pd.DataFrame, spec_min: int) -> None:
+    empty = frame[frame["n_windows"] == 0]  # window rows have n_windows 1
+    if len(empty):
+        n_records = int(frame["start"].isna().sum()) if "start" in frame else len(frame)
+        _log.warning("%d of %d records are shorter than --min-window (%d bases): n_windows = "
+                     "0 and no prediction (e.g. %r); lower --window/--min-window to classify "
+                     "them", len(empty), n_records, spec_min, empty["record_id"].iloc[0])
+
+
+@dataclass
+class ClassifyResult:
+    """Predictions (with ``record_index``, the input ordinal), metadata and timing."""
+
+    frame: pd.DataFrame
+    metadata: dict
+    out: Path | None
+    n_windows: int
+    bases: int
+    seconds: float
+    n_input_records: int = 0
+    """Records in the inputs, including those a rank of a multi-GPU run left to others."""
+
+
+def classify_records(model_or_dir, inputs: Inputs, opts: RunOptions, *,
+                     per_window: bool = False, select=None, device=None) -> ClassifyResult:
+    """Run the classifier; the frame keeps ``record_index`` (used to merge ranks)."""
+    started = time.perf_counter()
+    run = open_run(model_or_dir, inputs, opts, class_log_probs, "classify", select=select,
+                   device=device, check_model=check_classifier)
+    labels = _labels(run.model)
+    sums: dict[int, np.ndarray] = {}
+    windows: list[Rows] = []
+    n_windows = bases = 0
+    try:
+        for rows in run.runner.run(run.records):
+            for i, value in zip(rows.record_index.tolist(), rows.values.astype(np.float64)):
+                sums[i] = sums.get(i, 0.0) + value
+            if per_window:
+                windows.append(rows)
+            n_windows += len(rows)
+            bases += int((rows.end - rows.start).sum())
+    finally:
+        run.progress.close()
+    if run.records.n_records == 0:
+        raise InputError("the inputs hold no records (after read filters and regions)",
+                         fix="check the inputs, --region and the read filters")
+    window_rows = None
+    if per_window:
+        window_rows = window_frame(Rows.concat(windows) if windows
+                                   else Rows.empty(len(labels)), labels)
+    frame = interleave(record_frame(run, sums, labels), window_rows)
+    metadata = {**run_metadata(run, opts, inputs, model_or_dir), "per_window": per_window,
+                "aggregation": "softmax of the mean of window log-probabilities",
+                "strand_handling": "mean log-probability of both strands" if opts.rc_average
+                else "forward strand"}
+    return ClassifyResult(frame, metadata, None, n_windows, bases,
+                          time.perf_counter() - started, run.records.n_records)
+
+
+def write_predictions(frame: pd.DataFrame, path: Path, fmt: str, metadata: dict) -> None:
+    """Write predictions (without record_index) as tsv, csv or parquet to ``path``."""
+    frame = frame.drop(columns="record_index", errors="ignore")
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        meta = {**(table.schema.metadata or {}), b"mambadna": json.dumps(metadata).encode()}
+        pq.write_table(table.replace_schema_metadata(meta), path)
+    else:
+        frame.to_csv(path, sep="\t" if fmt == "tsv" else ",", index=False, na_rep="",
+                     float_format="%.6g")
+
+
+def classify_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = None, *,
+                 per_window: bool = False, force: bool = False,
+                 options: RunOptions | None = None) -> ClassifyResult:
+    """``classify`` returning a ClassifyResult (for the CLI: counts and timing)."""
+    opts = options or RunOptions()
+    fmt = None
+    if out is not None:
+        fmt = output_format(out, TABLE_FORMATS)
+        check_output(out, force=force)
+    if opts.devices > 1:
+        from mambadna.pipelines.parallel import classify_on_devices
+
+        result = classify_on_devices(model_or_dir, inputs, opts, per_window=per_window)
+    else:
+        result = classify_records(model_or_dir, inputs, opts, per_window=per_window)
+    result.frame = result.frame.drop(columns="record_index")
+    _warn_empty(result.frame, opts.min_window or result.metadata["min_window"])
+    if out is not None:
+        with atomic_output(out, force=force) as tmp:
+            write_predictions(result.frame, tmp, fmt, result.metadata)
+        result.out = Path(out)
+    result.frame.attrs["mambadna"] = result.metadata
+    return result
+
+
+def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,
+             window: int | None = None, stride: int | None = None,
+             min_window: int | None = None, batch_size: int = 8, rc_average: bool = False,
+             per_window: bool = False, stream: bool = False, device: str | None = None,
+             devices: int = 1, precision: str = "auto", out: str | os.PathLike | None = None,
+             force: bool = False, progress: bool | None = None, on_invalid: str = "N",
+             on_unknown: str = "error", **read_opts) -> pd.DataFrame:
+    """Predict the label of every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM).
+
+    model_or_dir: a classifier (MambaDNA with num_labels >= 2) or its saved folder. Windows,
+    strands and streaming as in ``RunOptions``; aggregation and columns in the module
+    docstring. out: also write the table (.tsv, .csv or .parquet, atomically). read_opts go to
+    ``read_records``. Returns the predictions DataFrame (``attrs["mambadna"]``: metadata).
+
+    Example::
+
+        import mambadna as md
+        table = md.classify("run/model", ["sample.fa"], window=1024)
+        table[["record_id", "predicted_label", "probability"]]
+    """
+    opts = RunOptions(window=window, stride=stride, min_window=min_window,
+                      batch_size=batch_size, rc_average=rc_average, stream=stream,
+                      device=device, devices=devices, precision=precision, progress=progress,
+                      on_invalid=on_invalid, on_unknown=on_unknown, read_opts=read_opts)
+    return classify_run(model_or_dir, inputs, out, per_window=per_window, force=force,
+                        options=opts).frame

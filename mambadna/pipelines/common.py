@@ -1,0 +1,139 @@
+"""What classify and embed share: their options, setting up a run, and provenance metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from mambadna._version import __version__
+from mambadna.errors import ConfigError
+from mambadna.model import MambaDNA
+from mambadna.pipelines.inference import (
+    Reducer,
+    WindowRunner,
+    prepare_model,
+    resolve_device,
+    trained_length,
+)
+from mambadna.pipelines.output import Progress
+from mambadna.pipelines.sources import RecordStream, SourceRecord
+from mambadna.pipelines.windows import WindowSpec
+
+Inputs = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+@dataclass
+class RunOptions:
+    """How classify and embed read inputs and run the model (CLI options of the same names)."""
+
+    window: int | None = None
+    """Bases per window; default: the model's training length (training_info seq_len), else
+    1024."""
+    stride: int | None = None
+    """Bases between window starts; default: the window (non-overlapping)."""
+    min_window: int | None = None
+    """Smallest last partial window kept; default: half the window."""
+    batch_size: int = 8
+    """Windows per forward pass (stream mode: records streamed side by side)."""
+    rc_average: bool = False
+    """Also run the reverse complement of each window and average the strands."""
+    stream: bool = False
+    """Carry the recurrent state along each record (context = the record so far)."""
+    device: str | None = None
+    """"cpu", "cuda", "cuda:1"...; None: CUDA if available, else CPU."""
+    devices: int = 1
+    """GPUs to split the records over (one process and one part file per GPU)."""
+    precision: str = "auto"
+    """"auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"."""
+    progress: bool | None = None
+    """Progress line on stderr; None: only when stderr is a terminal."""
+    on_invalid: str = "N"
+    """IUPAC ambiguity codes: read as N, or "error"."""
+    on_unknown: str = "error"
+    """Other non-base characters: "error", or read as N."""
+    read_opts: dict = field(default_factory=dict)
+    """Passed to mambadna.io.read_records: fmt, region, reference, flags, allow_duplicates."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.devices, bool) or not isinstance(self.devices, int) \
+                or self.devices < 1:
+            raise ConfigError(f"--devices must be a positive integer, got {self.devices!r}")
+        if self.devices > 1 and self.device not in (None, "auto", "cuda"):
+            raise ConfigError(f"--devices {self.devices} splits the work over CUDA devices; "
+                              f"it cannot be combined with --device {self.device}",
+                              fix="leave --device out (or use --device cuda)")
+
+
+@dataclass
+class Run:
+    """A set-up run: the model on its device, the window spec, the records and the runner."""
+
+    model: MambaDNA
+    spec: WindowSpec
+    records: RecordStream
+    runner: WindowRunner
+    progress: Progress
+    seen: list[tuple[SourceRecord, int]]
+
+
+def open_run(model_or_dir, inputs: Inputs, opts: RunOptions, reducer: Callable[[MambaDNA],
+             Reducer], label: str, *, select: Callable[[int], bool] | None = None,
+             device: str | torch.device | None = None,
+             check_model: Callable[[MambaDNA], None] | None = None) -> Run:
+    """Load the model, check the inputs and build the runner (nothing is computed yet).
+
+    ``seen`` collects (record, n_windows) of every record reached, in input order.
+    """
+    records = RecordStream(inputs, select=select, on_invalid=opts.on_invalid,
+                           on_unknown=opts.on_unknown, **opts.read_opts)
+    model = prepare_model(model_or_dir, resolve_device(device or opts.device))
+    if check_model is not None:
+        check_model(model)
+    spec = WindowSpec.resolve(window=opts.window, stride=opts.stride,
+                              min_window=opts.min_window, stream=opts.stream,
+                              trained_length=trained_length(model))
+    total = records.total_bases() if spec.stride == spec.window else None
+    progress = Progress(label, total, enabled=opts.progress)
+    seen: list[tuple[SourceRecord, int]] = []
+    runner = WindowRunner(model, reducer(model), spec, batch_size=opts.batch_size,
+                          rc_average=opts.rc_average, precision=opts.precision,
+                          progress=progress,
+                          on_record=lambda record, n: seen.append((record, n)))
+    return Run(model, spec, records, runner, progress, seen)
+
+
+def weights_checksum(model: MambaDNA) -> tuple[str, str]:
+    """(sha256, of what): of model.safetensors when the model was saved or loaded, else of
+    the state-dict tensors (name, dtype, shape, bytes, in order)."""
+    if model.weights_sha256:
+        return model.weights_sha256, "model.safetensors"
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest(), "state_dict tensors (model not saved)"
+
+
+def run_metadata(run: Run, opts: RunOptions, inputs: Inputs, model_or_dir) -> dict:
+    """Provenance recorded with outputs: package version, model, weights checksum, windows."""
+    checksum, of = weights_checksum(run.model)
+    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    return {
+        "version": __version__,
+        "model": os.fspath(model_or_dir) if isinstance(model_or_dir, (str, os.PathLike))
+        else None,
+        "model_config": run.model.config.to_dict(),
+        "labels": run.model.labels,
+        "weights_sha256": checksum,
+        "weights_checksum_of": of,
+        **run.spec.to_dict(),
+        "rc_average": opts.rc_average,
+        "precision": "bf16" if run.runner.bf16 else "fp32",
+        "inputs": [os.fspath(p) for p in paths],
+        "coordinates": "0-based, half-open",
+    }

@@ -1,0 +1,262 @@
+"""Genome embeddings: one pooled vector per window, written to Parquet as the run goes.
+
+Schema (DESIGN.md), one row per window, rows in input order then start::
+
+    record_id: string, start: int64, end: int64, strand: string, n_fraction: float32,
+    embedding: fixed_size_list<float32>[d_model]
+
+File metadata key ``mambadna``: JSON with the package version, model config, labels, weights
+sha256, pooling, window, stride, min_window, stream, strand handling and precision.
+
+Pooling (``pool``) of a window's final hidden states: "mean" over its non-N bases (over all its
+bases if it holds only N), "max" elementwise over the same positions, "last" the state at its
+last base (with ``stream``, that state has read the whole record up to the window's end).
+Strands: rows are "+" (the sequence as given); with ``rc_average`` each window's reverse
+complement is embedded too and the two vectors are averaged, strand ".".
+Rows are buffered into row groups of ``row_group_size`` rows (default: about 16 MiB of
+embeddings), so memory stays flat however long the records are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mambadna.alphabet import PAD, N
+from mambadna.errors import ConfigError, InputError
+from mambadna.model import MambaDNA
+from mambadna.pipelines.common import Inputs, Run, RunOptions, open_run, run_metadata
+from mambadna.pipelines.inference import Reducer, Rows
+from mambadna.pipelines.output import atomic_output
+
+POOLS = ("mean", "max", "last")
+METADATA_KEY = b"mambadna"
+ROW_GROUP_BYTES = 16 << 20
+
+
+def pooling(mode: str) -> Reducer:
+    """The reducer of ``mode`` (see the module docstring): hidden (b, L, d) -> (b, d) fp32."""
+    if mode not in POOLS:
+        raise ConfigError(f"--pool must be one of {', '.join(POOLS)}, got {mode!r}")
+
+    def reduce(hidden: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor):
+        hidden = hidden.float()
+        if mode == "last":
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+        real = tokens != PAD  # (b, L)
+        bases = real & (tokens != N)
+        mask = torch.where(bases.any(1, keepdim=True), bases, real)  # all-N window: all bases
+        if mode == "mean":
+            with torch.autocast(hidden.device.type, enabled=False):
+                total = torch.bmm(mask[:, None, :].float(), hidden)[:, 0]  # (b, d)
+            return total / mask.sum(1, keepdim=True)
+        return hidden.masked_fill(~mask[..., None], float("-inf")).amax(1)
+
+    return reduce
+
+
+def embedding_schema(d_model: int, metadata: dict | None = None, *,
+                     record_index: bool = False) -> pa.Schema:
+    """The embeddings Parquet schema; ``record_index`` adds the ordinal column of part files."""
+    fields = [("record_id", pa.string()), ("start", pa.int64()), ("end", pa.int64()),
+              ("strand", pa.string()), ("n_fraction", pa.float32()),
+              ("embedding", pa.list_(pa.float32(), d_model))]
+    if record_index:
+        fields.append(("record_index", pa.int64()))
+    meta = {METADATA_KEY: json.dumps(metadata).encode()} if metadata is not None else None
+    return pa.schema(fields, metadata=meta)
+
+
+def rows_table(rows: Rows, schema: pa.Schema, strand: str) -> pa.Table:
+    """A pyarrow table of ``rows`` in ``schema`` (values are the embeddings)."""
+    d_model = schema.field("embedding").type.list_size
+    flat = pa.array(np.ascontiguousarray(rows.values, dtype=np.float32).reshape(-1))
+    columns = [pa.array(rows.records, pa.string()), pa.array(rows.start, pa.int64()),
+               pa.array(rows.end, pa.int64()), pa.array([strand] * len(rows), pa.string()),
+               pa.array(rows.n_fraction, pa.float32()),
+               pa.FixedSizeListArray.from_arrays(flat, d_model)]
+    if "record_index" in schema.names:
+        columns.append(pa.array(rows.record_index, pa.int64()))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class RowGroupWriter:
+    """Appends Rows to a Parquet file in row groups of ``row_group_size`` rows."""
+
+    def __init__(self, path: Path, schema: pa.Schema, strand: str, row_group_size: int) -> None:
+        self.writer = pq.ParquetWriter(path, schema)
+        self.schema, self.strand, self.size = schema, strand, row_group_size
+        self.pending: list[Rows] = []
+        self.held = 0
+        self.n_rows = 0
+
+    def write(self, rows: Rows) -> None:
+        self.pending.append(rows)
+        self.held += len(rows)
+        while self.held >= self.size:
+            joined = Rows.concat(self.pending)
+            self._flush(joined.take(slice(0, self.size)))
+            rest = joined.take(slice(self.size, None))
+            self.pending, self.held = ([rest] if len(rest) else []), len(rest)
+
+    def _flush(self, rows: Rows) -> None:
+        self.writer.write_table(rows_table(rows, self.schema, self.strand),
+                                row_group_size=len(rows))
+        self.n_rows += len(rows)
+
+    def close(self) -> None:
+        if self.pending:
+            self._flush(Rows.concat(self.pending))
+            self.pending, self.held = [], 0
+        self.writer.close()
+
+
+@dataclass
+class EmbedResult:
+    """What an embedding run did: output path (or table), counts and wall time."""
+
+    out: Path | None
+    table: pd.DataFrame | None
+    n_records: int
+    n_windows: int
+    bases: int
+    seconds: float
+    n_input_records: int = 0
+    """Records in the inputs, including those a rank of a multi-GPU run left to others."""
+
+    @property
+    def bases_per_second(self) -> float:
+        return self.bases / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _metadata(run: Run, opts: RunOptions, inputs: Inputs, model_or_dir, pool: str) -> dict:
+    return {**run_metadata(run, opts, inputs, model_or_dir), "pooling": pool,
+            "pooling_positions": "last base" if pool == "last" else
+            "non-N bases (all bases if the window is all N)",
+            "strand": "." if opts.rc_average else "+",
+            "strand_handling": "mean of both strands" if opts.rc_average else "forward strand",
+            "n_fraction": "share of N among the window's bases"}
+
+
+def _check_found(run: Run, n_windows: int, ranked: bool) -> None:
+    if run.records.n_records == 0:
+        raise InputError("the inputs hold no records (after read filters and regions)",
+                         fix="check the inputs, --region and the read filters")
+    if n_windows == 0 and not ranked:
+        longest = max((record.length for record, _ in run.seen), default=0)
+        raise InputError(f"no record is long enough for one window: the longest has {longest}"
+                         f" bases, a window needs at least {run.spec.min_window} (--min-window)",
+                         fix="lower --window and/or --min-window")
+
+
+def embed_to_file(model_or_dir, inputs: Inputs, path: Path, opts: RunOptions, *,
+                  pool: str = "mean", row_group_size: int | None = None,
+                  select=None, device=None, record_index: bool = False) -> EmbedResult:
+    """Embed into the (temporary) Parquet file ``path``; ``select``/``record_index`` serve
+    the ranks of a multi-GPU run (see mambadna.pipelines.parallel)."""
+    started = time.perf_counter()
+    run = open_run(model_or_dir, inputs, opts, lambda model: pooling(pool), "embed",
+                   select=select, device=device)
+    d_model = run.model.config.d_model
+    schema = embedding_schema(d_model, _metadata(run, opts, inputs, model_or_dir, pool),
+                              record_index=record_index)
+    size = row_group_size or max(256, ROW_GROUP_BYTES // (4 * d_model))
+    writer = RowGroupWriter(path, schema, "." if opts.rc_average else "+", size)
+    bases = 0
+    try:
+        for rows in run.runner.run(run.records):
+            writer.write(rows)
+            bases += int((rows.end - rows.start).sum())
+    finally:
+        writer.close()
+        run.progress.close()
+    _check_found(run, writer.n_rows, ranked=select is not None)
+    return EmbedResult(path, None, len(run.seen), writer.n_rows, bases,
+                       time.perf_counter() - started, run.records.n_records)
+
+
+def embed_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = None, *,
+              pool: str = "mean", force: bool = False, row_group_size: int | None = None,
+              options: RunOptions | None = None) -> EmbedResult:
+    """``embed`` returning an EmbedResult (counts and timing, for the CLI and benchmarks)."""
+    opts = options or RunOptions()
+    pooling(pool)  # validate before any work
+    if out is not None and Path(out).suffix.lower() != ".parquet":
+        raise ConfigError("embeddings are written as Parquet", path=out,
+                          fix="end the output name with .parquet")
+    if opts.devices > 1:
+        from mambadna.pipelines.parallel import embed_on_devices
+
+        return embed_on_devices(model_or_dir, inputs, out, opts, pool=pool, force=force,
+                                row_group_size=row_group_size)
+    if out is None:
+        return _embed_to_frame(model_or_dir, inputs, opts, pool)
+    with atomic_output(out, force=force) as tmp:
+        result = embed_to_file(model_or_dir, inputs, tmp, opts, pool=pool,
+                               row_group_size=row_group_size)
+    result.out = Path(out)
+    return result
+
+
+def _embed_to_frame(model_or_dir, inputs: Inputs, opts: RunOptions, pool: str) -> EmbedResult:
+    import tempfile
+
+    # Through a temporary Parquet file: one code path, and the frame carries the same
+    # metadata (DataFrame.attrs["mambadna"]) as the file would.
+    with tempfile.TemporaryDirectory(prefix="mambadna-embed-") as folder:
+        result = embed_to_file(model_or_dir, inputs, Path(folder) / "embeddings.parquet", opts,
+                               pool=pool)
+        result.table = read_embeddings(result.out)
+    result.out = None
+    return result
+
+
+def read_embeddings(path: str | os.PathLike) -> pd.DataFrame:
+    """An embeddings Parquet file as a DataFrame (``embedding``: float32 arrays), with the
+    file's metadata as ``frame.attrs["mambadna"]``."""
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    meta = (table.schema.metadata or {}).get(METADATA_KEY)
+    if meta is not None:
+        frame.attrs["mambadna"] = json.loads(meta)
+    return frame
+
+
+def embed(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs,
+          out: str | os.PathLike | None = None, *, window: int | None = None,
+          stride: int | None = None, min_window: int | None = None, pool: str = "mean",
+          batch_size: int = 8, rc_average: bool = False, stream: bool = False,
+          device: str | None = None, devices: int = 1, precision: str = "auto",
+          force: bool = False, progress: bool | None = None,
+          row_group_size: int | None = None, on_invalid: str = "N",
+          on_unknown: str = "error", **read_opts) -> pd.DataFrame | Path:
+    """Embed every window of every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM).
+
+    model_or_dir: a MambaDNA or the folder of a saved model. out: a .parquet path (written
+    atomically), or None to get a DataFrame. Windows, pooling, strands and streaming are
+    described in the module docstring and ``RunOptions``; read_opts go to ``read_records``
+    (fmt, region, reference, flags, allow_duplicates). Returns the DataFrame (columns as in
+    the file; ``attrs["mambadna"]`` holds the metadata) or the output Path.
+
+    Example::
+
+        import mambadna as md
+        md.embed("run/model", ["genome.fa"], "genome.parquet", window=16_384, pool="mean")
+        frame = md.embed("run/model", "reads.bam", window=150)   # a pandas DataFrame
+    """
+    opts = RunOptions(window=window, stride=stride, min_window=min_window,
+                      batch_size=batch_size, rc_average=rc_average, stream=stream,
+                      device=device, devices=devices, precision=precision, progress=progress,
+                      on_invalid=on_invalid, on_unknown=on_unknown, read_opts=read_opts)
+    result = embed_run(model_or_dir, inputs, out, pool=pool, force=force,
+                       row_group_size=row_group_size, options=opts)
+    return result.table if out is None else result.out

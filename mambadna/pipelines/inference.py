@@ -1,0 +1,325 @@
+"""Batched window inference shared by classify and embed, with or without a carried state.
+
+A ``WindowRunner`` walks records window by window (``WindowSpec``), runs the model on batches
+of windows and turns each window's hidden states into one row of values with a *reducer*
+(pooled embedding, class log-probabilities). It yields ``Rows`` in input order, then by start.
+
+- Window mode: every window is an independent sequence (zero state at its first base). Windows
+  of consecutive records share batches; a short last window is padded right with PAD and its
+  values are computed over its real positions only (the model is causal, so padding never
+  changes them).
+- Stream mode: each record is one sequence; the recurrent state after a window is the state at
+  the next window's first base, so a window's values see the whole record before it. Several
+  records stream side by side in the lanes of a batch; a lane that finishes its record takes
+  the next one with a zero state. Memory is one window per lane plus the state, whatever the
+  record length. Rows of records that finish before an earlier record are held back (at most
+  ``MAX_HELD_ROWS``; beyond that idle lanes wait) so output stays in input order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mambadna.alphabet import PAD, N, reverse_complement
+from mambadna.errors import ConfigError
+from mambadna.model import MambaDNA, load_model
+from mambadna.pipelines.output import Progress
+from mambadna.pipelines.sources import SourceRecord
+from mambadna.pipelines.windows import WindowSpec
+
+MAX_HELD_ROWS = 1 << 16
+"""Stream mode: rows of later records held while an earlier record still runs."""
+
+Reducer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(hidden (b, L, d_model), tokens (b, L) int64, lengths (b,)) -> values (b, k) fp32."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None or "auto": CUDA if available, else CPU. Asking for a missing GPU is an error."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0 or (device.index or 0) >= count:
+            raise ConfigError(f"device {device} asked for, but {count} CUDA device(s) are "
+                              f"available", fix="use --device cpu, or run on a GPU machine")
+    return device
+
+
+def prepare_model(model_or_dir: MambaDNA | str | os.PathLike,
+                  device: torch.device) -> MambaDNA:
+    """A model on ``device``: loaded from a saved folder, or the given model moved there."""
+    if isinstance(model_or_dir, MambaDNA):
+        return model_or_dir.to(device)
+    if isinstance(model_or_dir, (str, os.PathLike)):
+        return load_model(model_or_dir, device=device)
+    raise TypeError(f"model must be a MambaDNA or the path of a saved model folder, got "
+                    f"{type(model_or_dir).__name__}")
+
+
+def trained_length(model: MambaDNA) -> int | None:
+    """The sequence length the model was trained on, if its training info says."""
+    value = (model.training_info or {}).get("seq_len")
+    return int(value) if isinstance(value, (int, np.integer)) and value > 0 else None
+
+
+@dataclass
+class Rows:
+    """Results of some windows. record_index, start, end: (n,) int64; n_fraction: (n,)
+    float32 (share of N among the window's bases); values: (n, k) float32."""
+
+    records: list[str]
+    record_index: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    n_fraction: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @classmethod
+    def concat(cls, parts: list[Rows]) -> Rows:
+        return cls(records=[name for p in parts for name in p.records],
+                   **{f: np.concatenate([getattr(p, f) for p in parts])
+                      for f in ("record_index", "start", "end", "n_fraction", "values")})
+
+    @classmethod
+    def empty(cls, k: int) -> Rows:
+        none = np.zeros(0, dtype=np.int64)
+        return cls([], none, none, none, np.zeros(0, np.float32), np.zeros((0, k), np.float32))
+
+    def take(self, rows: np.ndarray | slice) -> Rows:
+        index = np.arange(len(self))[rows]
+        return Rows([self.records[i] for i in index], self.record_index[rows], self.start[rows],
+                    self.end[rows], self.n_fraction[rows], self.values[rows])
+
+
+@dataclass
+class _Window:
+    record: SourceRecord
+    start: int
+    end: int
+    tokens: np.ndarray  # (end - start,) uint8
+
+
+class WindowRunner:
+    """Runs ``model`` over the windows of records and reduces each window to a row of values.
+
+    batch_size: windows per forward pass (stream mode: records side by side).
+    rc_average: also run each window's reverse complement and average the two rows of values
+        (not with stream mode: the reverse strand would stream from the record's end).
+    precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
+    on_record: called with (record, n_windows) when a record is reached, even with 0 windows.
+    """
+
+    def __init__(self, model: MambaDNA, reducer: Reducer, spec: WindowSpec, *,
+                 batch_size: int = 8, rc_average: bool = False, precision: str = "auto",
+                 progress: Progress | None = None,
+                 on_record: Callable[[SourceRecord, int], None] | None = None) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+        if spec.stream and rc_average:
+            raise ConfigError("--rc-average cannot be combined with --stream: the reverse "
+                              "strand would have to stream from each record's end",
+                              fix="drop one of the two options")
+        if spec.stream and model.config.bidirectional:
+            raise ConfigError("--stream needs a unidirectional model; this one is "
+                              "bidirectional", fix="run without --stream")
+        if precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+        self.model = model
+        self.reducer = reducer
+        self.spec = spec
+        self.batch_size = batch_size
+        self.rc_average = rc_average
+        self.bf16 = precision == "bf16" or (precision == "auto" and model.device.type == "cuda")
+        self.progress = progress
+        self.on_record = on_record
+
+    def run(self, records: Iterable[SourceRecord]) -> Iterator[Rows]:
+        """Rows of every window, in input order then start (see the module docstring)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                yield from (self._stream(records) if self.spec.stream
+                            else self._independent(records))
+        finally:
+            self.model.train(was_training)
+
+    # ---------------------------------------------------------------- shared forward pass
+
+    def _autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16)
+
+    def _batch(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded tokens (b, max length) int64 and lengths (b,) on the model's device."""
+        lengths = [len(a) for a in arrays]
+        tokens = np.full((len(arrays), max(lengths)), PAD, dtype=np.int64)
+        for row, array in enumerate(arrays):
+            tokens[row, :len(array)] = array
+        device = self.model.device
+        pin = device.type == "cuda"
+        as_tensor = torch.from_numpy(tokens)
+        as_tensor = as_tensor.pin_memory() if pin else as_tensor
+        return (as_tensor.to(device, non_blocking=pin),
+                torch.tensor(lengths, device=device))
+
+    def _values(self, arrays: list[np.ndarray], state=None):
+        """Reduced values (b, k) fp32 on the CPU [and the new state when ``state`` is given]."""
+        if self.rc_average:
+            arrays = arrays + [reverse_complement(a) for a in arrays]
+        tokens, lengths = self._batch(arrays)
+        with self._autocast():
+            if state is None:
+                hidden, new_state = self.model.hidden_states(tokens, lengths=lengths), None
+            else:
+                hidden, new_state = self.model.hidden_states(tokens, state=state,
+                                                             return_state=True)
+            values = self.reducer(hidden, tokens, lengths).float()
+        if self.rc_average:
+            half = values.shape[0] // 2
+            values = (values[:half] + values[half:]) / 2
+        return values.cpu().numpy(), new_state
+
+    def _rows(self, windows: list[_Window], values: np.ndarray) -> Rows:
+        if self.progress is not None:
+            self.progress.update(sum(w.end - w.start for w in windows), windows[-1].record.name)
+        return Rows(
+            records=[w.record.name for w in windows],
+            record_index=np.array([w.record.index for w in windows], dtype=np.int64),
+            start=np.array([w.start for w in windows], dtype=np.int64),
+            end=np.array([w.end for w in windows], dtype=np.int64),
+            n_fraction=np.array([np.count_nonzero(w.tokens == N) / len(w.tokens)
+                                 for w in windows], dtype=np.float32),
+            values=values)
+
+    # ---------------------------------------------------------------- window mode
+
+    def _independent(self, records: Iterable[SourceRecord]) -> Iterator[Rows]:
+        pending: list[_Window] = []
+        for record in records:
+            spans = self.spec.of(record.length)
+            if self.on_record is not None:
+                self.on_record(record, len(spans))
+            for start, end in spans.tolist():
+                pending.append(_Window(record, start, end, record.tokens(start, end)))
+                if len(pending) == self.batch_size:
+                    yield self._rows(pending, self._values([w.tokens for w in pending])[0])
+                    pending = []
+        if pending:
+            yield self._rows(pending, self._values([w.tokens for w in pending])[0])
+
+    # ---------------------------------------------------------------- stream mode
+
+    def _stream(self, records: Iterable[SourceRecord]) -> Iterator[Rows]:
+        source = iter(records)
+        lanes: list[_Lane | None] = [None] * self.batch_size
+        state = self.model.allocate_state(self.batch_size)
+        order = _InOrder()
+        more = True
+        while True:
+            if more and order.held < MAX_HELD_ROWS:
+                more = self._fill(lanes, source, state, order)
+            active = [i for i, lane in enumerate(lanes) if lane is not None]
+            if not active:
+                if more:
+                    continue  # only zero-window records were read; read on
+                break
+            windows = [lanes[i].next_window() for i in active]
+            rows = torch.tensor(active, device=self.model.device)
+            sub = state if len(active) == self.batch_size else state.select(rows)
+            values, new = self._values([w.tokens for w in windows], state=sub)
+            for layer in range(state.n_layer):  # write the lanes' new state back in place
+                state.conv[layer][rows] = new.conv[layer].float()
+                state.ssm[layer][rows] = new.ssm[layer].float()
+            step = self._rows(windows, values)
+            for k, i in enumerate(active):
+                order.add(lanes[i].record.index, step.take(slice(k, k + 1)))
+                if lanes[i].done:
+                    order.finish(lanes[i].record.index)
+                    lanes[i] = None
+            yield from order.flush()
+        yield from order.flush()
+
+    def _fill(self, lanes, source: Iterator[SourceRecord], state, order: _InOrder) -> bool:
+        """Give idle lanes the next records (zero state); False once the input is exhausted."""
+        for i, lane in enumerate(lanes):
+            while lane is None:
+                record = next(source, None)
+                if record is None:
+                    return False
+                spans = self.spec.of(record.length)
+                if self.on_record is not None:
+                    self.on_record(record, len(spans))
+                order.open(record.index)
+                if len(spans) == 0:
+                    order.finish(record.index)
+                    continue
+                lane = lanes[i] = _Lane(record, spans)
+                for layer in range(state.n_layer):
+                    state.conv[layer][i] = 0
+                    state.ssm[layer][i] = 0
+        return True
+
+
+class _Lane:
+    """One record streaming through one row of the batch."""
+
+    def __init__(self, record: SourceRecord, spans: np.ndarray) -> None:
+        self.record = record
+        self.spans = spans.tolist()
+        self.next = 0
+
+    @property
+    def done(self) -> bool:
+        return self.next == len(self.spans)
+
+    def next_window(self) -> _Window:
+        start, end = self.spans[self.next]
+        self.next += 1
+        return _Window(self.record, start, end, self.record.tokens(start, end))
+
+
+class _InOrder:
+    """Releases rows in the order records were opened; the first open record streams out."""
+
+    def __init__(self) -> None:
+        self.queue: deque[list] = deque()  # [record index, rows parts, finished]
+        self.by_index: dict[int, list] = {}
+        self.held = 0
+
+    def open(self, index: int) -> None:
+        entry = [index, [], False]
+        self.queue.append(entry)
+        self.by_index[index] = entry
+
+    def add(self, index: int, rows: Rows) -> None:
+        self.by_index[index][1].append(rows)
+        self.held += len(rows)
+
+    def finish(self, index: int) -> None:
+        self.by_index[index][2] = True
+
+    def flush(self) -> Iterator[Rows]:
+        while self.queue:
+            index, parts, finished = self.queue[0]
+            if parts:
+                self.held -= sum(len(p) for p in parts)
+                yield Rows.concat(parts)
+                parts.clear()
+            if not finished:
+                return
+            self.queue.popleft()
+            del self.by_index[index]

@@ -1,0 +1,121 @@
+"""Where pipeline results go: output checks, atomic files and a progress line on stderr.
+
+Outputs are written to a hidden temporary file in the output's folder and renamed into place
+only when complete (``os.replace`` is atomic within a filesystem), so an error or an interrupt
+never leaves a file, half-written or not, under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from mambadna.errors import ConfigError, OutputExistsError
+
+TABLE_FORMATS = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet"}
+
+
+def output_format(path: str | os.PathLike, formats: dict[str, str]) -> str:
+    """The format named by the extension of ``path`` (case-insensitive), else ConfigError."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
+        raise ConfigError(f"cannot tell the output format from the extension {suffix!r}",
+                          path=path, fix=f"end the output name with one of "
+                                         f"{', '.join(formats)}")
+    return formats[suffix]
+
+
+def check_output(path: str | os.PathLike, *, force: bool) -> Path:
+    """Fail early, before any work, if ``path`` cannot be written as a new file."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError("the output folder does not exist", path=parent,
+                          fix=f"create it (mkdir -p {parent}) or choose another output path")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError("the output folder is not writable", path=parent,
+                          fix="choose an output path in a folder you can write")
+    if path.is_dir():
+        raise OutputExistsError("exists and is a folder; the output is a file", path=path,
+                                fix="choose another output path")
+    if path.exists() and not force:
+        raise OutputExistsError("output already exists", path=path,
+                                fix="pass --force to replace it (Python: force=True), or "
+                                    "choose another output path")
+    return path
+
+
+def temporary_name(path: Path, tag: str = "tmp") -> Path:
+    """A hidden, unique name beside ``path`` (same folder, so the final rename is atomic)."""
+    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.{tag}"
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, *, force: bool) -> Iterator[Path]:
+    """Yield a temporary path to write; on success rename it to ``path``, else delete it."""
+    path = check_output(path, force=force)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        if path.exists() and not force:  # appeared while we worked: do not clobber it
+            check_output(path, force=False)
+        os.replace(tmp, path)
+    finally:
+        # BaseException included: Ctrl-C must not leave the temporary file behind either.
+        tmp.unlink(missing_ok=True)
+
+
+def _si(value: float, unit: str) -> str:
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}"
+
+
+class Progress:
+    """A one-line progress display on stderr: bases done (of the total if known) and rate.
+
+    Shown only when ``enabled`` (default: stderr is a terminal); redrawn at most every
+    ``interval`` seconds.
+    """
+
+    def __init__(self, label: str, total: int | None = None, *, enabled: bool | None = None,
+                 stream: TextIO | None = None, interval: float = 0.5) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.label = label
+        self.total = total
+        self.done = 0
+        self.interval = interval
+        self.started = time.perf_counter()
+        self._drawn = 0.0
+
+    def update(self, bases: int, record: str = "") -> None:
+        self.done += bases
+        now = time.perf_counter()
+        if self.enabled and now - self._drawn >= self.interval:
+            self._drawn = now
+            self._draw(now, record)
+
+    def line(self, now: float | None = None, record: str = "") -> str:
+        elapsed = max((now or time.perf_counter()) - self.started, 1e-9)
+        done = _si(self.done, "b")
+        if self.total:
+            done += f" / {_si(self.total, 'b')} ({100 * self.done / self.total:.1f}%)"
+        return f"{self.label}: {done}, {_si(self.done / elapsed, 'b/s')} {record}".rstrip()
+
+    def _draw(self, now: float, record: str) -> None:
+        self.stream.write("\r" + self.line(now, record)[:120] + "\x1b[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(time.perf_counter(), "done")
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,262 @@
+"""Several GPUs: records split over ranks, one part file per rank, then one merged output.
+
+Rank r of n takes the records whose ordinal (position over all inputs, in input order) is
+r mod n, runs on ``cuda:r`` in its own process and writes ``<out stem>.part-<r>.parquet`` beside
+the output, with an extra ``record_index`` column. The merge then reads the parts side by
+side, record ordinal by ordinal, so the final file has the single-GPU order (input order, then
+start) without loading the parts into memory. The parts are removed once the merge is done
+(or the run failed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mambadna.errors import ConfigError, InputError
+from mambadna.model import MambaDNA
+from mambadna.pipelines.common import Inputs, RunOptions
+from mambadna.pipelines.output import atomic_output, check_output
+
+INDEX = "record_index"
+
+
+def check_devices(n: int, device_type: str = "cuda") -> None:
+    """n CUDA devices must exist (device_type "cpu" emulates ranks, for tests)."""
+    if device_type == "cuda":
+        count = torch.cuda.device_count()
+        if n > count:
+            raise ConfigError(f"--devices {n} asks for {n} GPUs, but {count} CUDA device(s) "
+                              f"are available", fix=f"use --devices {max(count, 1)} or fewer"
+                              + ("" if count else " (or run on a GPU machine)"))
+
+
+def part_path(out: Path, rank: int) -> Path:
+    """The part file of ``rank`` beside ``out``: ``<stem>.part-<rank>.parquet``."""
+    return out.with_name(f"{out.stem}.part-{rank}.parquet")
+
+
+@dataclass
+class RankJob:
+    """Everything a rank needs (picklable: sent to each rank's process)."""
+
+    task: str  # "embed" or "classify"
+    model: str  # folder of a saved model
+    inputs: list[str]
+    options: RunOptions
+    parts: list[Path]
+    device_type: str = "cuda"
+    pool: str = "mean"
+    row_group_size: int | None = None
+    per_window: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.parts)
+
+
+class _Select:
+    """Picklable ordinal filter: rank r of n takes ordinals i with i % n == r."""
+
+    def __init__(self, rank: int, n: int) -> None:
+        self.rank, self.n = rank, n
+
+    def __call__(self, index: int) -> bool:
+        return index % self.n == self.rank
+
+
+def run_rank(rank: int, job: RankJob) -> int:
+    """Run rank ``rank`` of ``job`` and write its part file; returns the total record count."""
+    from mambadna.pipelines.classify import classify_records
+    from mambadna.pipelines.embed import embed_to_file
+
+    device = f"cuda:{rank}" if job.device_type == "cuda" else "cpu"
+    opts = dataclasses.replace(job.options, devices=1, device=device,
+                               progress=job.options.progress if rank == 0 else False)
+    select = _Select(rank, job.n)
+    with atomic_output(job.parts[rank], force=True) as tmp:
+        if job.task == "embed":
+            result = embed_to_file(job.model, job.inputs, tmp, opts, pool=job.pool,
+                                   select=select, row_group_size=job.row_group_size,
+                                   record_index=True)
+        else:
+            result = classify_records(job.model, job.inputs, opts, per_window=job.per_window,
+                                      select=select)
+            table = pa.Table.from_pandas(result.frame, preserve_index=False)
+            pq.write_table(table.replace_schema_metadata(
+                {b"mambadna": json.dumps(result.metadata).encode()}), tmp)
+    return result.n_input_records
+
+
+def run_ranks(job: RankJob, *, processes: bool | None = None) -> list[int]:
+    """All ranks of ``job``: one process per rank (spawned; default on CUDA) or one after the
+    other in this process (``processes=False``: how tests emulate ranks on a CPU)."""
+    processes = job.device_type == "cuda" if processes is None else processes
+    if not processes:
+        return [run_rank(rank, job) for rank in range(job.n)]
+    context = torch.multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=job.n, mp_context=context) as pool:
+        futures = [pool.submit(run_rank, rank, job) for rank in range(job.n)]
+        return [future.result() for future in futures]
+
+
+@contextlib.contextmanager
+def saved_model(model_or_dir) -> Iterator[str]:
+    """A folder holding the model: the given folder, or a temporary save of a MambaDNA."""
+    if not isinstance(model_or_dir, MambaDNA):
+        yield os.fspath(model_or_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="mambadna-model-") as folder:
+        model_or_dir.save_pretrained(Path(folder) / "model")
+        yield os.fspath(Path(folder) / "model")
+
+
+# ------------------------------------------------------------------------------- merging
+
+
+class _Cursor:
+    """Reads one part file batch by batch; ``take(i)`` returns the rows of record ordinal i
+    (the part is sorted by ordinal, and a record may span batches)."""
+
+    def __init__(self, path: Path, batch_rows: int) -> None:
+        self.batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+        self.batch: pa.RecordBatch | None = None
+        self.index = np.zeros(0, dtype=np.int64)
+        self.pos = 0
+        self._next()
+
+    def _next(self) -> None:
+        self.batch = next(self.batches, None)
+        self.index = (self.batch.column(INDEX).to_numpy() if self.batch is not None
+                      else np.zeros(0, dtype=np.int64))
+        self.pos = 0
+
+    def take(self, i: int) -> list[pa.RecordBatch]:
+        out = []
+        while self.batch is not None:
+            end = int(np.searchsorted(self.index, i, side="right"))
+            if end > self.pos:
+                out.append(self.batch.slice(self.pos, end - self.pos))
+                self.pos = end
+            if self.pos < len(self.index):
+                break
+            self._next()
+        return out
+
+
+def merge_embeddings(parts: list[Path], path: Path, n_records: int,
+                     row_group_size: int = 65_536) -> int:
+    """Merge part files into ``path`` in record order (streaming); returns the row count."""
+    schema = pq.read_schema(parts[0])
+    meta = json.loads(schema.metadata[b"mambadna"])
+    meta.update(devices=len(parts))
+    final = pa.schema([f for f in schema if f.name != INDEX],
+                      metadata={b"mambadna": json.dumps(meta).encode()})
+    cursors = [_Cursor(p, row_group_size) for p in parts]
+    held: list[pa.RecordBatch] = []
+    n_rows = 0
+    with pq.ParquetWriter(path, final) as writer:
+        for i in range(n_records):
+            for batch in cursors[i % len(parts)].take(i):
+                held.append(batch.select(final.names))
+                n_rows += batch.num_rows
+            if sum(b.num_rows for b in held) >= row_group_size or i == n_records - 1:
+                if held:
+                    writer.write_table(pa.Table.from_batches(held, final),
+                                       row_group_size=row_group_size)
+                held = []
+    return n_rows
+
+
+def merge_predictions(parts: list[Path]) -> tuple[object, dict]:
+    """Concatenate classify parts in record order -> (frame with record_index, metadata)."""
+    import pandas as pd
+
+    frames = [pq.read_table(p).to_pandas() for p in parts]
+    meta = json.loads(pq.read_schema(parts[0]).metadata[b"mambadna"])
+    meta.update(devices=len(parts))
+    frame = pd.concat(frames, ignore_index=True).sort_values(INDEX, kind="stable",
+                                                              ignore_index=True)
+    return frame, meta
+
+
+def _remove(parts: list[Path]) -> None:
+    for part in parts:
+        part.unlink(missing_ok=True)
+
+
+def embed_on_devices(model_or_dir, inputs: Inputs, out, opts: RunOptions, *, pool: str,
+                     force: bool, row_group_size: int | None, device_type: str = "cuda",
+                     processes: bool | None = None):
+    """``embed`` over ``opts.devices`` ranks (see the module docstring) -> EmbedResult."""
+    import time
+
+    from mambadna.pipelines.embed import EmbedResult, read_embeddings
+
+    started = time.perf_counter()
+    check_devices(opts.devices, device_type)
+    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    with contextlib.ExitStack() as stack:
+        if out is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mambadna-")))
+            target = folder / "embeddings.parquet"
+        else:
+            target = check_output(out, force=force)
+        model_dir = stack.enter_context(saved_model(model_or_dir))
+        parts = [part_path(target, r) for r in range(opts.devices)]
+        stack.callback(_remove, parts)
+        job = RankJob("embed", model_dir, [os.fspath(p) for p in paths], opts, parts,
+                      device_type, pool=pool, row_group_size=row_group_size)
+        n_records = run_ranks(job, processes=processes)[0]
+        if n_records == 0:
+            raise InputError("the inputs hold no records (after read filters and regions)",
+                             fix="check the inputs, --region and the read filters")
+        with atomic_output(target, force=force or out is None) as tmp:
+            n_rows = merge_embeddings(parts, tmp, n_records)
+            if n_rows == 0:
+                raise InputError("no record is long enough for one window",
+                                 fix="lower --window and/or --min-window")
+        table = read_embeddings(target) if out is None else None
+        bases = int(pq.read_table(target, columns=["start", "end"]).to_pandas()
+                    .eval("end - start").sum()) if out is not None else 0
+        return EmbedResult(None if out is None else target, table, n_records, n_rows, bases,
+                           time.perf_counter() - started, n_records)
+
+
+def classify_on_devices(model_or_dir, inputs: Inputs, opts: RunOptions, *, per_window: bool,
+                        device_type: str = "cuda", processes: bool | None = None):
+    """``classify`` over ``opts.devices`` ranks -> ClassifyResult (frame with record_index)."""
+    import time
+
+    from mambadna.pipelines.classify import ClassifyResult
+
+    started = time.perf_counter()
+    check_devices(opts.devices, device_type)
+    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mambadna-")))
+        model_dir = stack.enter_context(saved_model(model_or_dir))
+        parts = [part_path(folder / "predictions.parquet", r) for r in range(opts.devices)]
+        job = RankJob("classify", model_dir, [os.fspath(p) for p in paths], opts, parts,
+                      device_type, per_window=per_window)
+        n_records = run_ranks(job, processes=processes)[0]
+        if n_records == 0:
+            raise InputError("the inputs hold no records (after read filters and regions)",
+                             fix="check the inputs, --region and the read filters")
+        frame, meta = merge_predictions(parts)
+    record_rows = frame[frame["start"].isna()] if "start" in frame else frame
+    n_windows = int(record_rows["n_windows"].sum())
+    return ClassifyResult(frame, meta, None, n_windows, 0, time.perf_counter() - started,
+                          n_records)

@@ -1,0 +1,146 @@
+"""Records for the pipelines: each with its name, length and the tokens of any interval.
+
+Inputs are read with ``mambadna.io.read_records`` (FASTA, FASTA.gz, FASTQ, SAM/BAM/CRAM, one
+record per read), in input order. Memory per record:
+
+- an indexed FASTA (a ``.fai`` beside it, plus ``.gzi`` for bgzip; ``samtools faidx`` makes
+  them) is read window by window through the index, so memory does not depend on the record
+  length: this is the flat-memory path for whole chromosomes;
+- every other input holds one record at a time in memory (its bytes and tokens, about two bytes
+  per base); a note suggests indexing when a record is longer than ``LARGE_RECORD``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mambadna.alphabet import encode
+from mambadna.errors import AlphabetError, InputError
+from mambadna.io import IndexedFasta, Record, compression, detect_format, locate, read_records
+from mambadna.io.files import check_path
+
+_log = logging.getLogger(__name__)
+
+LARGE_RECORD = 1 << 26
+"""Records longer than this (64 Mb) read without an index get a note about indexing."""
+
+
+class SourceRecord:
+    """One input record: ``index`` (ordinal over all inputs), ``name``, ``source``, ``length``.
+
+    ``tokens(start, end)`` -> uint8 token ids of bases [start, end) (0-based, half-open).
+    """
+
+    __slots__ = ("_fetch", "index", "length", "name", "source")
+
+    def __init__(self, index: int, name: str, source: str, length: int,
+                 fetch: Callable[[int, int], np.ndarray]) -> None:
+        self.index = index
+        self.name = name
+        self.source = source
+        self.length = length
+        self._fetch = fetch
+
+    def tokens(self, start: int, end: int) -> np.ndarray:
+        return self._fetch(start, end)
+
+    def __repr__(self) -> str:
+        return f"SourceRecord({self.index}, {self.name!r}, length={self.length})"
+
+
+def _indexed_fasta(path: Path, read_opts: dict) -> bool:
+    """True if ``path`` is a FASTA that can be read window by window through an existing index."""
+    if read_opts.get("region") or read_opts.get("fmt", "auto") not in ("auto", "fasta"):
+        return False
+    kind = compression(path)
+    if kind == "gzip" or not Path(f"{path}.fai").is_file():
+        return False
+    if kind == "bgzip" and not Path(f"{path}.gzi").is_file():
+        return False
+    return detect_format(path) == "fasta"
+
+
+class RecordStream:
+    """Iterate the records of several inputs in order (optionally only some ordinals).
+
+    select: keep the records whose ordinal passes (``None``: all); the others are skipped
+        without encoding, but counted in ``n_records``, so ranks agree on ordinals.
+    on_invalid / on_unknown: token policy (mambadna.alphabet.encode).
+    read_opts: passed to ``read_records`` (fmt, region, reference, flags, allow_duplicates).
+    After iteration, ``n_records`` is the count of records of all inputs.
+    """
+
+    def __init__(self, inputs: Sequence[str | os.PathLike], *,
+                 select: Callable[[int], bool] | None = None, on_invalid: str = "N",
+                 on_unknown: str = "error", **read_opts) -> None:
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        if not inputs:
+            raise InputError("no inputs given", fix="pass one or more FASTA/FASTQ/BAM files")
+        self.inputs = [check_path(p) for p in inputs]  # fail before any work is done
+        self.select = select
+        self.encode_opts = {"on_invalid": on_invalid, "on_unknown": on_unknown}
+        self.read_opts = read_opts
+        self.n_records = 0
+        self._indexed = [_indexed_fasta(p, read_opts) for p in self.inputs]
+
+    def total_bases(self) -> int | None:
+        """Bases of all inputs when every input is an indexed FASTA (for progress), else None."""
+        if not all(self._indexed):
+            return None
+        total = 0
+        for path in self.inputs:
+            with IndexedFasta(path) as fasta:
+                total += sum(fasta.lengths.values())
+        return total
+
+    def __iter__(self) -> Iterator[SourceRecord]:
+        self.n_records = 0
+        for path, indexed in zip(self.inputs, self._indexed):
+            yield from (self._indexed_records(path) if indexed else self._read(path))
+
+    def _take(self) -> tuple[int, bool]:
+        index = self.n_records
+        self.n_records += 1
+        return index, self.select is None or self.select(index)
+
+    def _read(self, path: Path) -> Iterator[SourceRecord]:
+        for record in read_records(path, **self.read_opts):
+            index, keep = self._take()
+            if not keep:
+                continue
+            if len(record) > LARGE_RECORD and self.read_opts.get("fmt", "auto") != "fastq":
+                _log.warning("note: %s: record %r (%d bases) is held in memory; index the "
+                             "FASTA (samtools faidx, bgzip first if compressed) to read it "
+                             "window by window", path, record.name, len(record))
+            tokens = self._encode_record(record)
+            yield SourceRecord(index, record.name, record.source, len(tokens),
+                               lambda start, end, t=tokens: t[start:end])
+
+    def _encode_record(self, record: Record) -> np.ndarray:
+        try:
+            return encode(record.sequence, **self.encode_opts)
+        except AlphabetError as err:
+            raise locate(err, record) from None
+
+    def _indexed_records(self, path: Path) -> Iterator[SourceRecord]:
+        with IndexedFasta(path) as fasta:
+            for name in fasta.names:
+                index, keep = self._take()
+                if keep:
+                    yield SourceRecord(index, name, os.fspath(path), fasta.lengths[name],
+                                       self._window_reader(fasta, name, path))
+
+    def _window_reader(self, fasta: IndexedFasta, name: str, path: Path):
+        def fetch(start: int, end: int) -> np.ndarray:
+            try:
+                return encode(fasta.fetch(name, start, end), offset=start, **self.encode_opts)
+            except AlphabetError as err:
+                raise err.with_location(path=path, record=name) from None
+
+        return fetch

@@ -167,5 +167,5 @@ def test_truncated_bam(tmp_path, reference, random_dna):
     path = write_alignments(tmp_path / "a.bam", reads, with_sq=False)
     cut = tmp_path / "cut.bam"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(FormatError, match="corrupt or truncated"):
+    with pytest.raises(FormatError, match="truncated"):
         list(read_records(cut))

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mambadna.alphabet import encode
 from mambadna.errors import (
     ConfigError,
     DuplicateRecordError,
@@ -19,6 +20,7 @@ from mambadna.errors import (
 )
 from mambadna.io import (
     Region,
+    _fasta_table,
     compression,
     detect_format,
     fetch_interval,
@@ -105,6 +107,9 @@ def test_block_boundaries_never_change_the_records(tmp_path_factory, seqs, width
     path.write_bytes(text)
     got = [(r.name, r.sequence, r.line) for r in read_fasta(path, block_size=block)]
     assert got == _reference_parse(text)
+    # The encode-while-parsing path (used by tokenize) sees the same boundaries.
+    fused = read_fasta(path, block_size=block, table=_fasta_table("N", "error"))
+    assert [r.sequence for r in fused] == [encode(seq).tobytes() for _, seq, _ in got]
 
 
 # --- bad input: each a clear error --------------------------------------------------------

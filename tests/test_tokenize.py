@@ -26,6 +26,7 @@ from mambadna.errors import (
     InputFileError,
     OutputExistsError,
 )
+from mambadna.io import read_records, read_tokens
 
 GENOME = {"chr1": "ACGTNNacgtRYAC" * 3, "chr2": "GGGGCCCCAT", "chrM": "GATTACA"}
 
@@ -136,17 +137,43 @@ def test_failures_leave_no_partial_output_and_keep_the_old_store(tmp_path, write
 def test_interrupt_cleans_up(tmp_path, write_fasta, monkeypatch):
     fa = write_fasta(tmp_path / "g.fa", GENOME)
     calls = []
+    write = store_module._write_tokens
 
-    def interrupted(*args, **kwargs):
-        calls.append(1)
+    def interrupted(path, tokens):
+        calls.append(path)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return encode(*args, **kwargs)
+        write(path, tokens)
 
-    monkeypatch.setattr(store_module, "encode", interrupted)
+    monkeypatch.setattr(store_module, "_write_tokens", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_token_store([fa], tmp_path / "store")
+    assert len(calls) == 2
     assert not (tmp_path / "store").exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("on_invalid", ["N", "error"])
+@pytest.mark.parametrize("on_unknown", ["N", "error"])
+def test_fused_fasta_tokens_equal_read_then_encode(tmp_path, on_invalid, on_unknown):
+    """read_tokens encodes FASTA while parsing; it must match read_records + encode."""
+    fa = tmp_path / "messy.fa"
+    fa.write_bytes(b">a\r\nAC gt\r\nNn\t\r\n>b x\nRYacgu*\n\n>c\nGG\n")
+    expected = []
+    for record in read_records(fa):
+        try:
+            expected.append(encode(record.sequence, on_invalid=on_invalid,
+                                   on_unknown=on_unknown).tolist())
+        except AlphabetError as err:
+            expected.append(("error", record.name, err.position))
+            break
+    got = []
+    try:
+        for _, _, tokens in read_tokens(fa, on_invalid=on_invalid, on_unknown=on_unknown):
+            got.append(tokens.tolist())
+    except AlphabetError as err:
+        got.append(("error", err.record, err.position))
+        assert err.line == 5 and err.path == str(fa)
+    assert got == expected
 
 
 def test_bad_inputs_fail_before_any_work(tmp_path, write_fasta):

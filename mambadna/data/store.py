@@ -26,16 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from mambadna._version import __version__
-from mambadna.alphabet import N, encode
+from mambadna.alphabet import N
 from mambadna.errors import (
-    AlphabetError,
     ConfigError,
     DuplicateRecordError,
     FormatError,
     InputFileError,
     OutputExistsError,
 )
-from mambadna.io import locate, read_records
+from mambadna.io import read_tokens
 from mambadna.io.files import check_path
 
 STORE_FORMAT = "mambadna-token-store"
@@ -79,14 +78,12 @@ def _tokenize_inputs(inputs: Sequence[Path], tmp: Path, on_invalid: str, on_unkn
     (tmp / "records").mkdir()
     rows: list[dict] = []
     for path in inputs:
-        for record in read_records(path, allow_duplicates=allow_duplicates, **read_opts):
-            try:
-                tokens = encode(record.sequence, on_invalid=on_invalid, on_unknown=on_unknown)
-            except AlphabetError as err:
-                raise locate(err, record) from None
+        for name, source, tokens in read_tokens(path, on_invalid=on_invalid,
+                                                on_unknown=on_unknown,
+                                                allow_duplicates=allow_duplicates, **read_opts):
             file = f"records/{len(rows):06d}.npy"
             _write_tokens(tmp / file, tokens)
-            rows.append({"record": record.name, "source": record.source, "file": file,
+            rows.append({"record": name, "source": source, "file": file,
                          "length": len(tokens), "n_count": int(np.count_nonzero(tokens == N)),
                          "sha256": hashlib.sha256(tokens).hexdigest()})
     if not rows:

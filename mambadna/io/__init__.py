@@ -16,12 +16,17 @@ same name needs ``allow_duplicates=True``.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 
-from mambadna.errors import ConfigError, DuplicateRecordError, MambaDNAError
+import numpy as np
+
+from mambadna.alphabet import encode
+from mambadna.errors import AlphabetError, ConfigError, DuplicateRecordError, MambaDNAError
 from mambadna.io.alignments import read_alignments
-from mambadna.io.fasta import OnProblem, read_fasta, sequence_line
+from mambadna.io.fasta import DROP, REJECT, OnProblem, read_fasta, sequence_line
 from mambadna.io.fastq import read_fastq
 from mambadna.io.files import FORMATS, check_path, compression, detect_format
 from mambadna.io.indexed import IndexedFasta, fetch_interval, read_fasta_regions
@@ -38,6 +43,7 @@ __all__ = [
     "fetch_interval",
     "locate",
     "read_records",
+    "read_tokens",
     "reader_options",
 ]
 
@@ -136,3 +142,63 @@ def reader_options(
                        skip_unmapped=skip_unmapped, min_mapq=min_mapq)
     return {"fmt": fmt, "region": list(regions) or None, "reference": reference,
             "flags": flags}
+
+
+@functools.cache
+def _fasta_table(on_invalid: str, on_unknown: str) -> bytes:
+    """alphabet.encode as a translation table, whitespace -> DROP, rejected bytes -> REJECT."""
+    table = bytearray(256)
+    for byte in range(256):
+        try:
+            table[byte] = int(encode(bytes([byte]), on_invalid=on_invalid,
+                                     on_unknown=on_unknown)[0])
+        except AlphabetError:
+            table[byte] = REJECT[0]
+    for byte in b" \t\r\v\f":
+        table[byte] = DROP[0]
+    return bytes(table)
+
+
+def _reject_error(path, index: int, on_invalid: str, on_unknown: str) -> MambaDNAError:
+    """The AlphabetError of record ``index`` of a FASTA file, found again from its raw bases."""
+    record = next(itertools.islice(read_fasta(path), index, None))
+    try:
+        encode(record.sequence, on_invalid=on_invalid, on_unknown=on_unknown)
+    except AlphabetError as err:
+        return locate(err, record)
+    raise AssertionError(f"record {index} of {path} encodes on a second reading")
+
+
+def read_tokens(
+    path: str | os.PathLike,
+    *,
+    on_invalid: str = "N",
+    on_unknown: str = "error",
+    allow_duplicates: bool = False,
+    **read_opts,
+) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Yield (name, source, tokens) for each record: token ids as uint8 (alphabet.encode).
+
+    FASTA is encoded while it is parsed (one pass over the bases instead of two); the
+    arrays of that path are read-only. Invalid characters raise AlphabetError naming the file,
+    record, position and line. read_opts as for read_records.
+    """
+    path = check_path(path)
+    fmt = read_opts.pop("fmt", "auto")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt != "fasta" or read_opts.get("region"):
+        for record in read_records(path, fmt=fmt, allow_duplicates=allow_duplicates,
+                                   **read_opts):
+            try:
+                tokens = encode(record.sequence, on_invalid=on_invalid, on_unknown=on_unknown)
+            except AlphabetError as err:
+                raise locate(err, record) from None
+            yield record.name, record.source, tokens
+        return
+    records = read_fasta(path, table=_fasta_table(on_invalid, on_unknown))
+    if not allow_duplicates:
+        records = _unique(records, None)
+    for index, record in enumerate(records):
+        if REJECT in record.sequence:
+            raise _reject_error(path, index, on_invalid, on_unknown)
+        yield record.name, record.source, np.frombuffer(record.sequence, dtype=np.uint8)

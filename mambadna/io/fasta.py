@@ -21,6 +21,8 @@ from mambadna.io.records import Record
 
 WHITESPACE = b" \t\r\n\v\f"
 _OTHER_WHITESPACE = (b"\r", b" ", b"\t", b"\v", b"\f")
+# In a translation table (read_fasta(table=...)): bytes to drop (whitespace) and to reject.
+DROP, REJECT = b"\xfe", b"\xff"
 
 OnProblem = Callable[[MambaDNAError], None]
 
@@ -32,8 +34,10 @@ def _raise(err: MambaDNAError) -> None:
 class _FastaParser:
     """State of one pass over one file; ``records()`` yields Records."""
 
-    def __init__(self, path: Path, block_size: int, on_problem: OnProblem | None) -> None:
+    def __init__(self, path: Path, block_size: int, on_problem: OnProblem | None,
+                 table: bytes | None = None) -> None:
         self.path = path
+        self.table = table
         self.source = os.fspath(path)
         self.block_size = block_size
         self.report = on_problem or _raise
@@ -102,9 +106,12 @@ class _FastaParser:
     def _sequence(self, block: bytes, start: int, end: int, first_line: int) -> int:
         """Add block[start:end] to the current record; return how many newlines it held."""
         piece = block if start == 0 and end == len(block) else block[start:end]
-        clean = piece.translate(None, b"\n")
+        clean = piece.translate(self.table, b"\n")
         newlines = len(piece) - len(clean)
-        if any(ws in clean for ws in _OTHER_WHITESPACE):
+        if self.table is not None:
+            if DROP in clean:
+                clean = clean.translate(None, DROP)
+        elif any(ws in clean for ws in _OTHER_WHITESPACE):
             clean = clean.translate(None, WHITESPACE)
         if not clean:
             return newlines
@@ -163,14 +170,19 @@ def _next_header(block: bytes, pos: int, at_line_start: bool) -> int:
 
 
 def read_fasta(path: str | os.PathLike, *, block_size: int = BLOCK_SIZE,
-               on_problem: OnProblem | None = None) -> Iterator[Record]:
+               on_problem: OnProblem | None = None, table: bytes | None = None,
+               ) -> Iterator[Record]:
     """Yield the records of a FASTA file (plain, gzip or bgzip; detected by content).
 
     on_problem: called with each recoverable problem (a header without a name, a record without
         sequence, text before the first header) and the offending record is skipped; None (the
         default) raises it. Binary data and corrupt gzip always raise.
+    table: a 256-byte bytes.translate table applied to the sequence while reading, so that
+        ``Record.sequence`` holds token ids, one pass fewer than encoding afterwards. It must
+        map whitespace other than LF to DROP (dropped) and may map bytes to REJECT (left in
+        for the caller to find). See mambadna.io.read_tokens.
     """
-    return _FastaParser(Path(path), block_size, on_problem).records()
+    return _FastaParser(Path(path), block_size, on_problem, table).records()
 
 
 def sequence_line(path: str | os.PathLike, header_line: int, position: int,

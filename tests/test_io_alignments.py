@@ -169,3 +169,27 @@ def test_truncated_bam(tmp_path, reference, random_dna):
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(FormatError, match="truncated"):
         list(read_records(cut))
+
+
+def test_cli_reader_options_reach_the_reader(tmp_path, reference):
+    from click.testing import CliRunner
+
+    from mambadna.cli import cli
+    from mambadna.data.store import TokenStore
+
+    ref_path, ref = reference
+    bam = write_alignments(tmp_path / "a.bam", _flagged_reads(ref), index=True)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["tokenize", str(bam), "-o", str(tmp_path / "s1"),
+                                 "--include-secondary", "--min-mapq", "10", "--skip-unmapped"])
+    assert result.exit_code == 0, result.output
+    assert TokenStore(tmp_path / "s1").names == ["primary", "secondary"]
+    result = runner.invoke(cli, ["tokenize", str(bam), "-o", str(tmp_path / "s2"),
+                                 "--region", "chr1:41-50"])
+    assert result.exit_code == 0 and TokenStore(tmp_path / "s2").names == ["lowmapq"]
+    cram = write_alignments(tmp_path / "a.cram", [dict(name="r", seq=ref[:30], pos=0)],
+                            mode="wc", reference=ref_path)
+    result = runner.invoke(cli, ["validate", str(cram)])
+    assert result.exit_code == 1 and "--reference" in result.output
+    result = runner.invoke(cli, ["validate", str(cram), "--reference", str(ref_path)])
+    assert result.exit_code == 0 and "\tcram\trecords=1\tbases=30" in result.output

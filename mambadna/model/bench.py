@@ -1,0 +1,196 @@
+"""CPU forward throughput of a MambaDNA preset against Hugging Face's pure-PyTorch Mamba.
+
+    python -m mambadna.model.bench [--preset paper-1.4m --length 16384 --batch 1]
+                                   [--threads 2 --repeats 3 --json model_bench.json]
+                                   [--no-baseline]
+
+Builds the preset with a fixed seed, saves it, and runs each implementation in its own process
+(so that peak memory is its own): mambadna's model, and ``transformers``' MambaForCausalLM
+loaded with the SAME weights (no CUDA kernels: its sequential PyTorch scan, what a user without
+mamba-ssm gets). Both run in inference mode on the same random bases. Reported per
+implementation: best wall time of a forward pass, bases/s (batch * length / time), peak resident
+memory of the process, the increase of resident memory during the forward passes, and the
+largest difference between the two implementations' logits (they compute the same function).
+``transformers`` is optional: without it the baseline row says so and is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mambadna.alphabet import A, T
+from mambadna.errors import ConfigError
+from mambadna.model.config import ModelConfig
+from mambadna.model.io import load_model
+from mambadna.model.network import MambaDNA
+
+IMPLEMENTATIONS = ("mambadna", "transformers")
+
+
+def to_transformers(model: MambaDNA):
+    """A ``transformers`` MambaForCausalLM holding ``model``'s weights (same outputs)."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    cfg = model.config
+    if cfg.bidirectional:
+        raise ConfigError("transformers' Mamba has no bidirectional variant")
+    hf = MambaForCausalLM(MambaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layer,
+        state_size=cfg.d_state, expand=cfg.expand, conv_kernel=cfg.d_conv,
+        time_step_rank=cfg.dt_rank, layer_norm_epsilon=cfg.rms_norm_eps, use_bias=False,
+        use_conv_bias=True, residual_in_fp32=True, tie_word_embeddings=True,
+        use_mambapy=False))
+    ours = model.state_dict()
+    state = {"backbone.embeddings.weight": ours["embedding.weight"],
+             "lm_head.weight": ours["embedding.weight"],
+             "backbone.norm_f.weight": ours["norm_f.weight"]}
+    renames = {"norm.weight": "norm.weight", "mixer.in_proj.weight": "mixer.in_proj.weight",
+               "mixer.ssm.conv_bias": "mixer.conv1d.bias",
+               "mixer.ssm.x_proj.weight": "mixer.x_proj.weight",
+               "mixer.ssm.dt_proj.weight": "mixer.dt_proj.weight",
+               "mixer.ssm.dt_proj.bias": "mixer.dt_proj.bias", "mixer.ssm.A_log": "mixer.A_log",
+               "mixer.ssm.D": "mixer.D", "mixer.out_proj.weight": "mixer.out_proj.weight"}
+    for i in range(cfg.n_layer):
+        for ours_name, hf_name in renames.items():
+            state[f"backbone.layers.{i}.{hf_name}"] = ours[f"layers.{i}.{ours_name}"]
+        conv = ours[f"layers.{i}.mixer.ssm.conv_weight"]  # (d_inner, d_conv)
+        state[f"backbone.layers.{i}.mixer.conv1d.weight"] = conv[:, None, :]
+    hf.load_state_dict(state, strict=True)
+    return hf.eval()
+
+
+def _rss_mib() -> float:
+    """Current resident memory of this process (MiB), from /proc (Linux) or ru_maxrss."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return _peak_rss_mib()
+
+
+def _peak_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
+
+
+def _worker(impl: str, workdir: Path, threads: int, repeats: int) -> dict:
+    """Time ``repeats`` forward passes of one implementation; save its logits; return figures."""
+    torch.set_num_threads(threads)
+    model = load_model(workdir / "model")
+    if impl == "transformers":
+        try:
+            model = to_transformers(model)
+        except ImportError as err:
+            return {"implementation": impl, "skipped": f"transformers is not installed ({err})"}
+        def forward(t):
+            return model(input_ids=t, use_cache=False).logits
+    else:
+        forward = model
+    tokens = torch.from_numpy(np.load(workdir / "tokens.npy")).long()
+    times = []
+    with torch.inference_mode():
+        forward(tokens[:, :256])  # warm-up: first-call allocations, lazy imports
+        rss_before = _rss_mib()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            logits = forward(tokens)
+            times.append(time.perf_counter() - start)
+    np.save(workdir / f"logits-{impl}.npy", logits.float().numpy())
+    best = min(times)
+    return {"implementation": impl, "seconds": best, "seconds_all": times,
+            "bases_per_s": tokens.numel() / best, "peak_rss_mib": _peak_rss_mib(),
+            "forward_rss_increase_mib": _peak_rss_mib() - rss_before}
+
+
+def _run_worker(impl: str, workdir: Path, threads: int, repeats: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "mambadna.model.bench", "--worker", impl, "--workdir",
+           str(workdir), "--threads", str(threads), "--repeats", str(repeats)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"implementation": impl, "skipped": f"worker failed: {done.stderr.strip()[-500:]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(preset: str, length: int, batch: int, threads: int, repeats: int,
+        baseline: bool) -> dict:
+    """Run the benchmark; returns the JSON-ready result (see module docstring)."""
+    torch.manual_seed(0)
+    model = MambaDNA(ModelConfig.from_preset(preset))
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="mambadna-bench-") as tmp:
+        workdir = Path(tmp)
+        model.save_pretrained(workdir / "model")
+        np.save(workdir / "tokens.npy", rng.integers(A, T + 1, (batch, length), dtype=np.int64))
+        impls = IMPLEMENTATIONS if baseline else IMPLEMENTATIONS[:1]
+        rows = [_run_worker(impl, workdir, threads, repeats) for impl in impls]
+        if all("skipped" not in row for row in rows) and len(rows) == 2:
+            ours, theirs = (np.load(workdir / f"logits-{i}.npy") for i in impls)
+            rows[1]["max_abs_logit_diff"] = float(np.abs(ours - theirs).max())
+            rows[1]["speedup_of_mambadna"] = rows[1]["seconds"] / rows[0]["seconds"]
+    return {"benchmark": "model forward on CPU", "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores visible, "
+                       f"{threads} threads used", "python": platform.python_version(),
+            "torch": torch.__version__, "preset": preset, "parameters": model.num_parameters(),
+            "length": length, "batch": batch, "repeats": repeats, "results": rows}
+
+
+def _table(result: dict) -> str:
+    lines = [f"{result['preset']} ({result['parameters']:,} parameters), batch {result['batch']}"
+             f" x L {result['length']:,}, {result['machine']}, torch {result['torch']}",
+             f"{'implementation':<14} {'seconds':>8} {'bases/s':>9} {'peak RSS MiB':>13} "
+             f"{'fwd +RSS MiB':>13}"]
+    for row in result["results"]:
+        if "skipped" in row:
+            lines.append(f"{row['implementation']:<14} skipped: {row['skipped']}")
+            continue
+        lines.append(f"{row['implementation']:<14} {row['seconds']:>8.2f} "
+                     f"{row['bases_per_s']:>9.0f} {row['peak_rss_mib']:>13.0f} "
+                     f"{row['forward_rss_increase_mib']:>13.0f}")
+        if "speedup_of_mambadna" in row:
+            lines.append(f"mambadna is {row['speedup_of_mambadna']:.2f}x faster; max |logit "
+                         f"difference| {row['max_abs_logit_diff']:.2e}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="paper-1.4m")
+    parser.add_argument("--length", type=int, default=16_384)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default="model_bench.json", help="where to write the result")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the transformers baseline")
+    parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(args.worker, Path(args.workdir), args.threads, args.repeats)))
+        return
+    result = run(args.preset, args.length, args.batch, args.threads, args.repeats,
+                 not args.no_baseline)
+    print(_table(result))
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ rule classify:
         f"{RUN}/logs/classify.{{label}}.log",
     shell:
         "{MAMBADNA} classify --model {params.model} {input.fasta} -o {output} --per-window "
-        "{params.options} > {log} 2>&1"
+        "--quiet {params.options} > {log} 2>&1"
 
 
 def embedding_model():
@@ -52,5 +52,5 @@ rule embed:
     log:
         f"{RUN}/logs/embed.{{name}}.{{split}}.log",
     shell:
-        "{MAMBADNA} embed --model {params.model} {input.fasta} -o {output} {params.options} "
-        "> {log} 2>&1"
+        "{MAMBADNA} embed --model {params.model} {input.fasta} -o {output} --quiet "
+        "{params.options} > {log} 2>&1"

@@ -27,10 +27,12 @@ def saved(tmp_path):
     return model, folder
 
 
-def test_round_trip_is_bit_exact(saved):
+def test_round_trip_is_bit_exact(saved, tmp_path):
     model, folder = saved
     assert sorted(p.name for p in folder.iterdir()) == [
         "README.md", "config.json", "labels.json", "model.safetensors"]
+    (tmp_path / "plain").mkdir()  # the folder gets the modes of any new folder (not private)
+    assert folder.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
     loaded = mambadna.load_model(folder)
     assert not loaded.training and loaded.config == model.config
     assert loaded.labels == ["human", "chimp", "gorilla"]

@@ -123,6 +123,9 @@ def _move_into_place(tmp: Path, path: Path) -> None:
     """Rename the finished folder to ``path``, or move its files into an existing ``path``
     (weights first, config last: a reader sees either the old or the new config)."""
     if not path.exists():
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model folder is not
         os.replace(tmp, path)
         return
     if not path.is_dir():

@@ -316,5 +316,72 @@ def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stre
                f"({result.bases_per_second:,.0f} bases/s)")
 
 
+@cli.command("bench")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+@click.option("--preset", default="paper-1.4m", show_default=True,
+              type=click.Choice(["tiny", "paper-1.4m", "paper-7m"]), help="Model size.")
+@click.option("--window", default=16_384, show_default=True, type=click.IntRange(min=1),
+              help="Embedding window (bases).")
+@click.option("--stream", is_flag=True, help="Embed with the state carried along records.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Embedding windows per forward pass.")
+@click.option("--embed-bases", default=None, type=click.IntRange(min=1),
+              help="Bases to embed. Default: 2 windows per batch row on CPU, 64 on CUDA.")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "bf16", "fp32"]),
+              help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+@click.option("--tokenize-mb", default=32.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="FASTA size to tokenize (MB).")
+@click.option("--train-seq-len", default=4096, show_default=True, type=click.IntRange(min=1),
+              help="Tokens per training sequence.")
+@click.option("--train-batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Sequences per training step.")
+@click.option("--train-steps", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Timed training steps (after 2 warm-up steps).")
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Recompute blocks in the backward pass while training.")
+@click.option("--stages", default="tokenize,embed,train", show_default=True,
+              help="Comma-separated stages to run.")
+@click.option("-o", "--out", default="bench.json", show_default=True,
+              type=click.Path(dir_okay=False), help="JSON report.")
+def bench(stages, out, **options) -> None:
+    """Measure end-to-end throughput: tokenize MB/s, embed bases/s, train tokens/s, memory."""
+    from mambadna.bench import BenchConfig, format_table, run_bench, write_report
+
+    cfg = BenchConfig(stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+                      **options)
+    report = run_bench(cfg)
+    click.echo(format_table(report))
+    click.echo(f"report: {write_report(report, out)}")
+
+
+@cli.command()
+@click.option("-o", "--out", "out_dir", default="demo_out", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for everything the demo writes.")
+@click.option("--genome-length", default=400_000, show_default=True, type=click.IntRange(20_000),
+              help="Bases per simulated genome (4 chromosomes).")
+@click.option("--seq-len", default=1024, show_default=True, type=click.IntRange(64),
+              help="Window length for training and classification.")
+@click.option("--pretrain-steps", default=300, show_default=True, type=click.IntRange(1),
+              help="Optimizer steps of pretraining.")
+@click.option("--finetune-steps", default=300, show_default=True, type=click.IntRange(1),
+              help="Optimizer steps of finetuning.")
+@click.option("--divergence-scale", default=1.0, show_default=True, type=click.FloatRange(0.0),
+              help="Multiplies the simulated mutation rate (1 = realistic great apes).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--force", is_flag=True, help="Replace an existing demo folder.")
+def demo(out_dir, genome_length, seq_len, pretrain_steps, finetune_steps, divergence_scale,
+         seed, force) -> None:
+    """Simulate great apes, pretrain, finetune, classify and embed on CPU; print a report."""
+    from mambadna.demo import DemoConfig, run_demo
+
+    config = DemoConfig(out_dir=out_dir, genome_length=genome_length, seq_len=seq_len,
+                        pretrain_steps=pretrain_steps, finetune_steps=finetune_steps,
+                        divergence_scale=divergence_scale, seed=seed, force=force)
+    report = run_demo(config, log=lambda line: click.echo(line, err=True))
+    click.echo(report.text())
+
+
 def main() -> None:
     cli()

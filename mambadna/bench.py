@@ -1,0 +1,296 @@
+"""End-to-end throughput: tokenize MB/s, embed bases/s, train tokens/s, and peak memory.
+
+Each stage calls the library function a user would, on generated data (random bases, so the
+numbers do not depend on a download), after a warm-up that compiles the GPU kernels::
+
+    mambadna bench                                            # CPU, paper-1.4m, window 16,384
+    mambadna bench --device cuda --preset paper-7m --window 131072 --stream   # one GPU, bf16
+
+- tokenize: ``mambadna.data.store.write_token_store`` on a FASTA of ``tokenize_mb`` MB.
+- embed: ``mambadna.pipelines.embed`` (to Parquet) of ``embed_bases`` bases in ``batch_size``
+  records; bases/s counts the bases of all windows over the whole call (reading, inference,
+  pooling, writing).
+- train: AdamW steps of next-base prediction (``lm_loss``) on random windows of
+  ``train_seq_len``; tokens/s over ``train_steps`` steps after ``warmup_steps``.
+
+Peak memory: on CUDA the peak allocated by torch during each stage; on CPU the process's peak
+resident set size so far (it only grows, so it bounds every stage measured before it).
+Weights are random: throughput does not depend on them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mambadna._version import __version__
+from mambadna.errors import ConfigError
+
+STAGES = ("tokenize", "embed", "train")
+
+
+@dataclass
+class BenchConfig:
+    """What ``mambadna bench`` measures (CLI options of the same names)."""
+
+    device: str = "auto"
+    """"auto" (CUDA if available), "cpu", "cuda", "cuda:1"..."""
+    preset: str = "paper-1.4m"
+    """Model preset: tiny, paper-1.4m, paper-7m."""
+    window: int = 16_384
+    """Embedding window (bases)."""
+    stream: bool = False
+    """Embed with the state carried along each record."""
+    batch_size: int = 8
+    """Embedding windows per forward pass (and records of the embedding input)."""
+    embed_bases: int | None = None
+    """Bases to embed; default 2 windows per record on CPU, 64 on CUDA."""
+    precision: str = "auto"
+    """"auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"."""
+    tokenize_mb: float = 32.0
+    """Size of the FASTA to tokenize (MB)."""
+    train_seq_len: int = 4096
+    """Tokens per training sequence."""
+    train_batch_size: int = 8
+    """Sequences per training step."""
+    train_steps: int = 5
+    """Timed training steps."""
+    warmup_steps: int = 2
+    """Untimed training steps first (kernel compilation, allocator warm-up)."""
+    gradient_checkpointing: bool = False
+    """Recompute blocks in the backward pass (less memory, ~30% more time)."""
+    stages: tuple[str, ...] = STAGES
+    """Which stages to run."""
+    seed: int = 0
+    """Seed of the generated sequences and the model weights."""
+    work_dir: str | None = None
+    """Folder for the generated files (default: a temporary folder, removed after)."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.stages) - set(STAGES))
+        if unknown or not self.stages:
+            raise ConfigError(f"unknown or no bench stage(s) {unknown}; choose from "
+                              f"{', '.join(STAGES)}")
+        for name in ("window", "batch_size", "train_seq_len", "train_batch_size",
+                     "train_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"bench {name} must be >= 1, got {getattr(self, name)}")
+        if self.tokenize_mb <= 0 or (self.embed_bases is not None and self.embed_bases < 1):
+            raise ConfigError("bench tokenize_mb and embed_bases must be positive")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def write_random_fasta(path: Path, lengths: list[int], seed: int, width: int = 80) -> int:
+    """A FASTA of random ACGT records ``chr1..`` with the given lengths; returns its bytes."""
+    rng = np.random.default_rng(seed)
+    letters = np.frombuffer(b"ACGT", dtype=np.uint8)
+    chunk = width * 50_000  # whole lines at a time: bounded memory for any length
+    with open(path, "wb") as fh:
+        for i, length in enumerate(lengths):
+            fh.write(f">chr{i + 1}\n".encode())
+            for start in range(0, length, chunk):
+                seq = letters[rng.integers(0, 4, min(chunk, length - start))]
+                full = len(seq) // width * width
+                lines = np.concatenate([seq[:full].reshape(-1, width),
+                                        np.full((full // width, 1), ord("\n"), np.uint8)], 1)
+                fh.write(lines.tobytes())
+                if full < len(seq):
+                    fh.write(seq[full:].tobytes() + b"\n")
+    return path.stat().st_size
+
+
+def _peak_mb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _reset_peak(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+def bench_tokenize(cfg: BenchConfig, work: Path) -> dict:
+    """Write a token store of a generated FASTA; MB/s of FASTA bytes."""
+    from mambadna.data.store import write_token_store
+
+    n_bases = int(cfg.tokenize_mb * 1e6 * 80 / 81)  # 80 bases + newline per line
+    lengths = [n_bases // 4] * 3 + [n_bases - 3 * (n_bases // 4)]
+    fasta = work / "tokenize.fa"
+    size = write_random_fasta(fasta, lengths, cfg.seed)
+    started = time.perf_counter()
+    write_token_store([fasta], work / "store", force=True)
+    seconds = time.perf_counter() - started
+    return {"megabytes": size / 1e6, "bases": n_bases, "seconds": seconds,
+            "mb_per_s": size / 1e6 / seconds}
+
+
+def bench_embed(cfg: BenchConfig, work: Path, model, device) -> dict:
+    """Embed generated records to Parquet with the pipeline; bases/s over the whole call."""
+    from mambadna.pipelines.common import RunOptions
+    from mambadna.pipelines.embed import embed_run
+
+    per_lane = 2 if device.type == "cpu" else 64
+    total = cfg.embed_bases or cfg.window * cfg.batch_size * per_lane
+    windows_per_record = max(1, -(-total // (cfg.window * cfg.batch_size)))
+    lengths = [windows_per_record * cfg.window] * cfg.batch_size
+    opts = RunOptions(window=cfg.window, batch_size=cfg.batch_size, stream=cfg.stream,
+                      device=str(device), precision=cfg.precision, progress=False)
+    warm = work / "warmup.fa"
+    write_random_fasta(warm, [cfg.window] * cfg.batch_size, cfg.seed + 1)
+    embed_run(model, warm, work / "warmup.parquet", force=True, options=opts)
+    fasta = work / "embed.fa"
+    write_random_fasta(fasta, lengths, cfg.seed + 2)
+    _reset_peak(device)
+    result = embed_run(model, fasta, work / "embed.parquet", force=True, options=opts)
+    return {"bases": result.bases, "windows": result.n_windows, "window": cfg.window,
+            "batch_size": cfg.batch_size, "stream": cfg.stream, "seconds": result.seconds,
+            "bases_per_s": result.bases_per_second, "peak_memory_mb": _peak_mb(device)}
+
+
+def bench_train(cfg: BenchConfig, model, device, precision: str) -> dict:
+    """AdamW steps of next-base prediction on random windows; tokens/s and peak memory."""
+    import torch
+
+    from mambadna.model import lm_loss
+
+    model.config.gradient_checkpointing = cfg.gradient_checkpointing
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    shape = (cfg.train_batch_size, cfg.train_seq_len)
+    tokens = torch.randint(5, 9, shape, generator=generator).to(device)  # A C G T
+    bf16 = precision == "bf16"
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = lm_loss(model(tokens), tokens)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(cfg.warmup_steps):
+        step()
+    _reset_peak(device)
+    started = time.perf_counter()
+    for _ in range(cfg.train_steps):
+        step()
+    _sync(device)
+    seconds = time.perf_counter() - started
+    model.eval()
+    n_tokens = cfg.train_steps * cfg.train_batch_size * cfg.train_seq_len
+    return {"seq_len": cfg.train_seq_len, "batch_size": cfg.train_batch_size,
+            "steps": cfg.train_steps, "gradient_checkpointing": cfg.gradient_checkpointing,
+            "seconds": seconds, "tokens_per_s": n_tokens / seconds,
+            "peak_memory_mb": _peak_mb(device)}
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def _machine(device) -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Run the stages of ``cfg``; returns the report (also what ``--out`` holds as JSON)."""
+    import torch
+
+    from mambadna.model import MambaDNA, ModelConfig
+    from mambadna.pipelines.inference import resolve_device
+
+    device = resolve_device(None if cfg.device == "auto" else cfg.device)
+    precision = cfg.precision if cfg.precision != "auto" else (
+        "bf16" if device.type == "cuda" else "fp32")
+    torch.manual_seed(cfg.seed)
+    model = MambaDNA(ModelConfig.from_preset(cfg.preset)).to(device).eval()
+    report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "mambadna": __version__, "device": str(device), "precision": precision,
+              "preset": cfg.preset, "parameters": model.num_parameters(),
+              "machine": _machine(device), "config": asdict(cfg)}
+    with tempfile.TemporaryDirectory(prefix="mambadna-bench-", dir=cfg.work_dir) as folder:
+        work = Path(folder)
+        if "tokenize" in cfg.stages:
+            report["tokenize"] = bench_tokenize(cfg, work)
+        if "embed" in cfg.stages:
+            report["embed"] = bench_embed(cfg, work, model, device)
+        if "train" in cfg.stages:
+            report["train"] = bench_train(cfg, model, device, precision)
+    return report
+
+
+def format_table(report: dict) -> str:
+    """The report as a small text table."""
+    rows = [("stage", "throughput", "seconds", "peak memory", "setting")]
+    if "tokenize" in report:
+        t = report["tokenize"]
+        rows.append(("tokenize", f"{t['mb_per_s']:.1f} MB/s", f"{t['seconds']:.2f}", "-",
+                     f"{t['megabytes']:.1f} MB FASTA"))
+    if "embed" in report:
+        e = report["embed"]
+        rows.append(("embed", f"{e['bases_per_s']:,.0f} bases/s", f"{e['seconds']:.2f}",
+                     f"{e['peak_memory_mb']:,.0f} MB",
+                     f"window {e['window']:,}, batch {e['batch_size']}"
+                     + (", stream" if e["stream"] else "")))
+    if "train" in report:
+        t = report["train"]
+        rows.append(("train", f"{t['tokens_per_s']:,.0f} tokens/s", f"{t['seconds']:.2f}",
+                     f"{t['peak_memory_mb']:,.0f} MB",
+                     f"seq {t['seq_len']:,} x batch {t['batch_size']}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    head = (f"mambadna {report['mambadna']} bench: {report['preset']} "
+            f"({report['parameters']:,} parameters) on {report['device']}"
+            f"{' (' + report['machine']['gpu'] + ')' if 'gpu' in report['machine'] else ''}, "
+            f"{report['precision']}, {report['date']}")
+    return "\n".join([head, *lines])
+
+
+def write_report(report: dict, path: str | os.PathLike) -> Path:
+    """Write the report as JSON (atomically: a temporary file, then a rename)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigError("the output folder does not exist", path=path.parent,
+                          fix=f"create it (mkdir -p {path.parent}) or choose another --out")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+

@@ -1,0 +1,316 @@
+"""Selective scan on the GPU: launchers and the autograd Function around the Triton kernels.
+
+``selective_scan_triton`` is what ``mambadna.kernels.selective_scan`` calls for CUDA tensors
+and for ``backend="triton"`` (arguments already validated). The kernels live in
+``triton_scan_kernels.py``; the math, the layout and the measured speed are in
+kernels/README.md.
+
+What is kept between forward and backward: the inputs and the fp32 state at every chunk
+boundary, ``X`` (batch, L / chunk, dim, N) — 64 / chunk bytes per (batch, channel, position).
+The output is recomputed, never saved.
+
+Under ``TRITON_INTERPRET=1`` (set before Triton is imported) the same kernels run on CPU
+tensors; that is how CI tests them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+
+import torch
+
+from mambadna.kernels import triton_scan_kernels as K
+from mambadna.kernels.reference import selective_scan_chunked
+
+__all__ = ["ScanConfig", "get_config", "selective_scan_triton", "set_config"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Tiling choices of the Triton selective scan (defaults tuned on an H200, see README)."""
+
+    fwd_warps: int = 1  # warps per forward program; a program owns 32 * warps channels
+    bwd_warps: int = 1  # warps per backward program
+    chunk: int = 256  # positions between saved states; the backward recomputes one chunk
+    min_chunk: int = 64  # smallest chunk chosen for short sequences (more segments)
+    programs_per_sm: int = 16  # L-split until (segments x channel tiles) >= this x SMs
+    bwd_programs_per_sm: int = 16  # size of the persistent backward grid
+    segments: int | None = None  # force the number of segments (tests); None: by the rule above
+
+    def __post_init__(self) -> None:
+        for name in ("chunk", "min_chunk"):
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"ScanConfig.{name} must be a power of two, got {v}")
+        for name in ("fwd_warps", "bwd_warps"):
+            if getattr(self, name) not in (1, 2, 4, 8):
+                raise ValueError(f"ScanConfig.{name} must be 1, 2, 4 or 8")
+
+
+_config = ScanConfig()
+_poison_outputs = False  # tests: fill outputs with NaN before the kernels write them
+
+
+def get_config() -> ScanConfig:
+    return _config
+
+
+def set_config(config: ScanConfig | None = None, **changes) -> ScanConfig:
+    """Replace the module's ScanConfig (or change fields of it); returns the previous one."""
+    global _config
+    previous = _config
+    _config = replace(config or _config, **changes)
+    return previous
+
+
+def set_poison_outputs(flag: bool) -> None:
+    """Test hook: outputs start as NaN, so an element no kernel writes fails the comparison."""
+    global _poison_outputs
+    _poison_outputs = bool(flag)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2
+
+
+def _empty(shape, dtype, device) -> torch.Tensor:
+    if _poison_outputs:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """How one call is cut: channel tiles, positions per thread tile, chunks and segments."""
+
+    batch: int
+    dim: int
+    length: int
+    n_state: int
+    groups: int
+    tile: int  # T: positions per thread tile (16 bytes of the widest input dtype)
+    block_d: int  # BD: channels per program
+    n_dtiles: int  # channel tiles per group
+    chunk: int  # CH
+    n_chunks: int
+    chunks_per_seg: int
+    n_seg: int
+    aligned: bool
+
+    @property
+    def n_bt(self) -> int:
+        return self.batch * self.groups * self.n_dtiles
+
+
+def _geometry(u, B, C, delta, z, n_state, warps, cfg: ScanConfig) -> _Geometry:
+    batch, dim, length = u.shape
+    groups = 1 if B.dim() == 3 else B.shape[1]
+    widest = max(t.element_size() for t in (u, delta, B, C, z) if t is not None)
+    tile = max(16 // widest, 1)
+    block_d = 32 * warps
+    n_dtiles = -(-(dim // groups) // block_d)
+    n_bt = batch * groups * n_dtiles
+    target = cfg.programs_per_sm * _num_sms(u.device)
+    wanted = cfg.segments or max(1, -(-target // n_bt))
+    # Short sequences get shorter chunks so they can still be split into enough segments.
+    per_seg = -(-length // wanted)
+    chunk = min(cfg.chunk, max(cfg.min_chunk, 1 << max(per_seg - 1, 0).bit_length()))
+    chunk = max(chunk, tile)
+    n_chunks = -(-length // chunk)
+    n_seg = min(wanted, n_chunks)
+    chunks_per_seg = -(-n_chunks // n_seg)
+    n_seg = -(-n_chunks // chunks_per_seg)
+    aligned = length % tile == 0 and all(
+        t.data_ptr() % 16 == 0 for t in (u, delta, B, C, z) if t is not None
+    )
+    return _Geometry(batch, dim, length, n_state, groups, tile, block_d, n_dtiles, chunk,
+                     n_chunks, chunks_per_seg, n_seg, aligned)
+
+
+def _bc_strides(B: torch.Tensor, geo: _Geometry) -> tuple[int, int, int]:
+    """(batch, group, state) strides of contiguous B / C, (batch, N, L) or (batch, G, N, L)."""
+    n, length = geo.n_state, geo.length
+    return geo.groups * n * length, n * length, length
+
+
+def _common_args(geo: _Geometry, sB) -> tuple:
+    return (geo.dim, geo.length, geo.dim // geo.groups, geo.n_dtiles, geo.groups, geo.n_bt,
+            geo.n_chunks, geo.chunks_per_seg, geo.n_seg, *sB)
+
+
+def _chain(S, dtsum, A2, geo: _Geometry, n_slots: int, slot_stride: int, reverse: bool) -> None:
+    lanes = geo.dim * geo.n_state
+    blk = 128 if lanes <= 4096 else 512
+    grid = (geo.batch, triton_cdiv(lanes, blk))
+    K._chain_kernel[grid](S, dtsum, A2, geo.dim, geo.n_seg, n_slots, slot_stride,
+                          N=geo.n_state, REVERSE=reverse, CB=16, BLK=blk, num_warps=blk // 128)
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
+    """Launch the forward kernels. Returns out, final state, chunk states X and the geometry."""
+    n_state = A2.shape[1]
+    geo = _geometry(u, B, C, delta, z, n_state, cfg.fwd_warps, cfg)
+    batch, dim, dev = geo.batch, geo.dim, u.device
+    X = _empty((batch, geo.n_chunks, dim, n_state), torch.float32, dev)
+    if init is None:
+        X[:, 0].zero_()
+    else:
+        X[:, 0].copy_(init)
+    out = _empty(u.shape, u.dtype, dev)
+    final = _empty((batch, dim, n_state), torch.float32, dev)
+    sB = _bc_strides(B, geo)
+    flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
+                 HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
+                 ALIGNED=geo.aligned, num_warps=cfg.fwd_warps)
+    ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
+            D if D is not None else A2, bias if bias is not None else A2)
+    dtsum = X
+    if geo.n_seg > 1:
+        dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
+        K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
+            *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=True, WRITE_FINAL=False,
+            **flags)
+        _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
+    K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
+        *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=False, WRITE_FINAL=True,
+        **flags)
+    return out, final, X, geo
+
+
+# ----------------------------------------------------------------------------- backward
+
+
+def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConfig):
+    """Launch the backward kernels; returns du, ddelta, dA, dB, dC, dD, dz, dbias, dinit."""
+    u, delta, A2, B, C, D, z, bias, X = saved
+    batch, dim, n_state, dev = geo.batch, geo.dim, geo.n_state, u.device
+    # The backward may use other warps than the forward; the channel tiles must then change.
+    bgeo = replace(geo, block_d=32 * cfg.bwd_warps,
+                   n_dtiles=triton_cdiv(dim // geo.groups, 32 * cfg.bwd_warps))
+    du = _empty(u.shape, u.dtype, dev)
+    ddelta = _empty(delta.shape, delta.dtype, dev)
+    dz = _empty(z.shape, z.dtype, dev) if z is not None else None
+    f32 = dict(dtype=torch.float32, device=dev)
+    dA = torch.zeros(dim, n_state, **f32)
+    dD = torch.zeros(dim, **f32)
+    dbias = torch.zeros(dim, **f32)
+    dB = torch.zeros(B.shape, **f32)
+    dC = torch.zeros(C.shape, **f32)
+    dinit = _empty((batch, dim, n_state), torch.float32, dev)
+    Q = _empty((batch, geo.n_seg, dim, n_state), torch.float32, dev)
+    if dfinal is None:
+        Q[:, -1].zero_()
+    else:
+        Q[:, -1].copy_(dfinal)
+    sB = _bc_strides(B, geo)
+    flags = dict(N=n_state, BD=bgeo.block_d, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
+                 HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
+                 num_warps=cfg.bwd_warps)
+    z_ = z if z is not None else u
+    bias_ = bias if bias is not None else A2
+    if geo.n_seg > 1:
+        dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
+        K._scan_bwd_summary_kernel[((geo.n_seg - 1) * bgeo.n_bt,)](
+            dout, z_, delta, A2, C, bias_, Q, dtsum, *_common_args(bgeo, sB), **flags)
+        _chain(Q, dtsum, A2, geo, geo.n_seg, 1, reverse=True)
+    n_items = geo.n_seg * bgeo.n_bt
+    nprog = max(1, min(n_items, cfg.bwd_programs_per_sm * _num_sms(dev)))
+    scratch = torch.empty(nprog * (geo.chunk // geo.tile) * n_state * bgeo.block_d, **f32)
+    K._scan_bwd_kernel[(nprog,)](
+        u, delta, z_, dout, A2, B, C, D if D is not None else A2, bias_, X, Q, scratch,
+        du, ddelta, dz if dz is not None else du, dA, dB, dC, dD, dbias, dinit,
+        *_common_args(bgeo, sB), HAS_D=D is not None, **flags)
+    return (du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD if D is not None else None,
+            dz, dbias if bias is not None else None, dinit)
+
+
+# ----------------------------------------------------------------------------- autograd
+
+
+class _SelectiveScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
+        cfg = _config
+        A2 = (A.float() * K.LOG2E).contiguous()
+        D_ = D.float().contiguous() if D is not None else None
+        bias_ = delta_bias.float().contiguous() if delta_bias is not None else None
+        init = initial_state.float() if initial_state is not None else None
+        out, final, X, geo = _forward(u, delta, A2, B, C, D_, z, bias_, init, delta_softplus,
+                                      cfg)
+        ctx.save_for_backward(u, delta, A2, B, C, D_, z, bias_, X)
+        ctx.geo, ctx.cfg, ctx.softplus = geo, cfg, delta_softplus
+        ctx.dtypes = tuple(t.dtype if t is not None else None
+                           for t in (A, D, delta_bias, initial_state))
+        ctx.set_materialize_grads(False)
+        return out, final
+
+    @staticmethod
+    def backward(ctx, dout, dfinal):
+        saved = ctx.saved_tensors
+        if dout is None:
+            dout = torch.zeros_like(saved[0])
+        dout = dout.contiguous()
+        dfinal = dfinal.float().contiguous() if dfinal is not None else None
+        du, ddelta, dA, dB, dC, dD, dz, dbias, dinit = _backward(
+            saved, ctx.geo, ctx.softplus, dout, dfinal, ctx.cfg)
+        a_t, d_t, b_t, i_t = ctx.dtypes
+        dD = dD.to(d_t) if dD is not None else None
+        dbias = dbias.to(b_t) if dbias is not None else None
+        dinit = dinit.to(i_t) if i_t is not None else None
+        return du, ddelta, dA.to(a_t), dB, dC, dD, dz, dbias, dinit, None
+
+
+def _contiguous(t):
+    return t.contiguous() if t is not None else None
+
+
+_fp64_logged = False
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                          delta_softplus=False, initial_state=None, return_final_state=False):
+    """Selective scan by the Triton kernels (same contract as ``mambadna.kernels.selective_scan``).
+
+    Computes in fp32 whatever the input dtypes (bf16 / fp16 / fp32); fp64 inputs go to the
+    chunked PyTorch reference instead (the kernels have no fp64 path).
+    """
+    if not (u.is_cuda or _interpreting()):
+        raise RuntimeError(
+            "selective_scan: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 set "
+            "before Triton is imported, to run them slowly on CPU); use backend='reference' "
+            "for CPU tensors")
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if any(t is not None and t.dtype == torch.float64 for t in tensors):
+        global _fp64_logged
+        if not _fp64_logged:
+            _log.info("selective_scan: fp64 inputs use the PyTorch reference (no fp64 kernels)")
+            _fp64_logged = True
+        return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                      initial_state, return_final_state)
+    u, delta, B, C, z = (_contiguous(t) for t in (u, delta, B, C, z))
+    out, final = _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
+                                      bool(delta_softplus))
+    if return_final_state:
+        return out, final.to(initial_state.dtype) if initial_state is not None else final
+    return out
+

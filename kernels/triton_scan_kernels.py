@@ -1,0 +1,487 @@
+"""Triton kernels of the selective scan; launched by ``triton_scan.py`` (math: kernels/README.md).
+
+Tiling (the same in every kernel): a program owns one batch row, a tile of ``BD`` channels and a
+segment of positions. Each thread owns one channel (``BD`` = 32 x warps), all ``N`` of its
+states, and walks the segment in tiles of ``T`` positions (16 bytes of the input dtype): the
+tile's u / delta / z rows are one 16-byte load per thread, and the tile's B / C rows are loaded
+once per program and shared by all its channels. Inside a tile the recurrence runs position by
+position in registers (``_col`` picks a column of a register tile; with T in-thread it compiles
+to a register move), so a state update costs one exp2 and two FMAs, and nothing of size
+(batch, dim, L, N) is ever written to memory.
+
+Segments (the L-split): the states at chunk boundaries (every ``CH`` positions) are the only
+thing kept between passes. Forward: ``SUMMARY`` runs scan each segment from a zero state and
+write its end state and the sum of its dt; ``_chain_kernel`` chains the segments; the output
+run recomputes each segment from its true start state, writes ``out`` and the chunk-boundary
+states. Backward mirrors it with the adjoint state walking right to left.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+# Under TRITON_INTERPRET=1 every call of a jit helper re-patches triton.language (about half a
+# millisecond, thousands of calls per kernel), so the helpers stay plain Python functions there;
+# the interpreter runs the kernels as Python anyway. Compiled, they are inlined device functions.
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_device = (lambda fn: fn) if _INTERPRET else triton.jit
+if _INTERPRET:  # tl.sum is a jit function too; the interpreter sums this pattern with numpy
+
+    def _sum(x, axis):
+        return tl.reduce(x, axis, tl.standard._sum_combine)
+
+else:
+    _sum = tl.sum
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+@_device
+def _col(x, cols, j: tl.constexpr):
+    """Column j of a [BD, T] register tile as a [BD] vector.
+
+    -0.0 is the additive identity that the compiler may drop, so with T in-thread this is a
+    register pick, not a reduction.
+    """
+    return _sum(tl.where(cols == j, x, -0.0), axis=1)
+
+
+@_device
+def _put(x, cols, j: tl.constexpr, v):
+    """``x`` with column j replaced by the [BD] vector ``v``."""
+    return tl.where(cols == j, v[:, None], x)
+
+
+@_device
+def _softplus(x):
+    """log(1 + exp(x)) as torch computes it (threshold 20), with an accurate log1p."""
+    e = tl.exp(-tl.abs(x))
+    w = 1.0 + e
+    # log1p(e) = log(w) * e / (w - 1): exact rounding of w cancels (Goldberg's trick).
+    lp = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+    return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + lp)
+
+
+@_device
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@_device
+def _channel_tile(bt, n_dtiles, groups, dim_per_group, BD: tl.constexpr):
+    """(batch row, group, global channel ids [BD], channel mask [BD]) of channel tile ``bt``."""
+    dtile = bt % n_dtiles
+    bg = bt // n_dtiles
+    g = bg % groups
+    b = bg // groups
+    dl = dtile * BD + tl.arange(0, BD)
+    dmask = dl < dim_per_group
+    d = g * dim_per_group + dl
+    return b, g, d, dmask
+
+
+@_device
+def _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """dt tile [BD, T] (bias, softplus; 0 outside the sequence) and the pre-softplus value."""
+    x = tl.load(delta_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        x = x + bias[:, None]
+    dt = x
+    if SOFTPLUS:
+        dt = _softplus(x)
+    return tl.where(m2, dt, 0.0), x
+
+
+@_device
+def _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z: tl.constexpr):
+    """dy = dout * silu(z) (the gradient reaching y), dout, z and sigmoid(z); [BD, T] each."""
+    dout = tl.load(dout_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+    if HAS_Z:
+        zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+        sz = _sigmoid(zz)
+        dy = dout * zz * sz
+    else:
+        zz = dout
+        sz = dout
+        dy = dout
+    return dy, dout, zz, sz
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    u_ptr, delta_ptr, z_ptr, out_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
+    X_ptr, dtsum_ptr, final_ptr,
+    dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
+    sB_b, sB_g, sB_n,
+    N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
+    SUMMARY: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, WRITE_FINAL: tl.constexpr, ALIGNED: tl.constexpr,
+):
+    """One (segment, channel tile) of the forward scan.
+
+    SUMMARY: scan from a zero state; write the end state into the chunk-state slot of the next
+    segment's first chunk and the per-channel sum of dt into ``dtsum`` (batch, n_seg, dim).
+    Otherwise: start from X[b, first chunk], write out and X at every later chunk boundary, and
+    the final state after the last position.
+    X: (batch, n_chunks, dim, N) fp32. A2 = A * log2(e).
+    """
+    pid = tl.program_id(0)
+    seg = pid // n_bt
+    b, g, d, dmask = _channel_tile(pid % n_bt, n_dtiles, groups, dim_per_group, BD)
+    if ALIGNED:
+        L = tl.multiple_of(L, T)
+    row = (b.to(tl.int64) * dim + d) * L  # [BD] offsets of the channel rows
+    cols = tl.arange(0, T)[None, :]
+    b_base = B_ptr + b.to(tl.int64) * sB_b + g.to(tl.int64) * sB_g
+    c_base = C_ptr + b.to(tl.int64) * sB_b + g.to(tl.int64) * sB_g
+    c_lo = seg * chunks_per_seg
+    t_lo = c_lo * CH
+    t_hi = tl.minimum(t_lo + chunks_per_seg * CH, L)
+    x_row = (b.to(tl.int64) * n_chunks * dim + d) * N  # + chunk * dim * N + n
+    dimN = dim.to(tl.int64) * N
+
+    A2 = ()
+    h = ()
+    for n in tl.static_range(N):
+        A2 = A2 + (tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0),)
+        if SUMMARY:
+            h = h + (tl.zeros([BD], tl.float32),)
+        else:
+            h = h + (tl.load(X_ptr + x_row + c_lo * dimN + n, mask=dmask, other=0.0),)
+    bias = tl.zeros([BD], tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
+    dts = tl.zeros([BD], tl.float32)
+
+    for t0 in range(t_lo, t_hi, T):
+        if not SUMMARY:
+            if (t0 % CH == 0) & (t0 != t_lo):
+                for n in tl.static_range(N):
+                    tl.store(X_ptr + x_row + (t0 // CH) * dimN + n, h[n], mask=dmask)
+        tmask = (t0 + cols) < L
+        m2 = dmask[:, None] & tmask
+        offs = row[:, None] + t0 + cols
+        dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
+        u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+        dtu = dt * u
+        if SUMMARY:
+            dts += _sum(dt, axis=1)
+        y = tl.zeros([BD, T], tl.float32)
+        new = ()
+        for n in tl.static_range(N):
+            brow = tl.load(b_base + n * sB_n + t0 + cols, mask=tmask, other=0.0).to(tl.float32)
+            a = tl.exp2(dt * A2[n][:, None])
+            bx = dtu * brow
+            hn = h[n]
+            if SUMMARY:
+                for j in tl.static_range(T):
+                    hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+            else:
+                crow = tl.load(c_base + n * sB_n + t0 + cols, mask=tmask, other=0.0)
+                hs = tl.zeros([BD, T], tl.float32)
+                for j in tl.static_range(T):
+                    hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                    hs = _put(hs, cols, j, hn)
+                y += hs * crow.to(tl.float32)
+            new = new + (hn,)
+        h = new
+        if not SUMMARY:
+            if HAS_D:
+                y += Dv[:, None] * u
+            if HAS_Z:
+                zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+                y = y * zz * _sigmoid(zz)
+            tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=m2)
+
+    if SUMMARY:
+        c_next = c_lo + chunks_per_seg
+        for n in tl.static_range(N):
+            tl.store(X_ptr + x_row + c_next * dimN + n, h[n], mask=dmask)
+        tl.store(dtsum_ptr + (b.to(tl.int64) * n_seg + seg) * dim + d, dts, mask=dmask)
+    elif WRITE_FINAL:
+        if t_hi == L:
+            f_row = (b.to(tl.int64) * dim + d) * N
+            for n in tl.static_range(N):
+                tl.store(final_ptr + f_row + n, h[n], mask=dmask)
+
+
+# ----------------------------------------------------------------------------- segment chain
+
+
+@triton.jit
+def _chain_kernel(
+    S_ptr, dtsum_ptr, A2_ptr, dim, n_seg, n_slots, slot_stride,
+    N: tl.constexpr, REVERSE: tl.constexpr, CB: tl.constexpr, BLK: tl.constexpr,
+):
+    """Chain the segment summaries in place, sequentially over segments (tiny).
+
+    Lanes are (channel, state) pairs of one batch row. S: (batch, n_slots, dim, N); segment s
+    owns slot s * slot_stride. Forward: x = S[seg 0]; for s in 0..n_seg-2:
+    x = exp2(A2 * dtsum[s]) * x + S[s+1]; S[s+1] = x. REVERSE (the adjoint): x = S[n_seg-1];
+    for s in n_seg-1..1: x = exp2(A2 * dtsum[s]) * x + S[s-1]; S[s-1] = x.
+    CB segments are loaded per step so that their loads are in flight together.
+    """
+    b = tl.program_id(0).to(tl.int64)
+    lane = tl.program_id(1) * BLK + tl.arange(0, BLK)
+    dimN = dim * N
+    mask = lane < dimN
+    d = lane // N
+    A2 = tl.load(A2_ptr + lane, mask=mask, other=0.0)[None, :]
+    s_row = b * n_slots * dimN + lane  # + slot * dimN
+    t_row = b * n_seg * dim + d  # + seg * dim
+    rows = tl.arange(0, CB)[:, None]
+    if REVERSE:
+        x = tl.load(S_ptr + s_row + (n_seg - 1) * slot_stride * dimN, mask=mask, other=0.0)
+    else:
+        x = tl.load(S_ptr + s_row, mask=mask, other=0.0)
+    for k0 in range(0, n_seg - 1, CB):
+        k = k0 + rows  # [CB, 1] step index
+        valid = (k < n_seg - 1) & mask[None, :]
+        if REVERSE:
+            src = n_seg - 1 - k
+            dst = src - 1
+        else:
+            src = k
+            dst = k + 1
+        dts = tl.load(dtsum_ptr + t_row[None, :] + src * dim, mask=valid, other=0.0)
+        P = tl.exp2(A2 * dts)
+        dst_off = s_row[None, :] + (dst * slot_stride).to(tl.int64) * dimN
+        S = tl.load(S_ptr + dst_off, mask=valid, other=0.0)
+        res = tl.zeros([CB, BLK], tl.float32)
+        for j in tl.static_range(CB):
+            pick = rows == j
+            x = _sum(tl.where(pick, P, -0.0), axis=0) * x + _sum(tl.where(pick, S, -0.0), axis=0)
+            res = tl.where(pick, x[None, :], res)
+        tl.store(S_ptr + dst_off, res, mask=valid)
+
+
+# ----------------------------------------------------------------------------- backward
+
+
+@triton.jit
+def _scan_bwd_summary_kernel(
+    dout_ptr, z_ptr, delta_ptr, A2_ptr, C_ptr, bias_ptr, Q_ptr, dtsum_ptr,
+    dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
+    sB_b, sB_g, sB_n,
+    N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ALIGNED: tl.constexpr,
+):
+    """Adjoint summary of segment s = 1 + pid // n_bt, scanned right to left from zero.
+
+    Writes q = a[t_lo] * g[t_lo] (what the segment passes to the position before it) into slot
+    s - 1 of Q (batch, n_seg, dim, N), and the per-channel sum of dt into dtsum[b, s].
+    """
+    pid = tl.program_id(0)
+    seg = pid // n_bt + 1
+    b, g, d, dmask = _channel_tile(pid % n_bt, n_dtiles, groups, dim_per_group, BD)
+    if ALIGNED:
+        L = tl.multiple_of(L, T)
+    row = (b.to(tl.int64) * dim + d) * L
+    cols = tl.arange(0, T)[None, :]
+    c_base = C_ptr + b.to(tl.int64) * sB_b + g.to(tl.int64) * sB_g
+    t_lo = seg * chunks_per_seg * CH
+    t_hi = tl.minimum(t_lo + chunks_per_seg * CH, L)
+    n_tiles = tl.cdiv(t_hi - t_lo, T)
+    A2 = ()
+    q = ()
+    for n in tl.static_range(N):
+        A2 = A2 + (tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0),)
+        q = q + (tl.zeros([BD], tl.float32),)
+    bias = tl.zeros([BD], tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
+    dts = tl.zeros([BD], tl.float32)
+    for i in range(n_tiles):
+        t0 = t_lo + (n_tiles - 1 - i) * T
+        tmask = (t0 + cols) < L
+        m2 = dmask[:, None] & tmask
+        offs = row[:, None] + t0 + cols
+        dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
+        dy, _dout, _z, _sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
+        dts += _sum(dt, axis=1)
+        new = ()
+        for n in tl.static_range(N):
+            crow = tl.load(c_base + n * sB_n + t0 + cols, mask=tmask, other=0.0).to(tl.float32)
+            a = tl.exp2(dt * A2[n][:, None])
+            cy = dy * crow
+            qn = q[n]
+            for j in tl.static_range(T - 1, -1, -1):
+                qn = _col(a, cols, j) * (qn + _col(cy, cols, j))
+            new = new + (qn,)
+        q = new
+    dimN = dim.to(tl.int64) * N
+    q_row = (b.to(tl.int64) * n_seg * dim + d) * N + (seg - 1) * dimN
+    for n in tl.static_range(N):
+        tl.store(Q_ptr + q_row + n, q[n], mask=dmask)
+    tl.store(dtsum_ptr + (b.to(tl.int64) * n_seg + seg) * dim + d, dts, mask=dmask)
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    u_ptr, delta_ptr, z_ptr, dout_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
+    X_ptr, Q_ptr, scratch_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
+    dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
+    sB_b, sB_g, sB_n,
+    N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    ALIGNED: tl.constexpr,
+):
+    """Gradients of every input, by recomputation; a persistent loop over (segment, tile).
+
+    Per segment, chunks right to left; per chunk: (1) rerun the forward from the saved chunk
+    state X[c], keeping each tile's start state in this program's scratch (CH/T x N x BD fp32,
+    cache-resident); (2) tiles right to left: recompute the tile's states from its start
+    state, run the adjoint g (carried as q = a * g), and form du, ddelta, dz, the dB / dC rows
+    (summed over the channel tile, then one atomic add per position) and dA / dD / dbias
+    (summed in registers, one atomic add per segment). Segment 0 also writes d(initial state).
+    Q (batch, n_seg, dim, N) holds the adjoint entering each segment from the right.
+    """
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    if ALIGNED:
+        L = tl.multiple_of(L, T)
+    cols = tl.arange(0, T)[None, :]
+    scr = scratch_ptr + pid.to(tl.int64) * ((CH // T) * N * BD) + tl.arange(0, BD)
+    dimN = dim.to(tl.int64) * N
+    for w in range(pid, n_seg * n_bt, nprog):
+        seg = w // n_bt
+        b, g, d, dmask = _channel_tile(w % n_bt, n_dtiles, groups, dim_per_group, BD)
+        row = (b.to(tl.int64) * dim + d) * L
+        bc_off = b.to(tl.int64) * sB_b + g.to(tl.int64) * sB_g
+        x_row = (b.to(tl.int64) * n_chunks * dim + d) * N
+        q_row = (b.to(tl.int64) * n_seg * dim + d) * N + seg * dimN
+        A2 = ()
+        q = ()
+        dA = ()
+        for n in tl.static_range(N):
+            A2 = A2 + (tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0),)
+            q = q + (tl.load(Q_ptr + q_row + n, mask=dmask, other=0.0),)
+            dA = dA + (tl.zeros([BD], tl.float32),)
+        bias = tl.zeros([BD], tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
+        Dv = tl.zeros([BD], tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
+        dD_acc = tl.zeros([BD], tl.float32)
+        db_acc = tl.zeros([BD], tl.float32)
+        c_lo = seg * chunks_per_seg
+        c_hi = tl.minimum(c_lo + chunks_per_seg, n_chunks)
+        for ci in range(c_hi - c_lo):
+            c = c_hi - 1 - ci
+            t_lo = c * CH
+            n_tiles = tl.cdiv(tl.minimum(t_lo + CH, L) - t_lo, T)
+            # (1) forward states at the start of every tile of the chunk -> scratch
+            h = ()
+            for n in tl.static_range(N):
+                h = h + (tl.load(X_ptr + x_row + c * dimN + n, mask=dmask, other=0.0),)
+            for i in range(n_tiles):
+                t0 = t_lo + i * T
+                tmask = (t0 + cols) < L
+                m2 = dmask[:, None] & tmask
+                offs = row[:, None] + t0 + cols
+                dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
+                dtu = dt * tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+                new = ()
+                for n in tl.static_range(N):
+                    tl.store(scr + (i * N + n) * BD, h[n])
+                    brow = tl.load(B_ptr + bc_off + n * sB_n + t0 + cols, mask=tmask, other=0.0)
+                    a = tl.exp2(dt * A2[n][:, None])
+                    bx = dtu * brow.to(tl.float32)
+                    hn = h[n]
+                    for j in tl.static_range(T):
+                        hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                    new = new + (hn,)
+                h = new
+            # (2) tiles right to left: states, adjoint, gradients
+            for ii in range(n_tiles):
+                i = n_tiles - 1 - ii
+                t0 = t_lo + i * T
+                tmask = (t0 + cols) < L
+                m2 = dmask[:, None] & tmask
+                offs = row[:, None] + t0 + cols
+                dt, x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
+                u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+                dtu = dt * u
+                dy, dout, zz, sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
+                gsum = tl.zeros([BD, T], tl.float32)  # sum_n g * B
+                ddt = tl.zeros([BD, T], tl.float32)  # sum_n a * g * h_prev * A
+                y = tl.zeros([BD, T], tl.float32)
+                new_q = ()
+                new_dA = ()
+                for n in tl.static_range(N):
+                    brow = tl.load(B_ptr + bc_off + n * sB_n + t0 + cols, mask=tmask, other=0.0)
+                    crow = tl.load(C_ptr + bc_off + n * sB_n + t0 + cols, mask=tmask, other=0.0)
+                    brow = brow.to(tl.float32)
+                    crow = crow.to(tl.float32)
+                    a = tl.exp2(dt * A2[n][:, None])
+                    bx = dtu * brow
+                    hn = tl.load(scr + (i * N + n) * BD)
+                    hp = tl.zeros([BD, T], tl.float32)
+                    hs = tl.zeros([BD, T], tl.float32)
+                    for j in tl.static_range(T):
+                        hp = _put(hp, cols, j, hn)
+                        hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                        hs = _put(hs, cols, j, hn)
+                    y += hs * crow
+                    cy = dy * crow
+                    qn = q[n]
+                    gs = tl.zeros([BD, T], tl.float32)
+                    rs = tl.zeros([BD, T], tl.float32)
+                    for j in tl.static_range(T - 1, -1, -1):
+                        gj = qn + _col(cy, cols, j)
+                        qn = _col(a, cols, j) * gj
+                        gs = _put(gs, cols, j, gj)
+                        rs = _put(rs, cols, j, qn)
+                    rh = rs * hp  # a_t * g_t * h_{t-1}
+                    new_dA = new_dA + (dA[n] + _sum(rh * dt, axis=1),)
+                    ddt += rh * (A2[n] * LN2)[:, None]
+                    gsum += gs * brow
+                    db_row = _sum(gs * dtu, axis=0)[None, :]
+                    dc_row = _sum(hs * dy, axis=0)[None, :]
+                    tl.atomic_add(dB_ptr + bc_off + n * sB_n + t0 + cols, db_row, mask=tmask,
+                                  sem="relaxed")
+                    tl.atomic_add(dC_ptr + bc_off + n * sB_n + t0 + cols, dc_row, mask=tmask,
+                                  sem="relaxed")
+                    new_q = new_q + (qn,)
+                q = new_q
+                dA = new_dA
+                du = dt * gsum
+                ddt += u * gsum
+                if HAS_D:
+                    du += Dv[:, None] * dy
+                    y += Dv[:, None] * u
+                    dD_acc += _sum(dy * u, axis=1)
+                if SOFTPLUS:
+                    ddt = tl.where(x > 20.0, ddt, ddt * _sigmoid(x))
+                ddt = tl.where(m2, ddt, 0.0)
+                if HAS_BIAS:
+                    db_acc += _sum(ddt, axis=1)
+                if HAS_Z:
+                    dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
+                    tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=m2)
+                tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=m2)
+                tl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+        for n in tl.static_range(N):
+            tl.atomic_add(dA_ptr + d * N + n, dA[n], mask=dmask, sem="relaxed")
+        if HAS_D:
+            tl.atomic_add(dD_ptr + d, dD_acc, mask=dmask, sem="relaxed")
+        if HAS_BIAS:
+            tl.atomic_add(dbias_ptr + d, db_acc, mask=dmask, sem="relaxed")
+        if seg == 0:
+            f_row = (b.to(tl.int64) * dim + d) * N
+            for n in tl.static_range(N):
+                tl.store(dinit_ptr + f_row + n, q[n], mask=dmask)

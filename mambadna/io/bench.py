@@ -129,14 +129,19 @@ def _machine() -> dict:
                 break
     except OSError:
         pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "load_average_1_5_15": load}
+            "numpy": np.__version__}
+
+
+def _load() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other processes slow a one-core benchmark down."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def run(size_mb: float, records: int, repeats: int, workdir: Path | None,
         compressed: bool = False) -> dict:
     """Generate the FASTA, time every method; return the results as a dict."""
+    load_start = _load()
     root = Path(tempfile.mkdtemp(prefix="mambadna-bench-", dir=workdir))
     try:
         fasta = root / "bench.fa"
@@ -156,7 +161,8 @@ def run(size_mb: float, records: int, repeats: int, workdir: Path | None,
             entry["ratio_vs_baseline"] = entry["mb_per_s"] / base
         return {"benchmark": "FASTA -> tokens, one core",
                 "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "machine": _machine(), "file_bytes": size, "records": records,
+                "machine": _machine(), "load_average_start": load_start,
+                "load_average_end": _load(), "file_bytes": size, "records": records,
                 "repeats": repeats, "results": results}
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -294,11 +294,6 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     Computes in fp32 whatever the input dtypes (bf16 / fp16 / fp32); fp64 inputs go to the
     chunked PyTorch reference instead (the kernels have no fp64 path).
     """
-    if not (u.is_cuda or _interpreting()):
-        raise RuntimeError(
-            "selective_scan: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 set "
-            "before Triton is imported, to run them slowly on CPU); use backend='reference' "
-            "for CPU tensors")
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     if any(t is not None and t.dtype == torch.float64 for t in tensors):
         global _fp64_logged
@@ -307,6 +302,11 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
             _fp64_logged = True
         return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                       initial_state, return_final_state)
+    if not (u.is_cuda or _interpreting()):
+        raise RuntimeError(
+            "selective_scan: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 set "
+            "before Triton is imported, to run them slowly on CPU); use backend='reference' "
+            "for CPU tensors")
     u, delta, B, C, z = (_contiguous(t) for t in (u, delta, B, C, z))
     out, final = _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
                                       bool(delta_softplus))

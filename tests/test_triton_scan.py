@@ -1,0 +1,199 @@
+"""The Triton selective scan against the per-position definition, run by Triton's interpreter.
+
+TRITON_INTERPRET=1 must be set before Triton is imported, and other tests import Triton in
+this process, so the kernels run in one subprocess (this file run as a script with --worker),
+which prints one JSON result per case; each parametrized test checks its case. Outputs start
+as NaN (the launcher's test hook), so any element that no kernel writes fails.
+
+The same cases (and larger ones) run compiled on a GPU in test_triton_scan_gpu.py, which
+imports ``CASES`` and ``run_case`` from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# (batch, dim, L, N): tiny, odd lengths, lengths not a multiple of the 4- or 8-position tile or
+# of the chunk; "segments" forces the L-split, "chunk" the checkpoint spacing.
+CASES = [
+    dict(id="fp32-odd-L-one-segment", batch=2, dim=5, L=37, N=4, segments=1, chunk=16),
+    dict(id="fp32-split-3-segments-final-grad", batch=2, dim=5, L=70, N=4, segments=3,
+         chunk=16, final_grad=True),
+    dict(id="bf16-split", batch=1, dim=6, L=45, N=4, dtype="bfloat16", segments=2, chunk=16,
+         final_grad=True),
+    dict(id="fp32-groups", batch=2, dim=6, L=33, N=4, groups=2, segments=2, chunk=16),
+    dict(id="fp32-plain-no-options", batch=1, dim=3, L=19, N=8, segments=2, chunk=8,
+         D=False, z=False, bias=False, softplus=False, init=False),
+    dict(id="fp16-io-fp32-BC", batch=1, dim=4, L=24, N=4, dtype="float16", bc_dtype="float32",
+         segments=3, chunk=8, final_grad=True),
+    dict(id="fp32-L1", batch=2, dim=3, L=1, N=4, segments=1, chunk=16, final_grad=True),
+    dict(id="fp32-two-channel-tiles", batch=1, dim=40, L=20, N=4, segments=2, chunk=8,
+         z=False),
+    dict(id="bf16-N16-chunk-equals-tile", batch=1, dim=2, L=29, N=16, dtype="bfloat16",
+         segments=4, chunk=8, bias=False),
+]
+
+# Relative errors (norm of the difference over norm of the fp64 reference) allowed.
+TOLERANCE = {"float32": (1e-3, 5e-3), "bfloat16": (3e-2, 5e-2), "float16": (3e-2, 5e-2)}
+
+
+def make_inputs(case: dict, device: str, seed: int = 0) -> dict:
+    """Random inputs of a case (fresh values, never zeros), typical Mamba magnitudes."""
+    g = torch.Generator().manual_seed(seed)
+    b, dim, length, n = case["batch"], case["dim"], case["L"], case["N"]
+    dtype = getattr(torch, case.get("dtype", "float32"))
+    bc_dtype = getattr(torch, case.get("bc_dtype", case.get("dtype", "float32")))
+
+    def rand(*shape, scale=1.0, shift=0.0, dt=torch.float32):
+        return (torch.randn(*shape, generator=g) * scale + shift).to(dt).to(device)
+
+    groups = case.get("groups")
+    bc_shape = (b, n, length) if groups is None else (b, groups, n, length)
+    x = dict(
+        u=rand(b, dim, length, dt=dtype),
+        delta=rand(b, dim, length, scale=0.5, shift=-1.0, dt=dtype),
+        A=-(torch.rand(dim, n, generator=g) * 2 + 0.1).to(device),
+        B=rand(*bc_shape, dt=bc_dtype),
+        C=rand(*bc_shape, dt=bc_dtype),
+        D=rand(dim) if case.get("D", True) else None,
+        z=rand(b, dim, length, dt=dtype) if case.get("z", True) else None,
+        delta_bias=rand(dim, scale=0.3) if case.get("bias", True) else None,
+        delta_softplus=case.get("softplus", True),
+        initial_state=rand(b, dim, n) if case.get("init", True) else None,
+    )
+    if not x["delta_softplus"]:  # dt must stay positive without softplus
+        x["delta"] = (torch.rand(b, dim, length, generator=g) * 0.2 + 0.01).to(dtype).to(device)
+    return x
+
+
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    a, ref = a.double(), ref.double()
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return ((a - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def run_case(case: dict, device: str, seed: int = 0) -> dict:
+    """Forward + backward by the Triton kernels and by the fp64 definition; relative errors."""
+    from mambadna.kernels import selective_scan
+
+    x = make_inputs(case, device, seed)
+    tensors = [k for k, v in x.items() if isinstance(v, torch.Tensor)]
+    ours = {k: (x[k].clone().requires_grad_(True) if k in tensors else x[k]) for k in x}
+    ref = {k: (x[k].detach().double().requires_grad_(True) if k in tensors else x[k])
+           for k in x}
+    out, final = selective_scan(**ours, return_final_state=True, backend="triton")
+    # The loop definition on fp64 copies (the CPU chunked form for large GPU cases).
+    backend = "loop" if case["L"] * case["dim"] * case["batch"] <= 4096 else "reference"
+    rout, rfinal = selective_scan(**ref, return_final_state=True, backend=backend)
+    gen = torch.Generator().manual_seed(seed + 1)
+    dout = torch.randn(out.shape, generator=gen).to(out.device)
+    loss = (out.float() * dout).sum()
+    rloss = (rout * dout.double()).sum()
+    if case.get("final_grad"):
+        dfin = torch.randn(final.shape, generator=gen).to(out.device)
+        loss = loss + (final * dfin).sum()
+        rloss = rloss + (rfinal * dfin.double()).sum()
+    loss.backward()
+    rloss.backward()
+    result = {"out": _rel(out, rout), "final_state": _rel(final, rfinal),
+              "out_dtype_ok": out.dtype == x["u"].dtype and out.shape == x["u"].shape}
+    for k in tensors:
+        grad = ours[k].grad
+        result["d" + k] = float("inf") if grad is None else _rel(grad, ref[k].grad)
+        result["d" + k + "_dtype_ok"] = grad is not None and grad.dtype == x[k].dtype
+    return result
+
+
+def check(case: dict, result: dict) -> None:
+    out_tol, grad_tol = TOLERANCE[case.get("dtype", "float32")]
+    assert "error" not in result, result.get("error")
+    assert result["out"] < out_tol, result
+    assert result["final_state"] < out_tol, result
+    assert result["out_dtype_ok"]
+    bad = {k: v for k, v in result.items()
+           if k.startswith("d") and not k.endswith("_ok") and not v < grad_tol}
+    assert not bad, f"gradients off: {bad}"
+    assert all(v for k, v in result.items() if k.endswith("_dtype_ok")), result
+
+
+# ----------------------------------------------------------------------------- subprocess
+
+
+def _worker() -> None:
+    """Run every case under the interpreter; one JSON line per case on stdout."""
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    from mambadna.kernels import triton_scan
+
+    triton_scan.set_poison_outputs(True)
+    for case in CASES:
+        triton_scan.set_config(chunk=case["chunk"], min_chunk=case["chunk"],
+                               segments=case["segments"])
+        try:
+            result = run_case(case, "cpu")
+        except Exception as exc:  # reported per case by the parent test
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps({"id": case["id"], **result}), flush=True)
+
+
+@pytest.fixture(scope="module")
+def interpreted_results() -> dict:
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", TRITON_DEFAULT_FP_FUSION="1",
+               PYTHONWARNINGS="ignore")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, __file__, "--worker"], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=900)
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            item = json.loads(line)
+            results[item.pop("id")] = item
+    if not results:
+        pytest.fail(f"interpreter worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return results
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_interpreted_kernels_match_definition(case, interpreted_results):
+    assert case["id"] in interpreted_results, "the worker stopped before this case"
+    check(case, interpreted_results[case["id"]])
+
+
+def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error():
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("the interpreter is on in this process")
+    from mambadna.kernels import selective_scan
+
+    x = make_inputs(CASES[0], "cpu")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        selective_scan(**x, backend="triton")
+
+
+def test_fp64_inputs_use_the_reference():
+    """The kernels have no fp64 path: fp64 inputs are answered by the (exact) reference."""
+    pytest.importorskip("triton")
+    from mambadna.kernels.triton_scan import selective_scan_triton
+
+    x = {k: (v.double() if isinstance(v, torch.Tensor) else v)
+         for k, v in make_inputs(CASES[0], "cpu").items()}
+    from mambadna.kernels import selective_scan
+
+    expected = selective_scan(**x, backend="loop")
+    got = selective_scan_triton(*(x[k] for k in ("u", "delta", "A", "B", "C", "D", "z",
+                                                  "delta_bias", "delta_softplus",
+                                                  "initial_state")), False)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    _worker()

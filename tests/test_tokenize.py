@@ -240,3 +240,16 @@ def test_installed_command_runs_end_to_end(tmp_path, write_fasta, write_fastq):
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert TokenStore(tmp_path / "s").names == ["chr1", "chr2", "chrM", "read1"]
+
+
+def test_open_records_are_reused_and_pickling_drops_them(tmp_path, write_fasta, monkeypatch):
+    import pickle
+
+    monkeypatch.setattr(store_module, "OPEN_RECORDS", 2)
+    fa = write_fasta(tmp_path / "g.fa", GENOME)
+    store = write_token_store([fa], tmp_path / "store")
+    assert store[0] is store[0]  # cached: no open() per access
+    store[1], store[2]  # evicts record 0 (least recently used)
+    assert len(store._open) == 2 and 0 not in store._open
+    clone = pickle.loads(pickle.dumps(store))
+    assert not clone._open and np.array_equal(clone["chr2"], encode(GENOME["chr2"]))

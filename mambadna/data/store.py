@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from mambadna.io import read_tokens
 from mambadna.io.files import check_path
 
 STORE_FORMAT = "mambadna-token-store"
+OPEN_RECORDS = 256  # memmaps kept open per store: repeated store[i] costs no open() and mmap
 STORE_VERSION = 1
 INDEX_COLUMNS = ("record", "source", "file", "length", "n_count", "sha256")
 
@@ -194,6 +196,7 @@ class TokenStore:
         self.names: list[str] = self.index["record"].tolist()
         self.sources: list[str] = self.index["source"].tolist()
         self.lengths: np.ndarray = self.index["length"].to_numpy(dtype=np.int64)
+        self._open: OrderedDict[int, np.memmap] = OrderedDict()  # LRU of OPEN_RECORDS
         self._rows_by_name: dict[str, list[int]] = {}
         for i, name in enumerate(self.names):
             self._rows_by_name.setdefault(name, []).append(i)
@@ -237,14 +240,26 @@ class TokenStore:
         if isinstance(key, str):
             key = self.position(key)
         i = range(len(self))[key]  # IndexError and negative indices like a list
-        return np.load(self.path / self.index["file"].iat[i], mmap_mode="r")
+        tokens = self._open.pop(i, None)
+        if tokens is None:
+            tokens = np.load(self.path / self.index["file"].iat[i], mmap_mode="r")
+            if len(self._open) >= OPEN_RECORDS:
+                self._open.popitem(last=False)
+        self._open[i] = tokens
+        return tokens
+
+    def __getstate__(self) -> dict:
+        """Pickles (e.g. to DataLoader workers) without open memmaps; they reopen lazily."""
+        state = dict(self.__dict__)
+        state["_open"] = OrderedDict()
+        return state
 
     def verify(self) -> int:
         """Check every record file: shape, dtype, length and sha256. Returns the count."""
         for i in range(len(self)):
             name, file = self.names[i], self.path / self.index["file"].iat[i]
             try:
-                tokens = self[i]
+                tokens = np.load(file, mmap_mode="r")
             except (OSError, ValueError) as err:
                 raise FormatError(f"unreadable record file {file.name} ({err})", path=file,
                                   record=name, fix="re-create the store") from None

@@ -100,7 +100,7 @@ def test_report_script(tmp_path):
     assert summary["confusion"] == [[2, 1], [0, 3]] and summary["accuracy"] == pytest.approx(5 / 6)
     assert summary["embeddings"] == [{"file": "emb.parquet", "windows": 2, "dimensions": 8}]
     page = (out / "report.html").read_text()
-    assert page.count("<svg") == 5  # 2 curves per run (loss, other) + confusion matrix
+    assert page.count("<svg") == 5  # 2 charts per run (loss, accuracy) + confusion matrix
     assert (out / "confusion_matrix.svg").exists() and "report.md" in {p.name for p in
                                                                        out.iterdir()}
 

@@ -4,8 +4,8 @@
 
 def report_args(inputs):
     args = [f"--title {shlex.quote(config['run_name'])}"]
-    args += [f"--store {split}={RUN}/tokens/{split}" for split in SPLITS if split_fasta(split)]
     if "pretrain" in inputs:
+        args += [f"--store {split}={RUN}/tokens/{split}" for split in PRETRAIN_SPLITS]
         args.append(f"--pretrain-run {RUN}/pretrain")
     if "finetune" in inputs:
         args.append(f"--finetune-run {RUN}/finetune")

@@ -1,42 +1,52 @@
-# Tokenize each split into a token store, pretrain on the train split, finetune the species
-# classifier on the manifest.tsv that `data split` wrote (held-out chromosomes for val/test).
+# Tokenize the pretraining genomes' train and val splits into token stores, pretrain on them,
+# and finetune the species classifier on the manifest.tsv that `data split` wrote (held-out
+# chromosomes for val/test). A run folder left by a failed attempt is resumed from its last
+# checkpoint (--resume), otherwise replaced (--force).
+
+
+def pretrain_fasta(split):
+    """The <name>.<split>.fa files of the genomes chosen by pretrain.genomes (null: all)."""
+    chosen = config["pretrain"].get("genomes")
+    files = split_fasta(split)
+    if chosen is None:
+        return files
+    unknown = sorted(set(chosen) - set(FILES))
+    if unknown:
+        raise ValueError(f"pretrain.genomes {unknown} are not in {MANIFEST} ({sorted(FILES)})")
+    return [f for f in files if Path(f).name[: -len(f".{split}.fa")] in chosen]
+
+
+PRETRAIN_SPLITS = [split for split in ("train", "val") if pretrain_fasta(split)]
+RESUME_OR_FORCE = "$([ -f {run}/checkpoints/last.ckpt ] && echo --resume || echo --force)"
 
 
 rule tokenize:
     input:
-        lambda wildcards: split_fasta(wildcards.split),
+        lambda wildcards: pretrain_fasta(wildcards.split),
     output:
         f"{RUN}/tokens/{{split}}/index.parquet",
     params:
         store=lambda wildcards: f"{RUN}/tokens/{wildcards.split}",
     wildcard_constraints:
-        split="train|val|test",
+        split="train|val",
     log:
         f"{RUN}/logs/tokenize.{{split}}.log",
     shell:
         "{MAMBADNA} tokenize {input} -o {params.store} --force > {log} 2>&1"
 
 
-def pretrain_fasta():
-    chosen = config["pretrain"].get("genomes")
-    files = split_fasta("train")
-    if chosen is None:
-        return files
-    unknown = sorted(set(chosen) - set(FILES))
-    if unknown:
-        raise ValueError(f"pretrain.genomes {unknown} are not in {MANIFEST} ({sorted(FILES)})")
-    return [f for f in files if Path(f).name[: -len(".train.fa")] in chosen]
-
-
 rule pretrain:
     input:
-        fasta=pretrain_fasta(),
+        stores=[f"{RUN}/tokens/{split}/index.parquet" for split in PRETRAIN_SPLITS],
     output:
         model=f"{RUN}/pretrain/model/config.json",
         metrics=f"{RUN}/pretrain/metrics.csv",
     params:
         run=f"{RUN}/pretrain",
+        start=RESUME_OR_FORCE.format(run=f"{RUN}/pretrain"),
         options=" ".join([
+            f"--store {RUN}/tokens/train",
+            f"--val-store {RUN}/tokens/val" if "val" in PRETRAIN_SPLITS else "",
             option("--preset", config["pretrain"].get("preset")),
             option("--seq-len", config["pretrain"].get("seq_len")),
             option("--batch-size", config["pretrain"].get("batch_size")),
@@ -50,8 +60,7 @@ rule pretrain:
     log:
         f"{RUN}/logs/pretrain.log",
     shell:
-        "{MAMBADNA} pretrain --genome {input.fasta} -o {params.run} {params.options} "
-        "> {log} 2>&1"
+        "{MAMBADNA} pretrain -o {params.run} {params.start} {params.options} > {log} 2>&1"
 
 
 def finetune_start():
@@ -70,7 +79,8 @@ rule finetune:
         metrics=f"{RUN}/finetune/metrics.csv",
     params:
         run=f"{RUN}/finetune",
-        start=finetune_start(),
+        start=RESUME_OR_FORCE.format(run=f"{RUN}/finetune"),
+        model=finetune_start(),
         options=" ".join([
             option("--seq-len", config["finetune"].get("seq_len")),
             option("--batch-size", config["finetune"].get("batch_size")),
@@ -84,5 +94,5 @@ rule finetune:
     log:
         f"{RUN}/logs/finetune.log",
     shell:
-        "{MAMBADNA} finetune --manifest {input.table} {params.start} -o {params.run} "
-        "{params.options} > {log} 2>&1"
+        "{MAMBADNA} finetune --manifest {input.table} {params.model} -o {params.run} "
+        "{params.start} {params.options} > {log} 2>&1"

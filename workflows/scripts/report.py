@@ -112,22 +112,28 @@ def heatmap(matrix: list[list[int]], labels: list[str], title: str, cell: int = 
 
 # --- reading the runs ---------------------------------------------------------------------------
 
+# Chart -> substrings of the metric names it shows (one scale per chart).
+_GROUPS = {"loss": ("loss", "bpb", "ppl", "perplexity"), "accuracy": ("acc",),
+           "learning rate": ("lr",), "sequence length": ("seq_len",)}
+
+
 def training_series(metrics_csv: Path) -> dict[str, dict[str, tuple[list, list]]]:
-    """Lightning CSV metrics -> {"loss": {column: (steps, values)}, "other": {...}}.
+    """Lightning CSV metrics -> {chart: {column: (steps, values)}}.
 
     The CSV logger writes sparse rows (each metric on its own steps): every numeric column but
-    step/epoch becomes a series of its non-empty rows.
+    step/epoch becomes a series of its non-empty rows, on the chart its name belongs to.
     """
     frame = pd.read_csv(metrics_csv)
     x = "step" if "step" in frame else frame.columns[0]
-    groups: dict[str, dict[str, tuple[list, list]]] = {"loss": {}, "other": {}}
+    groups: dict[str, dict[str, tuple[list, list]]] = {name: {} for name in _GROUPS}
     for column in frame.columns:
         if column in ("step", "epoch") or not pd.api.types.is_numeric_dtype(frame[column]):
             continue
         rows = frame[[x, column]].dropna()
-        if rows.empty:
+        group = next((g for g, keys in _GROUPS.items()
+                      if any(k in column.lower() for k in keys)), None)
+        if rows.empty or group is None:
             continue
-        group = "loss" if "loss" in column.lower() or "ppl" in column.lower() else "other"
         groups[group][column] = (rows[x].tolist(), rows[column].tolist())
     return groups
 
@@ -231,7 +237,7 @@ def _curves(blocks: list, files: dict, name: str, run: Path | None) -> None:
     for group, series in groups.items():
         if not series:
             continue
-        svg_name = f"{name}_{group}_curves.svg"
+        svg_name = f"{name}_{group.replace(' ', '_')}_curves.svg"
         files[svg_name] = line_chart(series, f"{name}: {group}", "step")
         blocks.append(("svg", svg_name, files[svg_name]))
         last = [{"metric": k, "last step": int(xs[-1]), "value": f"{ys[-1]:.4g}"}

@@ -1,1 +1,53 @@
-"""mambadna.data"""
+"""Training data: token stores, held-out splits, window samplers, datasets, a DataModule.
+
+Imported lazily, so ``mambadna.data.store`` (torch-free, used by ``mambadna tokenize``) does not
+pull in torch and Lightning::
+
+    from mambadna.data import TokenSource, holdout_split, WindowSampler, SeqLenSchedule
+    from mambadna.data import BatchStream, WindowDataset, WindowDataModule   # torch
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "TokenStore": "mambadna.data.store",
+    "write_token_store": "mambadna.data.store",
+    "TokenSource": "mambadna.data.windows",
+    "Span": "mambadna.data.windows",
+    "Split": "mambadna.data.windows",
+    "holdout_split": "mambadna.data.windows",
+    "WindowSampler": "mambadna.data.windows",
+    "tile_windows": "mambadna.data.windows",
+    "SeqLenSchedule": "mambadna.data.schedule",
+    "Stage": "mambadna.data.schedule",
+    "ManifestRow": "mambadna.data.manifest",
+    "read_manifest": "mambadna.data.manifest",
+    "PretrainData": "mambadna.data.prepare",
+    "SpeciesData": "mambadna.data.prepare",
+    "pretrain_data": "mambadna.data.prepare",
+    "species_data": "mambadna.data.prepare",
+    "tokenized": "mambadna.data.prepare",
+    "LMExamples": "mambadna.data.datasets",
+    "SpeciesExamples": "mambadna.data.datasets",
+    "BatchStream": "mambadna.data.datasets",
+    "WindowDataset": "mambadna.data.datasets",
+    "WindowDataModule": "mambadna.data.module",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'mambadna.data' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,62 @@
+"""LightningDataModule over a BatchStream (training) and a WindowDataset (validation).
+
+The training stream starts at micro-batch ``trainer.global_step * accumulate`` on the process's
+global rank. Lightning restores the step from ``last.ckpt`` before it asks for the training
+DataLoader, so a resumed run continues with exactly the batches an uninterrupted run would have
+seen next; nothing else of the data pipeline needs saving.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from mambadna.data.datasets import BatchStream, ExampleSource, WindowDataset
+from mambadna.data.schedule import SeqLenSchedule
+
+
+class WindowDataModule(pl.LightningDataModule):
+    """Training batches follow ``schedule`` (length and batch size per optimizer step).
+
+    examples: draws training windows (LMExamples or SpeciesExamples).
+    val: fixed validation windows, or None for no validation.
+    val_batch_size: windows per validation batch (default: the schedule's final batch size).
+    num_workers: DataLoader worker processes for training batches (0: in the main process).
+    """
+
+    def __init__(self, examples: ExampleSource, schedule: SeqLenSchedule, *, seed: int,
+                 accumulate: int = 1, val: WindowDataset | None = None,
+                 val_batch_size: int | None = None, num_workers: int = 0) -> None:
+        super().__init__()
+        self.examples = examples
+        self.schedule = schedule
+        self.seed = seed
+        self.accumulate = accumulate
+        self.val = val
+        self.val_batch_size = val_batch_size or schedule.batch_size
+        self.num_workers = num_workers
+
+    def _position(self) -> tuple[int, int]:
+        """(first micro-batch index, global rank) of this process's training stream."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        return trainer.global_step * self.accumulate, trainer.global_rank
+
+    def train_dataset(self) -> BatchStream:
+        start, rank = self._position()
+        return BatchStream(self.examples, self.schedule, seed=self.seed,
+                           accumulate=self.accumulate, rank=rank, start=start)
+
+    def train_dataloader(self) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(self.train_dataset(), batch_size=None, num_workers=workers,
+                          pin_memory=torch.cuda.is_available(),
+                          prefetch_factor=2 if workers else None)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val is None or len(self.val) == 0:
+            return []
+        return DataLoader(self.val, batch_size=self.val_batch_size, shuffle=False,
+                          num_workers=0, pin_memory=torch.cuda.is_available())

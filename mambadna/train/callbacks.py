@@ -1,0 +1,116 @@
+"""Callbacks: sequence-length warmup, plain log lines, and a marker for resumed attempts.
+
+``SeqLenWarmup`` owns the stage bookkeeping on the training side: the data stream computes the
+window length and batch size of each micro-batch from the same SeqLenSchedule and the step, so
+the callback checks that the two agree, announces stage changes, and switches gradient
+checkpointing on for the stages long enough to need it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
+
+from mambadna.data.schedule import SeqLenSchedule
+
+
+class SeqLenWarmup(pl.Callback):
+    """Follows ``schedule`` per optimizer step; ``checkpointing(seq_len)`` says whether blocks
+    are recomputed in the backward pass at that length."""
+
+    def __init__(self, schedule: SeqLenSchedule, checkpointing: Callable[[int], bool]) -> None:
+        self.schedule = schedule
+        self.checkpointing = checkpointing
+        self._stage: int | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        stage = self.schedule.stage_at(trainer.global_step)
+        shape = tuple(batch["tokens"].shape)
+        if shape != (stage.batch_size, stage.seq_len):
+            raise RuntimeError(f"batch of shape {shape} at step {trainer.global_step}, the "
+                               f"schedule says ({stage.batch_size}, {stage.seq_len})")
+        if stage.index != self._stage:
+            self._stage = stage.index
+            pl_module.model.config.gradient_checkpointing = self.checkpointing(stage.seq_len)
+            if self.schedule.n_warmup_stages:
+                rank_zero_info(f"sequence-length stage {stage.index + 1}/"
+                               f"{self.schedule.n_warmup_stages + 1} from step "
+                               f"{trainer.global_step}: seq_len {stage.seq_len}, batch "
+                               f"{stage.batch_size} per device")
+
+
+def _format(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
+
+
+class LogLines(pl.Callback):
+    """One plain line every ``every`` optimizer steps and after each validation, for logs of
+    non-interactive runs (batch jobs, pipes) where a progress bar would be noise.
+
+    bases_per_step: bases of one optimizer step over all devices, for the throughput figure.
+    """
+
+    def __init__(self, every: int, bases_per_step: Callable[[int], int]) -> None:
+        self.every = every
+        self.bases_per_step = bases_per_step
+        self._last: tuple[float, int] | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last = (time.monotonic(), trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every or self._last is None or step == self._last[1]:
+            return
+        t0, s0 = self._last
+        now = time.monotonic()
+        bases = sum(self.bases_per_step(s) for s in range(s0, step))
+        metrics = trainer.callback_metrics
+        parts = [f"step {step}/{trainer.max_steps}"]
+        parts += [f"{k} {_format(float(metrics[k]))}" for k in ("train_loss", "train_bpb",
+                                                                 "train_acc", "lr")
+                  if k in metrics]
+        parts.append(f"{bases / max(now - t0, 1e-9):,.0f} bases/s")
+        rank_zero_info(" | ".join(parts))
+        self._last = (now, step)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        shown = [f"{k} {_format(float(v))}" for k, v in sorted(metrics.items())
+                 if k.startswith("val_")]
+        if shown:
+            rank_zero_info(f"validation at step {trainer.global_step}: " + " | ".join(shown))
+
+
+class AttemptMarker(pl.Callback):
+    """Writes the step a (resumed) attempt starts from into its log folder, so the metrics of
+    all attempts can be merged without the rows an interrupted attempt logged past its last
+    checkpoint."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / "start_step").write_text(f"{trainer.global_step}\n")
+
+
+class SaveOnInterrupt(pl.Callback):
+    """Save ``path`` (RUN_DIR/checkpoints/last.ckpt) when training stops with an exception or
+    Ctrl-C after at least one optimizer step, so ``--resume`` loses at most one step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if trainer.global_step > 0 and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path, weights_only=False)
+            rank_zero_info(f"saved {self.path} at step {trainer.global_step}; continue with "
+                           "--resume")

@@ -1,0 +1,152 @@
+"""Thin LightningModules: next-base pretraining and sequence classification.
+
+Both wrap a MambaDNA network (``self.model``), take batches from mambadna.data
+(``tokens`` uint8 (batch, L)[, ``labels`` int64 (batch,)]) and share the optimizer setup:
+AdamW (decay on matrices only) with a per-step cosine schedule after a linear warmup.
+Validation metrics are accumulated as sums and all-reduced once per validation, so they are
+exact over the whole validation set on any number of devices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+from mambadna.alphabet import PAD, N
+from mambadna.model import MambaDNA, lm_loss
+from mambadna.train.metrics import accuracy, confusion_update, macro_f1, write_confusion_csv
+from mambadna.train.optim import adamw, cosine_with_warmup, decay_groups
+
+LN2 = math.log(2)
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """Optimizer and schedule settings (see TrainConfig for their meaning)."""
+
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    max_steps: int
+    lr_warmup: float
+    min_lr_ratio: float
+
+    @classmethod
+    def from_config(cls, config) -> OptimSettings:
+        return cls(config.lr, config.weight_decay, tuple(config.adam_betas), config.max_steps,
+                   config.lr_warmup, config.min_lr_ratio)
+
+
+class _Base(pl.LightningModule):
+    def __init__(self, model: MambaDNA, optim: OptimSettings) -> None:
+        super().__init__()
+        self.model = model
+        self.optim = optim
+
+    def configure_optimizers(self):
+        o = self.optim
+        optimizer = adamw(decay_groups(self.model, o.weight_decay), o.lr, o.betas)
+        factor = cosine_with_warmup(o.max_steps, o.lr_warmup, o.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    def _log_step(self, loss: torch.Tensor, tokens: torch.Tensor) -> None:
+        batch = tokens.shape[0]
+        self.log("train_loss", loss, batch_size=batch, prog_bar=True)
+        self.log("seq_len", float(tokens.shape[1]), batch_size=batch)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            self.log("lr", scheduler.get_last_lr()[0], batch_size=batch)
+
+
+class LanguageModelModule(_Base):
+    """Next-base prediction. Logs train/val loss (nats per base), perplexity, bits per base.
+
+    The loss ignores PAD and N targets (mambadna.model.lm_loss).
+    """
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        tokens = batch["tokens"].long()  # (batch, L)
+        loss = lm_loss(self.model(tokens), tokens)
+        self._log_step(loss, tokens)
+        self.log("train_bpb", loss.detach() / LN2, batch_size=tokens.shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        tokens = batch["tokens"].long()
+        loss = lm_loss(self.model(tokens), tokens)
+        targets = tokens[:, 1:]
+        counted = ((targets != PAD) & (targets != N)).sum()
+        self._val_sums += torch.stack([loss.double() * counted, counted.double()])
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        loss = float(sums[0] / sums[1].clamp(min=1))
+        self.log_dict({"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)),
+                       "val_bpb": loss / LN2}, prog_bar=True)
+
+
+class ClassifierModule(_Base):
+    """Cross-entropy over class labels; validation logs loss, accuracy, macro-F1 and writes the
+    confusion matrix to ``run_dir/confusion_matrix.csv`` (rows true, columns predicted).
+
+    class_weights: loss weight per class (None: all 1); validation loss is unweighted.
+    """
+
+    def __init__(self, model: MambaDNA, optim: OptimSettings, labels: Sequence[str],
+                 class_weights: Sequence[float] | None = None,
+                 run_dir: str | Path | None = None) -> None:
+        super().__init__(model, optim)
+        self.labels = list(labels)
+        weights = torch.tensor(class_weights if class_weights is not None
+                               else [1.0] * len(self.labels), dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        # Training windows are never padded: every row is real up to L.
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device)
+        return self.model.classify_logits(tokens, lengths)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        tokens, labels = batch["tokens"].long(), batch["labels"]
+        logits = self._logits(tokens)
+        loss = F.cross_entropy(logits, labels, weight=self.class_weights)
+        self._log_step(loss, tokens)
+        acc = (logits.argmax(-1) == labels).float().mean()
+        self.log("train_acc", acc, batch_size=tokens.shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        k = len(self.labels)
+        self._confusion = torch.zeros(k, k, dtype=torch.float64, device=self.device)
+        self._val_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        tokens, labels = batch["tokens"].long(), batch["labels"]
+        logits = self._logits(tokens)
+        self._val_loss += F.cross_entropy(logits, labels, reduction="sum").double()
+        confusion_update(self._confusion, labels, logits.argmax(-1))
+
+    def on_validation_epoch_end(self) -> None:
+        strategy = self.trainer.strategy
+        confusion = strategy.reduce(self._confusion, reduce_op="sum")
+        total_loss = strategy.reduce(self._val_loss, reduce_op="sum")
+        n = float(confusion.sum())
+        self.log_dict({"val_loss": float(total_loss) / max(n, 1.0),
+                       "val_acc": accuracy(confusion), "val_macro_f1": macro_f1(confusion)},
+                      prog_bar=True)
+        if (self.run_dir is not None and self.trainer.is_global_zero
+                and not self.trainer.sanity_checking):
+            write_confusion_csv(confusion.cpu(), self.labels,
+                                self.run_dir / "confusion_matrix.csv")

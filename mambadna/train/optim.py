@@ -1,0 +1,53 @@
+"""AdamW with the Mamba paper's settings and a cosine learning-rate schedule with linear warmup.
+
+Weight decay applies to matrices only: parameters the model flags ``_no_weight_decay`` (A_log,
+D, the dt bias), every bias and every other 1-D parameter (norm weights) are not decayed, as in
+the reference Mamba training code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW parameter groups: decayed matrices, and the rest with weight_decay 0."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:  # tied weights are listed once
+            continue
+        seen.add(id(param))
+        skip = (getattr(param, "_no_weight_decay", False) or param.ndim < 2
+                or name.endswith(".bias"))
+        (no_decay if skip else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def adamw(params: Iterable[dict], lr: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW; the fused CUDA implementation when every parameter is on a GPU."""
+    groups = list(params)
+    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=on_cuda or None)
+
+
+def cosine_with_warmup(max_steps: int, warmup_fraction: float, min_ratio: float):
+    """LR multiplier per optimizer step: linear 0 -> 1 over the warmup, cosine 1 -> min_ratio.
+
+    The warmup is ``round(warmup_fraction * max_steps)`` steps; step 0 gets 1/(warmup+1) so the
+    first update is not wasted on a zero learning rate.
+    """
+    warmup = max(0, round(warmup_fraction * max_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor

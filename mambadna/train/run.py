@@ -1,0 +1,360 @@
+"""``pretrain`` and ``finetune``: from a config to a trained, exported model in a run folder.
+
+Everything that can be wrong with the input (files, manifest, labels, lengths, the warmup, the
+resume checkpoint, the run folder) is checked before the first training step. Both entry points
+run on one CPU, one GPU, several GPUs (DDP by default, FSDP selectable) and several nodes; see
+``mambadna.train`` for the SLURM launch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from mambadna._version import __version__
+from mambadna.data.datasets import LMExamples, SpeciesExamples, WindowDataset
+from mambadna.data.manifest import read_manifest
+from mambadna.data.module import WindowDataModule
+from mambadna.data.prepare import pretrain_data, species_data, tokenized
+from mambadna.data.schedule import SeqLenSchedule
+from mambadna.data.windows import TokenSource, WindowSampler, tile_windows
+from mambadna.errors import ConfigError
+from mambadna.io.files import check_path
+from mambadna.model import MambaDNA, ModelConfig, load_model
+from mambadna.train.callbacks import AttemptMarker, LogLines, SaveOnInterrupt, SeqLenWarmup
+from mambadna.train.config import FinetuneConfig, PretrainConfig, TrainConfig, dump_yaml
+from mambadna.train.modules import ClassifierModule, LanguageModelModule, OptimSettings
+from mambadna.train.runfolder import RunFolder, is_leader, launch_id, merge_metrics, write_atomic
+
+
+@dataclass
+class RunResult:
+    """What a training run produced (paths are None on processes other than rank 0)."""
+
+    out_dir: Path
+    model_dir: Path | None
+    best_model_dir: Path | None
+    metrics: object = None  # pandas.DataFrame of RUN_DIR/metrics.csv
+    final: dict[str, float] = field(default_factory=dict)
+    is_global_zero: bool = True
+
+
+# ---------------------------------------------------------------------- trainer
+
+
+def _uses_gpu(config: TrainConfig) -> bool:
+    return config.accelerator in ("gpu", "cuda") or (
+        config.accelerator == "auto" and torch.cuda.is_available())
+
+
+def _strategy(config: TrainConfig):
+    if config.strategy != "fsdp":
+        return config.strategy
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from mambadna.model.network import Block
+
+    # One FSDP unit per Mamba block; the tied embedding/LM head stay in the root unit.
+    return FSDPStrategy(auto_wrap_policy={Block})
+
+
+def _trainer(config: TrainConfig, folder: RunFolder, monitor: tuple[str, str] | None,
+             callbacks: Sequence[pl.Callback]) -> pl.Trainer:
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if _uses_gpu(config) else "32-true"
+    if _uses_gpu(config):
+        torch.set_float32_matmul_precision("high")
+    attempt = folder.next_attempt() if is_leader() else 0
+    checkpoint = ModelCheckpoint(
+        dirpath=folder.checkpoints, filename="best-{step}", save_last=True,
+        monitor=monitor[0] if monitor else None, mode=monitor[1] if monitor else "min",
+        save_top_k=1 if monitor else 0,
+        every_n_train_steps=None if monitor else config.val_every)
+    interactive = sys.stderr.isatty()
+    return pl.Trainer(
+        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
+        strategy=_strategy(config), precision=precision, max_steps=config.max_steps,
+        max_epochs=-1, accumulate_grad_batches=config.accumulate,
+        gradient_clip_val=config.grad_clip or None,
+        val_check_interval=config.val_every * config.accumulate if monitor else None,
+        check_val_every_n_epoch=None, limit_val_batches=None if monitor else 0,
+        num_sanity_val_steps=0, log_every_n_steps=config.log_every,
+        logger=CSVLogger(folder.path, name="logs", version=attempt),
+        callbacks=[checkpoint, SaveOnInterrupt(folder.last_checkpoint),
+                   AttemptMarker(folder.logs / f"version_{attempt}"), *callbacks],
+        enable_progress_bar=interactive, enable_model_summary=interactive,
+        default_root_dir=folder.path)
+
+
+def _schedule(config: TrainConfig, world: int, train_bases: int) -> tuple[SeqLenSchedule, dict]:
+    """Per-device batch size (from --tokens-per-step if given) and the warmup schedule."""
+    per_batch = config.seq_len * config.accumulate * world
+    batch = config.batch_size
+    if config.tokens_per_step is not None:
+        if config.tokens_per_step % per_batch:
+            raise ConfigError(
+                f"--tokens-per-step {config.tokens_per_step} is not a multiple of seq-len x "
+                f"accumulate x devices = {config.seq_len} x {config.accumulate} x {world}",
+                fix=f"use a multiple of {per_batch}, e.g. {per_batch * 8}")
+        batch = config.tokens_per_step // per_batch
+    step_bases = batch * per_batch
+    steps_per_epoch = max(1, math.ceil(train_bases / step_bases))
+    stage = config.warmup_stage * (steps_per_epoch if config.warmup_unit == "epochs" else 1)
+    schedule = SeqLenSchedule(config.seq_len, batch, config.warmup_start,
+                              max(1, round(stage)) if config.warmup_start else 0,
+                              config.max_steps)
+    resolved = {"world_size": world, "batch_size_per_device": batch,
+                "tokens_per_step": step_bases, "steps_per_epoch": steps_per_epoch,
+                "stages": [{"seq_len": s.seq_len, "batch_size": s.batch_size,
+                            "start_step": s.start_step} for s in schedule.stages]}
+    return schedule, resolved
+
+
+def _write_config(folder: RunFolder, config: TrainConfig, resolved: dict) -> None:
+    record = {"package_version": __version__, "launch": launch_id(),
+              "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              **resolved}
+    write_atomic(folder.config, dump_yaml({**config.to_dict(), "resolved": record}))
+
+
+# ---------------------------------------------------------------------- export
+
+
+def _load_weights(model: MambaDNA, checkpoint: Path) -> MambaDNA:
+    """Load the ``model.*`` weights of a Lightning checkpoint into ``model``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    return model
+
+
+def _export(model_config: ModelConfig, checkpoint: Path, target: Path,
+            labels: list[str] | None, info: dict) -> Path:
+    config = ModelConfig.from_dict({**model_config.to_dict(), "gradient_checkpointing": False})
+    model = _load_weights(MambaDNA(config), checkpoint)
+    return model.save_pretrained(target, labels=labels, training_info=info)
+
+
+def _fit(config: TrainConfig, folder: RunFolder, module: pl.LightningModule,
+         data: WindowDataModule, trainer: pl.Trainer, labels: list[str] | None,
+         info: dict) -> RunResult:
+    """Train, save last.ckpt, and (rank 0) export the final and best models, merge metrics."""
+    ckpt = folder.last_checkpoint if config.resume else None
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=False)
+    trainer.save_checkpoint(folder.last_checkpoint, weights_only=False)
+    trainer.strategy.barrier("mambadna-export")
+    if not trainer.is_global_zero:
+        return RunResult(folder.path, None, None, is_global_zero=False)
+    final = {k: float(v) for k, v in trainer.callback_metrics.items()
+             if k.startswith(("val_", "train_"))}
+    info = {**info, "steps": trainer.global_step, "final_metrics": final,
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    model_config = module.model.config
+    model_dir = _export(model_config, folder.last_checkpoint, folder.model, labels, info)
+    best_dir = None
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best and Path(best).is_file():
+        best_dir = _export(model_config, Path(best), folder.model_best, labels,
+                           {**info, "checkpoint": Path(best).name})
+    metrics = merge_metrics(folder)
+    return RunResult(folder.path, model_dir, best_dir, metrics, final)
+
+
+def _start(config: TrainConfig) -> RunFolder:
+    """Seed everything, check/prepare the run folder (leader) or wait for it (others)."""
+    pl.seed_everything(config.seed, workers=False, verbose=False)
+    folder = RunFolder(config.out_dir)
+    launch_id()
+    if is_leader():
+        folder.prepare(config.resume, config.force)
+    else:
+        folder.wait_prepared()
+    return folder
+
+
+def _stages_callbacks(config: TrainConfig, schedule: SeqLenSchedule, world: int):
+    def bases(step: int) -> int:
+        return schedule.stage_at(step).tokens * config.accumulate * world
+
+    out: list[pl.Callback] = [SeqLenWarmup(schedule, config.uses_checkpointing)]
+    if not sys.stderr.isatty():
+        out.append(LogLines(config.log_every, bases))
+    return out
+
+
+# ---------------------------------------------------------------------- pretraining
+
+
+def _pretrain_sources(config: PretrainConfig, folder: RunFolder, leader: bool):
+    """Token sources of the training and (optional) validation data."""
+    if config.store:
+        source = TokenSource.from_store(config.store)
+    else:
+        paths = [check_path(p) for p in config.genomes]
+        source = (tokenized(paths, folder.store, reuse=config.resume) if leader
+                  else TokenSource.from_store(folder.store))
+    val = None
+    if config.val_store:
+        val = TokenSource.from_store(config.val_store)
+    elif config.val_genomes:
+        paths = [check_path(p) for p in config.val_genomes]
+        store = folder.path / "val_store"
+        val = (tokenized(paths, store, reuse=config.resume) if leader
+               else TokenSource.from_store(store))
+    return source, val
+
+
+def pretrain(config: PretrainConfig, *, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
+    """Next-base pretraining of a new ``config.preset`` model; see PretrainConfig.
+
+    Writes the run folder (mambadna.train.runfolder) and returns its RunResult.
+    callbacks: extra Lightning callbacks (monitoring, tests).
+    """
+    folder = _start(config)
+    leader = is_leader()
+    try:
+        source, val_source = _pretrain_sources(config, folder, leader)
+        data = pretrain_data(source, val_source, config.val_fraction)
+        sampler = WindowSampler(source, data.train, max_n_fraction=config.max_n_fraction,
+                                rc_prob=config.rc_prob, what="the training data")
+        model_config = ModelConfig.from_preset(config.preset, **config.model)
+        trainer = _trainer(config, folder, ("val_loss", "min") if data.val else None, ())
+        schedule, resolved = _schedule(config, trainer.world_size, sampler.total_length)
+        examples = LMExamples(sampler)
+        for stage in schedule.stages:
+            examples.check(stage.seq_len)
+        val = _val_windows(config, data.val_source, data.val, schedule) if data.val else None
+        if leader:
+            _write_config(folder, config, {**resolved, "split": data.split,
+                                           "model": model_config.to_dict()})
+            folder.mark_prepared()
+    except BaseException:
+        if leader:
+            folder.discard_if_created()
+        raise
+    trainer.callbacks.extend([*_stages_callbacks(config, schedule, trainer.world_size),
+                              *callbacks])
+    module = LanguageModelModule(MambaDNA(model_config), OptimSettings.from_config(config))
+    datamodule = WindowDataModule(examples, schedule, seed=config.seed,
+                                  accumulate=config.accumulate, val=val,
+                                  num_workers=config.num_workers)
+    info = {"task": "next-base pretraining", "data": sorted(set(source.sources)),
+            "split": data.split.get("rule"), "seq_len": config.seq_len,
+            "tokens_per_step": resolved["tokens_per_step"], "preset": config.preset}
+    return _fit(config, folder, module, datamodule, trainer, None, info)
+
+
+def _val_windows(config: TrainConfig, source: TokenSource, spans, schedule: SeqLenSchedule,
+                 what: str = "the validation data") -> WindowDataset:
+    windows = tile_windows(source, spans, config.seq_len, config.val_windows,
+                           config.max_n_fraction)
+    if not windows:
+        longest = max((s.length for s in spans), default=0)
+        raise ConfigError(
+            f"{what} holds no window of {config.seq_len} bases with at most "
+            f"{config.max_n_fraction:.0%} N (longest validation sequence: {longest})",
+            fix="lower --seq-len, raise --val-fraction, or give longer validation data")
+    return WindowDataset(source, windows, config.seq_len)
+
+
+# ---------------------------------------------------------------------- finetuning
+
+
+def _classifier(config: FinetuneConfig, labels: list[str]) -> MambaDNA:
+    """A classifier with ``len(labels)`` classes: a pretrained backbone or a new preset."""
+    head = {"num_labels": len(labels)}
+    if config.pooling:
+        head["pooling"] = config.pooling
+    if config.preset is not None:
+        return MambaDNA(ModelConfig.from_preset(config.preset, **{**config.model, **head}))
+    base = load_model(config.from_model)
+    model = MambaDNA(ModelConfig.from_dict({**base.config.to_dict(), **config.model, **head}))
+    backbone = {k: v for k, v in base.state_dict().items() if not k.startswith("classifier.")}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if unexpected or any(not k.startswith("classifier.") for k in missing):
+        raise ConfigError(f"the model in {config.from_model} does not match the classifier "
+                          f"config (missing {missing[:3]}, unexpected {unexpected[:3]})",
+                          fix="do not override sizes in `model:` when finetuning --from")
+    return model
+
+
+def _class_weights(config: FinetuneConfig, labels: list[str]) -> list[float] | None:
+    unknown = sorted(set(config.class_weights) - set(labels))
+    if unknown:
+        raise ConfigError(f"class weights given for unknown label(s) {', '.join(unknown)}",
+                          fix=f"labels are: {', '.join(labels)}")
+    if not config.class_weights:
+        return None
+    return [float(config.class_weights.get(label, 1.0)) for label in labels]
+
+
+def _species_val(config: FinetuneConfig, data) -> WindowDataset:
+    windows, targets = [], []
+    for k, label in enumerate(data.labels):
+        found = tile_windows(data.source, data.val[k], config.seq_len, config.val_windows,
+                             config.max_n_fraction)
+        if not found:
+            raise ConfigError(f"label {label!r} has no validation sequence long enough for a "
+                              f"window of {config.seq_len} bases", path=config.manifest,
+                              fix="add longer val files for it, or lower --seq-len")
+        windows += found
+        targets += [k] * len(found)
+    return WindowDataset(data.source, windows, config.seq_len, targets)
+
+
+def finetune(config: FinetuneConfig, *, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
+    """Train a sequence classifier on the manifest's labelled files; see FinetuneConfig."""
+    rows = read_manifest(config.manifest)
+    if config.from_model is not None and not Path(config.from_model).is_dir():
+        raise ConfigError("--from: no model folder here", path=config.from_model,
+                          fix="pass the model/ folder of a pretraining run")
+    folder = _start(config)
+    leader = is_leader()
+    try:
+        paths = [row.path for row in rows]
+        source = (tokenized(paths, folder.store, reuse=config.resume) if leader
+                  else TokenSource.from_store(folder.store))
+        data = species_data(rows, source, config.manifest, config.val_fraction)
+        samplers = [WindowSampler(source, data.train[k], max_n_fraction=config.max_n_fraction,
+                                  rc_prob=config.rc_prob, what=f"label {label!r} (train)")
+                    for k, label in enumerate(data.labels)]
+        weights = _class_weights(config, data.labels)
+        model = _classifier(config, data.labels)
+        trainer = _trainer(config, folder, ("val_acc", "max"), ())
+        train_bases = sum(s.total_length for s in samplers)
+        schedule, resolved = _schedule(config, trainer.world_size, train_bases)
+        examples = SpeciesExamples(samplers)
+        for stage in schedule.stages:
+            examples.check(stage.seq_len)
+        val = _species_val(config, data)
+        if leader:
+            _write_config(folder, config, {**resolved, "labels": data.labels,
+                                           "split": data.split,
+                                           "model": model.config.to_dict()})
+            folder.mark_prepared()
+    except BaseException:
+        if leader:
+            folder.discard_if_created()
+        raise
+    trainer.callbacks.extend([*_stages_callbacks(config, schedule, trainer.world_size),
+                              *callbacks])
+    module = ClassifierModule(model, OptimSettings.from_config(config), data.labels, weights,
+                              folder.path)
+    datamodule = WindowDataModule(examples, schedule, seed=config.seed,
+                                  accumulate=config.accumulate, val=val,
+                                  num_workers=config.num_workers)
+    info = {"task": "sequence classification", "labels": data.labels,
+            "manifest": os.fspath(config.manifest), "from_model": config.from_model,
+            "seq_len": config.seq_len, "pooling": model.config.pooling}
+    return _fit(config, folder, module, datamodule, trainer, data.labels, info)

@@ -110,15 +110,42 @@ def _chunk_closed_form(x, dt, dtu, A_, B_, C_):
         x_t = exp(s_t) * x + sum_{r<=t} exp(s_t - s_r) * dt_r B_r u_r
     computed as exp(s_t - m) * (exp(m) * x + cumsum_r exp(m - s_r) dt_r B_r u_r) with m = s_T / 2,
     so that neither factor leaves [exp(-|s_T|/2), exp(|s_T|/2)].
+    Returns y (batch, G, Dg, T), the states (batch, G, Dg, T, N), the inputs dt B u (same shape),
+    grow = exp(s - m) and exp(m).
     """
     s = torch.cumsum(dt, dim=-1)[..., None] * A_[..., None, :]  # (batch, G, Dg, T, N)
     m = 0.5 * s[..., -1:, :]  # (batch, G, Dg, 1, N)
     grow = torch.exp(s - m)
+    shrink = torch.exp(m)
     inputs = dtu[..., None] * B_  # (batch, G, Dg, T, N)
-    acc = torch.cumsum(inputs / grow, dim=-2) + torch.exp(m) * x[..., None, :]
-    states = grow * acc  # (batch, G, Dg, T, N)
+    states = grow * (torch.cumsum(inputs / grow, dim=-2) + shrink * x[..., None, :])
     y = (states * C_).sum(-1)  # (batch, G, Dg, T)
-    return y, states[..., -1, :]
+    return y, states, inputs, grow, shrink
+
+
+def _chunk_adjoint(x, dt, dtu, A_, B_, C_, gy, carry):
+    """Gradients of one closed-form chunk, recomputed from its start state x.
+
+    gy: (batch, G, Dg, T) gradient of y; carry: (batch, G, Dg, N) gradient of the chunk's last
+    state (from the chunks after it and the final-state output). The adjoint of the states,
+        lam_t = sum_{r>=t} exp(s_r - s_t) C_r gy_r + exp(s_{T-1} - s_t) carry,
+    uses the same two bounded factors as the forward. With q_t = lam_t * exp(dt_t A) x_{t-1}
+    (= lam_t * (x_t - dt_t B_t u_t)), the gradients are
+        d(dt u)_t = sum_n lam_t B_t,  dB_t = sum_d lam_t dt_t u_t,  dC_t = sum_d gy_t x_t,
+        d(dt)_t = sum_n A q_t,  dA = sum_t dt_t q_t,  dx = exp(s_0) lam_0.
+    """
+    _, states, inputs, grow, shrink = _chunk_closed_form(x, dt, dtu, A_, B_, C_)
+    weighted = gy[..., None] * C_ * grow  # (batch, G, Dg, T, N)
+    from_later = torch.flip(torch.cumsum(torch.flip(weighted, (-2,)), dim=-2), (-2,))
+    lam = (from_later + grow[..., -1:, :] * carry[..., None, :]) / grow
+    q = lam * (states - inputs)
+    d_dtu = (lam * B_).sum(-1)
+    d_dt = (q * A_[..., None, :]).sum(-1)
+    d_A = (q * dt[..., None]).sum(dim=(0, 3))  # (G, Dg, N)
+    d_B = (lam * dtu[..., None]).sum(dim=2, keepdim=True)  # (batch, G, 1, T, N)
+    d_C = (gy[..., None] * states).sum(dim=2, keepdim=True)
+    d_x = grow[..., 0, :] * shrink[..., 0, :] * lam[..., 0, :]
+    return d_x, d_dt, d_dtu, d_A, d_B, d_C
 
 
 def _chunk_stepwise(x, dt, dtu, A_, B_, C_):
@@ -130,34 +157,86 @@ def _chunk_stepwise(x, dt, dtu, A_, B_, C_):
     return torch.stack(ys, dim=-1), x
 
 
+def _chunk_stepwise_adjoint(x, dt, dtu, A_, B_, C_, gy, carry):
+    """Gradients of a stepwise chunk by autograd over its recomputation (rare chunks only)."""
+    leaves = [t.detach().requires_grad_(True) for t in (x, dt, dtu, A_, B_, C_)]
+    with torch.enable_grad():
+        y, last = _chunk_stepwise(*leaves)
+        grads = torch.autograd.grad((y, last), leaves, (gy, carry), allow_unused=True)
+    return tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves))
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """The chunked scan with a recomputing backward: saves only each chunk's start state.
+
+    Inputs in the grouped layout of ``_prepare``: dt, dtu (batch, G, Dg, L), A_ (G, Dg, N),
+    B_, C_ (batch, G, 1, L, N), x0 (batch, G, Dg, N). Returns y (batch, G, Dg, L) and the last
+    state. Autograd through the closed form would keep about five (batch, dim, L, N) tensors;
+    this keeps (batch, dim, L / chunk, N) and is faster.
+    """
+
+    @staticmethod
+    def forward(ctx, dt, dtu, A_, B_, C_, x0, chunk_size, safe):
+        length = dt.shape[-1]
+        x, ys, starts = x0, [], []
+        for i, start in enumerate(range(0, length, chunk_size)):
+            stop = min(start + chunk_size, length)
+            starts.append(x)
+            part = (x, dt[..., start:stop], dtu[..., start:stop], A_,
+                    B_[..., start:stop, :], C_[..., start:stop, :])
+            if safe[i]:
+                y, states, *_ = _chunk_closed_form(*part)
+                x = states[..., -1, :]
+            else:
+                y, x = _chunk_stepwise(*part)
+            ys.append(y)
+        ctx.save_for_backward(dt, dtu, A_, B_, C_, torch.stack(starts, dim=-2))
+        ctx.chunk_size, ctx.safe = chunk_size, safe
+        return torch.cat(ys, dim=-1), x
+
+    @staticmethod
+    def backward(ctx, gy, g_last):
+        dt, dtu, A_, B_, C_, starts = ctx.saved_tensors
+        chunk_size, length = ctx.chunk_size, dt.shape[-1]
+        gy = torch.zeros_like(dt) if gy is None else gy
+        carry = torch.zeros_like(starts[..., 0, :]) if g_last is None else g_last
+        d_A = torch.zeros_like(A_)
+        pieces = []
+        for i in reversed(range(starts.shape[-2])):
+            start, stop = i * chunk_size, min((i + 1) * chunk_size, length)
+            adjoint = _chunk_adjoint if ctx.safe[i] else _chunk_stepwise_adjoint
+            carry, d_dt, d_dtu, d_Ai, d_B, d_C = adjoint(
+                starts[..., i, :], dt[..., start:stop], dtu[..., start:stop], A_,
+                B_[..., start:stop, :], C_[..., start:stop, :], gy[..., start:stop], carry)
+            d_A += d_Ai
+            pieces.append((d_dt, d_dtu, d_B, d_C))
+        d_dt, d_dtu, d_B, d_C = (torch.cat(p[::-1], dim=i)
+                                 for p, i in zip(zip(*pieces), (-1, -1, -2, -2)))
+        return d_dt, d_dtu, d_A, d_B, d_C, carry, None, None
+
+
+def _safe_chunks(dt, A_, chunk_size: int) -> list[bool]:
+    """Chunks whose total log-decay the closed form can take (one check for all chunks)."""
+    n_chunks = -(-dt.shape[-1] // chunk_size)
+    padded = F.pad(dt.detach(), (0, n_chunks * chunk_size - dt.shape[-1]))
+    dt_sums = padded.unflatten(-1, (n_chunks, chunk_size)).sum(-1)  # (batch, G, Dg, chunks)
+    worst = (dt_sums * (-A_.detach()).amax(-1)[..., None]).amax(dim=(0, 1, 2))
+    return (worst <= _MAX_CHUNK_DECAY[dt.dtype]).tolist()
+
+
 def selective_scan_chunked(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
     initial_state=None, return_final_state=False, chunk_size: int = CHUNK_SIZE,
 ):
     """The recurrence in chunks of ``chunk_size`` positions (the CPU path; differentiable)."""
-    u_, dt, A_, B_, C_, D_, x = _prepare(
+    u_, dt, A_, B_, C_, D_, x0 = _prepare(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state
     )
-    length = u_.shape[-1]
-    B_ = B_.transpose(-1, -2)  # (batch, G, 1, L, N): chunks slice contiguous rows
-    C_ = C_.transpose(-1, -2)
-    dtu = dt * u_
-    limit = _MAX_CHUNK_DECAY[dt.dtype]
-    # Total log-decay of every chunk, checked once for all chunks (one sync, not one per chunk).
-    starts = range(0, length, chunk_size)
-    padded = F.pad(dt.detach(), (0, len(starts) * chunk_size - length))
-    dt_sums = padded.unflatten(-1, (len(starts), chunk_size)).sum(-1)  # (batch, G, Dg, chunks)
-    worst = (dt_sums * (-A_.detach()).amax(-1)[..., None]).amax(dim=(0, 1, 2))
-    safe = (worst <= limit).tolist()
-    ys = []
-    for i, start in enumerate(starts):
-        stop = min(start + chunk_size, length)
-        scan = _chunk_closed_form if safe[i] else _chunk_stepwise
-        y, x = scan(x, dt[..., start:stop], dtu[..., start:stop], A_,
-                    B_[..., start:stop, :], C_[..., start:stop, :])
-        ys.append(y)
-    y = torch.cat(ys, dim=-1)  # (batch, G, Dg, L)
+    # (batch, G, 1, L, N): a chunk is then a block of contiguous rows.
+    B_, C_ = B_.transpose(-1, -2), C_.transpose(-1, -2)
+    y, last = _ChunkedScan.apply(dt, dt * u_, A_, B_, C_, x0, chunk_size,
+                                 _safe_chunks(dt, A_, chunk_size))
     out = _finish(y, u_, D_, z, u.dtype, u.shape)
     if return_final_state:
-        return out, x.reshape(u.shape[0], u.shape[1], -1)
+        return out, last.reshape(u.shape[0], u.shape[1], -1)
     return out

@@ -383,5 +383,16 @@ def demo(out_dir, genome_length, seq_len, pretrain_steps, finetune_steps, diverg
     click.echo(report.text())
 
 
+def _train_command(kind: str) -> click.Command:
+    """pretrain / finetune: one option per config field (help shared with the YAML keys)."""
+    from mambadna.train.command import train_command  # torch-free; training imports lazily
+
+    return train_command(kind)
+
+
+cli.add_command(_train_command("pretrain"))
+cli.add_command(_train_command("finetune"))
+
+
 def main() -> None:
     cli()

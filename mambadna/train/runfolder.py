@@ -56,6 +56,11 @@ def launch_id() -> str:
     return env["MAMBADNA_RUN_ID"]
 
 
+def _holds_files(folder: Path) -> bool:
+    """Whether anything but empty folders is inside (workflow managers pre-create folders)."""
+    return any(not p.is_dir() for p in folder.rglob("*"))
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -91,7 +96,7 @@ class RunFolder:
                                   path=self.last_checkpoint,
                                   fix="run without --resume to start this run")
             return
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+        if self.path.exists() and (not self.path.is_dir() or _holds_files(self.path)):
             if not force:
                 raise OutputExistsError("run folder exists and is not empty", path=self.path,
                                         fix="pass --resume to continue it, --force to replace "
@@ -105,7 +110,7 @@ class RunFolder:
         """Leader only: check, then clear (force) or create the folder."""
         self.check(resume, force)
         (self.path / PREPARED).unlink(missing_ok=True)
-        if not resume and self.path.is_dir() and any(self.path.iterdir()):
+        if not resume and self.path.is_dir() and _holds_files(self.path):
             shutil.rmtree(self.path)  # check() made sure this is a run folder and force is set
         self.created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)

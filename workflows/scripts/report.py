@@ -234,6 +234,8 @@ def _curves(blocks: list, files: dict, name: str, run: Path | None) -> None:
         return
     groups = training_series(run / "metrics.csv")
     blocks.append(("h", f"{name.capitalize()} ({run})"))
+    if not any(groups.values()):
+        blocks.append(("p", "No metrics were logged (the run was shorter than --log-every)."))
     for group, series in groups.items():
         if not series:
             continue

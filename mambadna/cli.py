@@ -359,13 +359,13 @@ def bench(stages, out, **options) -> None:
 @cli.command()
 @click.option("-o", "--out", "out_dir", default="demo_out", show_default=True,
               type=click.Path(file_okay=False), help="Folder for everything the demo writes.")
-@click.option("--genome-length", default=400_000, show_default=True, type=click.IntRange(20_000),
+@click.option("--genome-length", default=300_000, show_default=True, type=click.IntRange(20_000),
               help="Bases per simulated genome (4 chromosomes).")
-@click.option("--seq-len", default=1024, show_default=True, type=click.IntRange(64),
+@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(64),
               help="Window length for training and classification.")
-@click.option("--pretrain-steps", default=300, show_default=True, type=click.IntRange(1),
+@click.option("--pretrain-steps", default=100, show_default=True, type=click.IntRange(1),
               help="Optimizer steps of pretraining.")
-@click.option("--finetune-steps", default=300, show_default=True, type=click.IntRange(1),
+@click.option("--finetune-steps", default=200, show_default=True, type=click.IntRange(1),
               help="Optimizer steps of finetuning.")
 @click.option("--divergence-scale", default=1.0, show_default=True, type=click.FloatRange(0.0),
               help="Multiplies the simulated mutation rate (1 = realistic great apes).")

@@ -155,6 +155,7 @@ def classify_records(model_or_dir, inputs: Inputs, opts: RunOptions, *,
             n_windows += len(rows)
             bases += int((rows.end - rows.start).sum())
     finally:
+        run.records.close()
         run.progress.close()
     if run.records.n_records == 0:
         raise InputError("the inputs hold no records (after read filters and regions)",

@@ -102,6 +102,8 @@ class RowGroupWriter:
     def write(self, rows: Rows) -> None:
         self.pending.append(rows)
         self.held += len(rows)
+        if len(self.pending) >= 16:  # many small parts cost more than their rows: join them
+            self.pending = [Rows.concat(self.pending)]
         while self.held >= self.size:
             joined = Rows.concat(self.pending)
             self._flush(joined.take(slice(0, self.size)))
@@ -178,6 +180,7 @@ def embed_to_file(model_or_dir, inputs: Inputs, path: Path, opts: RunOptions, *,
             bases += int((rows.end - rows.start).sum())
     finally:
         writer.close()
+        run.records.close()
         run.progress.close()
     _check_found(run, writer.n_rows, ranked=select is not None)
     return EmbedResult(path, None, len(run.seen), writer.n_rows, bases,

@@ -210,10 +210,11 @@ class WindowRunner:
     def _independent(self, records: Iterable[SourceRecord]) -> Iterator[Rows]:
         pending: list[_Window] = []
         for record in records:
-            spans = self.spec.of(record.length)
+            count = self.spec.count(record.length)
             if self.on_record is not None:
-                self.on_record(record, len(spans))
-            for start, end in spans.tolist():
+                self.on_record(record, count)
+            for i in range(count):
+                start, end = self.spec.span(record.length, i)
                 pending.append(_Window(record, start, end, record.tokens(start, end)))
                 if len(pending) == self.batch_size:
                     yield self._rows(pending, self._values([w.tokens for w in pending])[0])
@@ -260,14 +261,14 @@ class WindowRunner:
                 record = next(source, None)
                 if record is None:
                     return False
-                spans = self.spec.of(record.length)
+                count = self.spec.count(record.length)
                 if self.on_record is not None:
-                    self.on_record(record, len(spans))
+                    self.on_record(record, count)
                 order.open(record.index)
-                if len(spans) == 0:
+                if count == 0:
                     order.finish(record.index)
                     continue
-                lane = lanes[i] = _Lane(record, spans)
+                lane = lanes[i] = _Lane(record, self.spec, count)
                 for layer in range(state.n_layer):
                     state.conv[layer][i] = 0
                     state.ssm[layer][i] = 0
@@ -275,19 +276,20 @@ class WindowRunner:
 
 
 class _Lane:
-    """One record streaming through one row of the batch."""
+    """One record streaming through one row of the batch (O(1) memory in its length)."""
 
-    def __init__(self, record: SourceRecord, spans: np.ndarray) -> None:
+    def __init__(self, record: SourceRecord, spec: WindowSpec, count: int) -> None:
         self.record = record
-        self.spans = spans.tolist()
+        self.spec = spec
+        self.count = count
         self.next = 0
 
     @property
     def done(self) -> bool:
-        return self.next == len(self.spans)
+        return self.next == self.count
 
     def next_window(self) -> _Window:
-        start, end = self.spans[self.next]
+        start, end = self.spec.span(self.record.length, self.next)
         self.next += 1
         return _Window(self.record, start, end, self.record.tokens(start, end))
 

@@ -87,6 +87,7 @@ class RecordStream:
         self.encode_opts = {"on_invalid": on_invalid, "on_unknown": on_unknown}
         self.read_opts = read_opts
         self.n_records = 0
+        self._handles: list[IndexedFasta] = []
         self._indexed = [_indexed_fasta(p, read_opts) for p in self.inputs]
 
     def total_bases(self) -> int | None:
@@ -129,12 +130,21 @@ class RecordStream:
             raise locate(err, record) from None
 
     def _indexed_records(self, path: Path) -> Iterator[SourceRecord]:
-        with IndexedFasta(path) as fasta:
-            for name in fasta.names:
-                index, keep = self._take()
-                if keep:
-                    yield SourceRecord(index, name, os.fspath(path), fasta.lengths[name],
-                                       self._window_reader(fasta, name, path))
+        # The handle stays open until close(): streamed records are read after the iteration
+        # has moved on to the next record or input.
+        fasta = IndexedFasta(path)
+        self._handles.append(fasta)
+        for name in fasta.names:
+            index, keep = self._take()
+            if keep:
+                yield SourceRecord(index, name, os.fspath(path), fasta.lengths[name],
+                                   self._window_reader(fasta, name, path))
+
+    def close(self) -> None:
+        """Close the indexed FASTA files opened by the iteration."""
+        for fasta in self._handles:
+            fasta.close()
+        self._handles.clear()
 
     def _window_reader(self, fasta: IndexedFasta, name: str, path: Path):
         def fetch(start: int, end: int) -> np.ndarray:

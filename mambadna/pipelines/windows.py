@@ -24,12 +24,12 @@ DEFAULT_WINDOW = 1024
 """Window used when neither the caller nor the model's training info gives one."""
 
 
-def windows(length: int, window: int, stride: int | None = None,
-            min_window: int | None = None) -> np.ndarray:
-    """(start, end) pairs of the windows over a record of ``length`` bases.
+def window_count(length: int, window: int, stride: int | None = None,
+                 min_window: int | None = None) -> int:
+    """How many windows ``windows(length, ...)`` has, without building them.
 
-    Returns an int64 array of shape (n_windows, 2), ordered by start. ``stride`` defaults to
-    ``window``; ``min_window`` (the smallest last partial window kept) to ``window // 2``.
+    Window i is [i * stride, min(i * stride + window, length)): only the last one can be
+    partial, so a caller can walk the windows of a record of any length in O(1) memory.
     """
     stride = window if stride is None else stride
     min_window = max(1, window // 2) if min_window is None else min_window
@@ -39,16 +39,24 @@ def windows(length: int, window: int, stride: int | None = None,
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
     n_full = (length - window) // stride + 1 if length >= window else 0
-    starts = np.arange(n_full, dtype=np.int64) * stride
-    ends = starts + window
-    covered = int(ends[-1]) if n_full else 0
+    covered = (n_full - 1) * stride + window if n_full else 0
     tail_start = n_full * stride
     # With stride < window the next start may lie inside covered bases: keep the tail only if it
     # adds bases, and only once.
-    if tail_start < length and length > covered and length - tail_start >= min_window:
-        starts = np.append(starts, tail_start)
-        ends = np.append(ends, length)
-    return np.stack([starts, ends], axis=1)
+    tail = tail_start < length and length > covered and length - tail_start >= min_window
+    return n_full + int(tail)
+
+
+def windows(length: int, window: int, stride: int | None = None,
+            min_window: int | None = None) -> np.ndarray:
+    """(start, end) pairs of the windows over a record of ``length`` bases.
+
+    Returns an int64 array of shape (n_windows, 2), ordered by start. ``stride`` defaults to
+    ``window``; ``min_window`` (the smallest last partial window kept) to ``window // 2``.
+    """
+    stride = window if stride is None else stride
+    starts = np.arange(window_count(length, window, stride, min_window), dtype=np.int64) * stride
+    return np.stack([starts, np.minimum(starts + window, length)], axis=1)
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,15 @@ class WindowSpec:
     def of(self, length: int) -> np.ndarray:
         """``windows(length, ...)`` with this spec: (n_windows, 2) int64 start/end pairs."""
         return windows(length, self.window, self.stride, self.min_window)
+
+    def count(self, length: int) -> int:
+        """Number of windows over ``length`` bases."""
+        return window_count(length, self.window, self.stride, self.min_window)
+
+    def span(self, length: int, i: int) -> tuple[int, int]:
+        """Window ``i`` (0 <= i < count(length)) as (start, end)."""
+        start = i * self.stride
+        return start, min(start + self.window, length)
 
     def to_dict(self) -> dict:
         return {"window": self.window, "stride": self.stride, "min_window": self.min_window,

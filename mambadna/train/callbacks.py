@@ -8,6 +8,7 @@ checkpointing on for the stages long enough to need it.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,7 +111,36 @@ class SaveOnInterrupt(pl.Callback):
         self.path = Path(path)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if trainer.global_step > 0 and trainer.state.fn == "fit":
+        if trainer.global_step == 0 or trainer.state.fn != "fit":
+            return
+        loop = trainer.fit_loop.epoch_loop
+        saved = (copy.deepcopy(loop.batch_progress.state_dict()), loop._batches_that_stepped)
+        _as_if_saved_at_batch_end(trainer)
+        try:
             trainer.save_checkpoint(self.path, weights_only=False)
-            rank_zero_info(f"saved {self.path} at step {trainer.global_step}; continue with "
-                           "--resume")
+        finally:
+            loop.batch_progress.load_state_dict(saved[0])
+            loop._batches_that_stepped = saved[1]
+        rank_zero_info(f"saved {self.path} at step {trainer.global_step}; continue with "
+                       "--resume")
+
+
+def _as_if_saved_at_batch_end(trainer) -> None:
+    """Set Lightning's loop counters to what a save in ``on_train_batch_end`` of the last
+    optimizer step records.
+
+    Lightning restores the counters assuming a checkpoint was written at a batch end (before
+    the batch counts as completed and before the logging step advances). An interrupt can come
+    anywhere: while the next batch is fetched or run, or between the micro-batches of one
+    optimizer step. Without this, a resumed run logs its steps one late and, with gradient
+    accumulation, would group micro-batches differently from the data stream (which restarts
+    at micro-batch ``global_step * accumulate``).
+    """
+    loop = trainer.fit_loop.epoch_loop
+    progress = loop.batch_progress
+    extra = progress.total.processed - trainer.global_step * trainer.accumulate_grad_batches
+    for count in (progress.total, progress.current):
+        done = count.processed - max(0, extra)
+        count.ready = count.started = count.processed = done
+        count.completed = done - 1
+    loop._batches_that_stepped = trainer.global_step - 1

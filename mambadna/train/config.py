@@ -117,9 +117,6 @@ class TrainConfig:
         if self.warmup_start not in (None, self.seq_len) and self.warmup_stage <= 0:
             raise ConfigError("--warmup-start needs --warmup-stage (the length of each stage)",
                               fix="e.g. --warmup-stage 1000 (steps) or --warmup-unit epochs")
-        if self.preset is not None and self.preset not in PRESET_NAMES:
-            raise ConfigError(f"unknown model preset {self.preset!r}",
-                              fix=f"use one of {', '.join(PRESET_NAMES)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field but the run controls (resume, force), YAML-ready."""

@@ -319,7 +319,7 @@ def test_bad_outputs_fail_before_any_work(tmp_path, model_dir, genome):
 
 def test_no_window_anywhere_is_an_error_without_output(tmp_path, model, genome):
     path, _ = genome
-    with pytest.raises(InputError, match="longest has 200 bases.*--min-window"):
+    with pytest.raises(InputError, match=r"longest has 200 bases.*--min-window"):
         md.embed(model, path, tmp_path / "e.parquet", window=1000, progress=False)
     assert not (tmp_path / "e.parquet").exists() and no_leftovers(tmp_path)
 

@@ -84,7 +84,7 @@ def test_spec_defaults_come_from_the_model_then_the_package():
 def test_spec_rejects_bad_combinations():
     with pytest.raises(ConfigError, match="--stream walks each record"):
         WindowSpec(window=64, stride=32, min_window=32, stream=True)
-    with pytest.raises(ConfigError, match="--min-window .* cannot exceed"):
+    with pytest.raises(ConfigError, match=r"--min-window .* cannot exceed"):
         WindowSpec(window=64, stride=64, min_window=65)
     with pytest.raises(ConfigError, match="--window must be a positive integer"):
         WindowSpec(window=0, stride=64, min_window=1)

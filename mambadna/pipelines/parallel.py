@@ -189,6 +189,8 @@ def merge_predictions(parts: list[Path]) -> tuple[object, dict]:
     meta.update(devices=len(parts))
     frame = pd.concat(frames, ignore_index=True).sort_values(INDEX, kind="stable",
                                                               ignore_index=True)
+    if "start" in frame:  # a part without window rows reads back as float
+        frame[["start", "end"]] = frame[["start", "end"]].astype("Int64")
     return frame, meta
 
 

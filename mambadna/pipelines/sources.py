@@ -6,8 +6,9 @@ record per read), in input order. Memory per record:
 - an indexed FASTA (a ``.fai`` beside it, plus ``.gzi`` for bgzip; ``samtools faidx`` makes
   them) is read window by window through the index, so memory does not depend on the record
   length: this is the flat-memory path for whole chromosomes;
-- every other input holds one record at a time in memory (its bytes and tokens, about two bytes
-  per base); a note suggests indexing when a record is longer than ``LARGE_RECORD``.
+- every other input holds one record at a time in memory (its tokens, one byte per base; FASTA
+  is encoded while it is parsed); a note suggests indexing records longer than
+  ``LARGE_RECORD``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from mambadna.alphabet import encode
 from mambadna.errors import AlphabetError, InputError
-from mambadna.io import IndexedFasta, Record, compression, detect_format, locate, read_records
+from mambadna.io import IndexedFasta, compression, detect_format, read_tokens
 from mambadna.io.files import check_path
 
 _log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class RecordStream:
     select: keep the records whose ordinal passes (``None``: all); the others are skipped
         without encoding, but counted in ``n_records``, so ranks agree on ordinals.
     on_invalid / on_unknown: token policy (mambadna.alphabet.encode).
-    read_opts: passed to ``read_records`` (fmt, region, reference, flags, allow_duplicates).
+    read_opts: passed to ``read_tokens``/``read_records`` (fmt, region, reference, flags,
+        allow_duplicates).
     After iteration, ``n_records`` is the count of records of all inputs.
     """
 
@@ -111,23 +113,16 @@ class RecordStream:
         return index, self.select is None or self.select(index)
 
     def _read(self, path: Path) -> Iterator[SourceRecord]:
-        for record in read_records(path, **self.read_opts):
+        for name, source, tokens in read_tokens(path, **self.encode_opts, **self.read_opts):
             index, keep = self._take()
             if not keep:
                 continue
-            if len(record) > LARGE_RECORD and self.read_opts.get("fmt", "auto") != "fastq":
+            if len(tokens) > LARGE_RECORD:
                 _log.warning("note: %s: record %r (%d bases) is held in memory; index the "
                              "FASTA (samtools faidx, bgzip first if compressed) to read it "
-                             "window by window", path, record.name, len(record))
-            tokens = self._encode_record(record)
-            yield SourceRecord(index, record.name, record.source, len(tokens),
+                             "window by window", path, name, len(tokens))
+            yield SourceRecord(index, name, source, len(tokens),
                                lambda start, end, t=tokens: t[start:end])
-
-    def _encode_record(self, record: Record) -> np.ndarray:
-        try:
-            return encode(record.sequence, **self.encode_opts)
-        except AlphabetError as err:
-            raise locate(err, record) from None
 
     def _indexed_records(self, path: Path) -> Iterator[SourceRecord]:
         # The handle stays open until close(): streamed records are read after the iteration

@@ -420,3 +420,36 @@ def test_progress_line():
     quiet = io.StringIO()
     Progress("embed", enabled=False, stream=quiet).update(10)
     assert quiet.getvalue() == ""
+
+
+# ------------------------------------------------------------------ GPU (pytest -m gpu)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("stream", [False, True])
+def test_cuda_embeddings_match_the_cpu(model_dir, genome, stream):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    path, _ = genome
+    cpu = md.embed(model_dir, path, device="cpu", stream=stream, progress=False)
+    for precision, tolerance in (("fp32", 1e-3), ("bf16", 5e-2)):
+        gpu = md.embed(model_dir, path, device="cuda", stream=stream, precision=precision,
+                       progress=False)
+        assert gpu.drop(columns="embedding").equals(cpu.drop(columns="embedding"))
+        assert gpu.attrs["mambadna"]["precision"] == precision
+        np.testing.assert_allclose(stack(gpu), stack(cpu), atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.gpu
+def test_two_gpus_write_the_single_gpu_file(tmp_path, model_dir, genome):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA GPUs")
+    path, _ = genome
+    one = md.embed(model_dir, path, tmp_path / "one.parquet", device="cuda",
+                   precision="fp32", progress=False)
+    two = md.embed(model_dir, path, tmp_path / "two.parquet", devices=2, precision="fp32",
+                   progress=False)
+    a, b = pd.read_parquet(one), pd.read_parquet(two)
+    assert a.drop(columns="embedding").equals(b.drop(columns="embedding"))
+    np.testing.assert_allclose(stack(a), stack(b), atol=1e-4)
+    assert no_leftovers(tmp_path)

@@ -166,14 +166,12 @@ class WindowRunner:
     def _batch(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded tokens (b, max length) int64 and lengths (b,) on the model's device."""
         lengths = [len(a) for a in arrays]
-        tokens = np.full((len(arrays), max(lengths)), PAD, dtype=np.int64)
+        tokens = np.full((len(arrays), max(lengths)), PAD, dtype=np.uint8)
         for row, array in enumerate(arrays):
             tokens[row, :len(array)] = array
         device = self.model.device
-        pin = device.type == "cuda"
-        as_tensor = torch.from_numpy(tokens)
-        as_tensor = as_tensor.pin_memory() if pin else as_tensor
-        return (as_tensor.to(device, non_blocking=pin),
+        # uint8 over the bus (8x less than int64), widened on the device.
+        return (torch.from_numpy(tokens).to(device).long(),
                 torch.tensor(lengths, device=device))
 
     def _values(self, arrays: list[np.ndarray], state=None):

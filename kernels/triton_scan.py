@@ -53,6 +53,7 @@ class ScanConfig:
 
 _config = ScanConfig()
 _poison_outputs = False  # tests: fill outputs with NaN before the kernels write them
+compiled_kernels: dict[str, object] = {}  # last compiled kernel per role (registers, spills)
 
 
 def get_config() -> ScanConfig:
@@ -155,8 +156,9 @@ def _chain(S, dtsum, A2, geo: _Geometry, n_slots: int, slot_stride: int, reverse
     lanes = geo.dim * geo.n_state
     blk = 128 if lanes <= 4096 else 512
     grid = (geo.batch, triton_cdiv(lanes, blk))
-    K._chain_kernel[grid](S, dtsum, A2, geo.dim, geo.n_seg, n_slots, slot_stride,
-                          N=geo.n_state, REVERSE=reverse, CB=16, BLK=blk, num_warps=blk // 128)
+    compiled_kernels["chain"] = K._chain_kernel[grid](
+        S, dtsum, A2, geo.dim, geo.n_seg, n_slots, slot_stride,
+        N=geo.n_state, REVERSE=reverse, CB=16, BLK=blk, num_warps=blk // 128)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -187,11 +189,11 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     dtsum = X
     if geo.n_seg > 1:
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
-        K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
+        compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
             *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=True, WRITE_FINAL=False,
             **flags)
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
-    K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
+    compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
         *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=False, WRITE_FINAL=True,
         **flags)
     return out, final, X, geo
@@ -214,8 +216,7 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     dA = torch.zeros(dim, n_state, **f32)
     dD = torch.zeros(dim, **f32)
     dbias = torch.zeros(dim, **f32)
-    dB = torch.zeros(B.shape, **f32)
-    dC = torch.zeros(C.shape, **f32)
+    dBC = torch.zeros((2, *B.shape), **f32)
     dinit = _empty((batch, dim, n_state), torch.float32, dev)
     Q = _empty((batch, geo.n_seg, dim, n_state), torch.float32, dev)
     if dfinal is None:
@@ -230,17 +231,20 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     bias_ = bias if bias is not None else A2
     if geo.n_seg > 1:
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
-        K._scan_bwd_summary_kernel[((geo.n_seg - 1) * bgeo.n_bt,)](
+        compiled_kernels["backward summary"] = K._scan_bwd_summary_kernel[
+            ((geo.n_seg - 1) * bgeo.n_bt,)](
             dout, z_, delta, A2, C, bias_, Q, dtsum, *_common_args(bgeo, sB), **flags)
         _chain(Q, dtsum, A2, geo, geo.n_seg, 1, reverse=True)
     n_items = geo.n_seg * bgeo.n_bt
     nprog = max(1, min(n_items, cfg.bwd_programs_per_sm * _num_sms(dev)))
-    scratch = torch.empty(nprog * (geo.chunk // geo.tile) * n_state * bgeo.block_d, **f32)
-    K._scan_bwd_kernel[(nprog,)](
+    slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (see the kernel)
+    scratch = torch.empty(nprog * slots * n_state * bgeo.block_d, **f32)
+    compiled_kernels["backward"] = K._scan_bwd_kernel[(nprog,)](
         u, delta, z_, dout, A2, B, C, D if D is not None else A2, bias_, X, Q, scratch,
-        du, ddelta, dz if dz is not None else du, dA, dB, dC, dD, dbias, dinit,
-        *_common_args(bgeo, sB), HAS_D=D is not None, **flags)
-    return (du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD if D is not None else None,
+        du, ddelta, dz if dz is not None else du, dA, dBC, dD, dbias, dinit,
+        *_common_args(bgeo, sB), B.numel(), HAS_D=D is not None, **flags)
+    return (du, ddelta, dA, dBC[0].to(B.dtype), dBC[1].to(C.dtype),
+            dD if D is not None else None,
             dz, dbias if bias is not None else None, dinit)
 
 

@@ -27,6 +27,7 @@ import triton.language as tl
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
+_LN2 = tl.constexpr(LN2)  # kernels may read module globals only as constexpr
 
 # Under TRITON_INTERPRET=1 every call of a jit helper re-patches triton.language (about half a
 # millisecond, thousands of calls per kernel), so the helpers stay plain Python functions there;
@@ -334,9 +335,9 @@ def _scan_bwd_summary_kernel(
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, z_ptr, dout_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
     X_ptr, Q_ptr, scratch_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dBC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
     dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
-    sB_b, sB_g, sB_n,
+    sB_b, sB_g, sB_n, sBC,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ALIGNED: tl.constexpr,
@@ -344,19 +345,26 @@ def _scan_bwd_kernel(
     """Gradients of every input, by recomputation; a persistent loop over (segment, tile).
 
     Per segment, chunks right to left; per chunk: (1) rerun the forward from the saved chunk
-    state X[c], keeping each tile's start state in this program's scratch (CH/T x N x BD fp32,
-    cache-resident); (2) tiles right to left: recompute the tile's states from its start
-    state, run the adjoint g (carried as q = a * g), and form du, ddelta, dz, the dB / dC rows
-    (summed over the channel tile, then one atomic add per position) and dA / dD / dbias
-    (summed in registers, one atomic add per segment). Segment 0 also writes d(initial state).
-    Q (batch, n_seg, dim, N) holds the adjoint entering each segment from the right.
+    state X[c], keeping each tile's start state in this program's scratch; (2) tiles right to
+    left: recompute the tile's states from its start state, run the adjoint g (carried as
+    q = a * g), and form du, ddelta, dz, the dB / dC rows (summed over the channel tile, then
+    one atomic add per position) and dA / dD / dbias (one atomic add per segment). Segment 0
+    also writes d(initial state). Q (batch, n_seg, dim, N): the adjoint entering each segment
+    from the right. dBC: fp32 (2, batch, G, N, L), dB then dC, sBC elements apart.
+
+    Unlike the forward, the states are a run-time loop: the per-state carries (q, dA) live in
+    the program's scratch (cache-resident), which keeps registers and compile time small.
+    Scratch per program, [BD] fp32 slots: CH/T + 1 tile-start states per state, then q, dA.
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     if ALIGNED:
         L = tl.multiple_of(L, T)
     cols = tl.arange(0, T)[None, :]
-    scr = scratch_ptr + pid.to(tl.int64) * ((CH // T) * N * BD) + tl.arange(0, BD)
+    n_slots: tl.constexpr = CH // T + 1
+    scr = scratch_ptr + pid.to(tl.int64) * ((n_slots + 2) * N * BD) + tl.arange(0, BD)
+    scr_q = scr + n_slots * N * BD
+    scr_dA = scr_q + N * BD
     dimN = dim.to(tl.int64) * N
     for w in range(pid, n_seg * n_bt, nprog):
         seg = w // n_bt
@@ -365,13 +373,9 @@ def _scan_bwd_kernel(
         bc_off = b.to(tl.int64) * sB_b + g.to(tl.int64) * sB_g
         x_row = (b.to(tl.int64) * n_chunks * dim + d) * N
         q_row = (b.to(tl.int64) * n_seg * dim + d) * N + seg * dimN
-        A2 = ()
-        q = ()
-        dA = ()
-        for n in tl.static_range(N):
-            A2 = A2 + (tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0),)
-            q = q + (tl.load(Q_ptr + q_row + n, mask=dmask, other=0.0),)
-            dA = dA + (tl.zeros([BD], tl.float32),)
+        for n in range(N):
+            tl.store(scr_q + n * BD, tl.load(Q_ptr + q_row + n, mask=dmask, other=0.0))
+            tl.store(scr_dA + n * BD, tl.zeros([BD], tl.float32))
         bias = tl.zeros([BD], tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
@@ -387,27 +391,25 @@ def _scan_bwd_kernel(
             t_lo = c * CH
             n_tiles = tl.cdiv(tl.minimum(t_lo + CH, L) - t_lo, T)
             # (1) forward states at the start of every tile of the chunk -> scratch
-            h = ()
-            for n in tl.static_range(N):
-                h = h + (tl.load(X_ptr + x_row + c * dimN + n, mask=dmask, other=0.0),)
-            for i in range(n_tiles):
+            for n in range(N):
+                tl.store(scr + n * BD, tl.load(X_ptr + x_row + c * dimN + n, mask=dmask,
+                                               other=0.0))
+            for i in range(n_tiles - 1):
                 t0 = t_lo + i * T
                 tmask = (t0 + cols) < L
                 m2 = dmask[:, None] & tmask
                 offs = row[:, None] + t0 + cols
                 dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
                 dtu = dt * tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
-                new = ()
-                for n in tl.static_range(N):
-                    tl.store(scr + (i * N + n) * BD, h[n])
+                for n in range(N):
                     brow = tl.load(B_ptr + bc_off + n * sB_n + t0 + cols, mask=tmask, other=0.0)
-                    a = tl.exp2(dt * A2[n][:, None])
+                    a2 = tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0)
+                    a = tl.exp2(dt * a2[:, None])
                     bx = dtu * brow.to(tl.float32)
-                    hn = h[n]
+                    hn = tl.load(scr + (i * N + n) * BD)
                     for j in tl.static_range(T):
                         hn = _col(a, cols, j) * hn + _col(bx, cols, j)
-                    new = new + (hn,)
-                h = new
+                    tl.store(scr + ((i + 1) * N + n) * BD, hn)
             # (2) tiles right to left: states, adjoint, gradients
             for ii in range(n_tiles):
                 i = n_tiles - 1 - ii
@@ -415,75 +417,78 @@ def _scan_bwd_kernel(
                 tmask = (t0 + cols) < L
                 m2 = dmask[:, None] & tmask
                 offs = row[:, None] + t0 + cols
-                dt, x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
+                dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
                 u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
                 dtu = dt * u
-                dy, dout, zz, sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
+                dy, _dout, _z, _sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
                 gsum = tl.zeros([BD, T], tl.float32)  # sum_n g * B
                 ddt = tl.zeros([BD, T], tl.float32)  # sum_n a * g * h_prev * A
                 y = tl.zeros([BD, T], tl.float32)
-                new_q = ()
-                new_dA = ()
-                for n in tl.static_range(N):
+                for n in range(N):
                     brow = tl.load(B_ptr + bc_off + n * sB_n + t0 + cols, mask=tmask, other=0.0)
                     crow = tl.load(C_ptr + bc_off + n * sB_n + t0 + cols, mask=tmask, other=0.0)
                     brow = brow.to(tl.float32)
                     crow = crow.to(tl.float32)
-                    a = tl.exp2(dt * A2[n][:, None])
+                    a2 = tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0)
+                    a = tl.exp2(dt * a2[:, None])
                     bx = dtu * brow
-                    hn = tl.load(scr + (i * N + n) * BD)
-                    hp = tl.zeros([BD, T], tl.float32)
+                    h0 = tl.load(scr + (i * N + n) * BD)
+                    hn = h0
                     hs = tl.zeros([BD, T], tl.float32)
                     for j in tl.static_range(T):
-                        hp = _put(hp, cols, j, hn)
                         hn = _col(a, cols, j) * hn + _col(bx, cols, j)
                         hs = _put(hs, cols, j, hn)
                     y += hs * crow
                     cy = dy * crow
-                    qn = q[n]
+                    qn = tl.load(scr_q + n * BD)
                     gs = tl.zeros([BD, T], tl.float32)
-                    rs = tl.zeros([BD, T], tl.float32)
+                    rh = tl.zeros([BD, T], tl.float32)  # a_t * g_t * h_{t-1}
                     for j in tl.static_range(T - 1, -1, -1):
                         gj = qn + _col(cy, cols, j)
                         qn = _col(a, cols, j) * gj
                         gs = _put(gs, cols, j, gj)
-                        rs = _put(rs, cols, j, qn)
-                    rh = rs * hp  # a_t * g_t * h_{t-1}
-                    new_dA = new_dA + (dA[n] + _sum(rh * dt, axis=1),)
-                    ddt += rh * (A2[n] * LN2)[:, None]
+                        if j == 0:
+                            rh = _put(rh, cols, j, qn * h0)
+                        else:
+                            rh = _put(rh, cols, j, qn * _col(hs, cols, j - 1))
+                    tl.store(scr_q + n * BD, qn)
+                    dA_n = tl.load(scr_dA + n * BD) + _sum(rh * dt, axis=1)
+                    tl.store(scr_dA + n * BD, dA_n)
+                    ddt += rh * (a2 * _LN2)[:, None]
                     gsum += gs * brow
                     db_row = _sum(gs * dtu, axis=0)[None, :]
                     dc_row = _sum(hs * dy, axis=0)[None, :]
-                    tl.atomic_add(dB_ptr + bc_off + n * sB_n + t0 + cols, db_row, mask=tmask,
+                    tl.atomic_add(dBC_ptr + bc_off + n * sB_n + t0 + cols, db_row, mask=tmask,
                                   sem="relaxed")
-                    tl.atomic_add(dC_ptr + bc_off + n * sB_n + t0 + cols, dc_row, mask=tmask,
-                                  sem="relaxed")
-                    new_q = new_q + (qn,)
-                q = new_q
-                dA = new_dA
+                    tl.atomic_add(dBC_ptr + sBC + bc_off + n * sB_n + t0 + cols, dc_row,
+                                  mask=tmask, sem="relaxed")
                 du = dt * gsum
                 ddt += u * gsum
                 if HAS_D:
                     du += Dv[:, None] * dy
                     y += Dv[:, None] * u
                     dD_acc += _sum(dy * u, axis=1)
+                tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=m2)
+                # The epilogue reloads (cache hits) what the state loop did not need to keep.
+                dt, x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
                 if SOFTPLUS:
                     ddt = tl.where(x > 20.0, ddt, ddt * _sigmoid(x))
                 ddt = tl.where(m2, ddt, 0.0)
                 if HAS_BIAS:
                     db_acc += _sum(ddt, axis=1)
+                tl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
                 if HAS_Z:
+                    dy, dout, zz, sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
                     dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
                     tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=m2)
-                tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=m2)
-                tl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
-        for n in tl.static_range(N):
-            tl.atomic_add(dA_ptr + d * N + n, dA[n], mask=dmask, sem="relaxed")
+        for n in range(N):
+            tl.atomic_add(dA_ptr + d * N + n, tl.load(scr_dA + n * BD), mask=dmask,
+                          sem="relaxed")
         if HAS_D:
             tl.atomic_add(dD_ptr + d, dD_acc, mask=dmask, sem="relaxed")
         if HAS_BIAS:
             tl.atomic_add(dbias_ptr + d, db_acc, mask=dmask, sem="relaxed")
         if seg == 0:
             f_row = (b.to(tl.int64) * dim + d) * N
-            for n in tl.static_range(N):
-                tl.store(dinit_ptr + f_row + n, q[n], mask=dmask)
+            for n in range(N):
+                tl.store(dinit_ptr + f_row + n, tl.load(scr_q + n * BD), mask=dmask)

@@ -1,0 +1,103 @@
+"""One device call's worth of checks and timings of the Triton selective scan (development tool).
+
+    python -m mambadna.kernels.gpu_check [--variants default,fw2,dot,...] [--shapes ...]
+                                         [--json out.json]
+
+For every tiling variant (a ScanConfig) and shape: forward and forward+backward median time,
+and the outputs and gradients of the variant compared with the first variant's on the same
+inputs (a variant that races or drops a tile shows up as a mismatch); then the registers and
+spills of each compiled kernel. Prints a short table last. kernels/README.md records what each
+variant predicted and measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from mambadna.kernels import bench, triton_scan
+
+VARIANTS = {
+    "default": {},
+    "fw2": dict(fwd_warps=2),
+    "fw4": dict(fwd_warps=4),
+    "bw2": dict(bwd_warps=2),
+    "pps8": dict(programs_per_sm=8, bwd_programs_per_sm=8),
+    "pps32": dict(programs_per_sm=32, bwd_programs_per_sm=32),
+    "ch128": dict(chunk=128),
+    "ch512": dict(chunk=512),
+    "noseg": dict(segments=1),
+}
+
+
+def _grads(x: dict, dout: torch.Tensor) -> dict:
+    from mambadna.kernels import selective_scan
+
+    leaves = bench._leaves(x)
+    out = selective_scan(**leaves)
+    out.backward(dout)
+    res = {"out": out.detach()}
+    res.update({k: v.grad for k, v in leaves.items() if isinstance(v, torch.Tensor)})
+    return res
+
+
+def _rel(a, b) -> float:
+    a, b = a.double(), b.double()
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def run(variants, shapes, n_state=16) -> list[dict]:
+    from mambadna.kernels import selective_scan
+
+    rows = []
+    for shape in shapes:
+        x = bench.make_inputs(*shape, n_state)
+        dout = torch.randn_like(x["u"])
+        baseline = None
+        for name in variants:
+            triton_scan.set_config(triton_scan.ScanConfig(**VARIANTS[name]))
+            t0 = time.perf_counter()
+            got = _grads(x, dout)  # also compiles
+            compile_s = time.perf_counter() - t0
+            if baseline is None:
+                baseline = got
+            worst = max(_rel(got[k], baseline[k]) for k in got)
+            row = dict(variant=name, shape=list(shape), compile_s=compile_s, vs_first=worst,
+                       fwd_ms=bench.time_forward(selective_scan, x),
+                       fwd_bwd_ms=bench.time_forward_backward(selective_scan, x))
+            row["regs"] = {role: (getattr(k, "n_regs", None), getattr(k, "n_spills", None))
+                           for role, k in triton_scan.compiled_kernels.items()}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del x, dout, baseline
+        torch.cuda.empty_cache()
+    triton_scan.set_config(triton_scan.ScanConfig())
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variants", default="default")
+    parser.add_argument("--shapes", default="1x1024x65536,8x1024x4096,1x1024x1048576")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    shapes = [bench._shape(s) for s in args.shapes.split(",")]
+    rows = run(args.variants.split(","), shapes)
+    print(f"{'variant':>10} {'batch,dim,L':>18} {'fwd ms':>8} {'f+b ms':>8} {'vs first':>9}  regs")
+    for r in rows:
+        regs = " ".join(f"{k.split()[0][:4]}{'S' if 'summary' in k else ''}:{v[0]}/{v[1]}"
+                        for k, v in r["regs"].items())
+        print(f"{r['variant']:>10} {','.join(map(str, r['shape'])):>18} {r['fwd_ms']:8.3f} "
+              f"{r['fwd_bwd_ms']:8.3f} {r['vs_first']:9.1e}  {regs}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -109,14 +109,15 @@ def test_report_script(tmp_path):
 
 # Two of the five simulated species keep the number of jobs (and torch start-ups) down.
 TRAIN = "--num-workers 0 --log-every 1 --val-every 2 --val-windows 4"
+ONE_CORE = "{gpu: 0, threads: 1, mem_mb: 2000, runtime: 10}"  # inference jobs run side by side
 TINY = f"""\
 run_name: demo
 data: {{only: [human, chimpanzee]}}
 simulate: {{length: 60000, seed: 1}}
 pretrain: {{preset: tiny, seq_len: 128, batch_size: 4, max_steps: 4, extra_args: "{TRAIN}"}}
 finetune: {{preset: tiny, seq_len: 128, batch_size: 4, max_steps: 4, extra_args: "{TRAIN}"}}
-classify: {{window: 512, batch_size: 8}}
-embed: {{window: 512, batch_size: 8}}
+classify: {{window: 512, batch_size: 8, resources: {ONE_CORE}}}
+embed: {{window: 512, batch_size: 8, resources: {ONE_CORE}}}
 """
 
 

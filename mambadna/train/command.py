@@ -25,15 +25,15 @@ def _option(f) -> click.Option | None:
     meta = f.metadata
     if not meta.get("cli", True):
         return None
-    names = meta.get("flag", "--" + f.name.replace("_", "-")).split("/")
+    names = [*meta.get("flag", "--" + f.name.replace("_", "-")).split("/"), f.name]
     kind = str(f.type).replace("| None", "").strip()
     default = field_default(f)
     shown = ", ".join(map(str, default)) if isinstance(default, list) else default
     help_text = meta["help"] + (f"  [default: {shown}]" if shown not in (None, "", []) else "")
     if kind == "bool":
-        return click.Option(names, f.name, is_flag=True, default=None, help=meta["help"])
+        return click.Option(names, is_flag=True, default=None, help=meta["help"])
     if meta.get("multiple"):
-        return click.Option(names, f.name, multiple=True, type=click.Path(dir_okay=False),
+        return click.Option(names, multiple=True, type=click.Path(dir_okay=False),
                             help=meta["help"])
     if meta.get("choices"):
         ptype = click.Choice(meta["choices"])
@@ -43,7 +43,7 @@ def _option(f) -> click.Option | None:
         ptype = click.Path(file_okay=False)
     elif f.name == "manifest":
         ptype = click.Path(dir_okay=False)
-    return click.Option(names, f.name, type=ptype, default=None, help=help_text)
+    return click.Option(names, type=ptype, default=None, help=help_text)
 
 
 def _summary(result) -> str:

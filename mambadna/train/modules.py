@@ -93,7 +93,7 @@ class LanguageModelModule(_Base):
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
         loss = float(sums[0] / sums[1].clamp(min=1))
         self.log_dict({"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)),
-                       "val_bpb": loss / LN2}, prog_bar=True)
+                       "val_bpb": loss / LN2}, prog_bar=True, sync_dist=True)
 
 
 class ClassifierModule(_Base):
@@ -145,7 +145,7 @@ class ClassifierModule(_Base):
         n = float(confusion.sum())
         self.log_dict({"val_loss": float(total_loss) / max(n, 1.0),
                        "val_acc": accuracy(confusion), "val_macro_f1": macro_f1(confusion)},
-                      prog_bar=True)
+                      prog_bar=True, sync_dist=True)  # equal on every rank: already reduced
         if (self.run_dir is not None and self.trainer.is_global_zero
                 and not self.trainer.sanity_checking):
             write_confusion_csv(confusion.cpu(), self.labels,

@@ -33,8 +33,10 @@ _log = logging.getLogger(__name__)
 class ScanConfig:
     """Tiling choices of the Triton selective scan (defaults tuned on an H200, see README)."""
 
-    fwd_warps: int = 1  # warps per forward program; a program owns 32 * warps channels
+    fwd_warps: int = 1  # warps per forward program
     bwd_warps: int = 1  # warps per backward program
+    fwd_channels_per_thread: int = 1  # a program owns 32 * warps * this many channels
+    bwd_channels_per_thread: int = 1
     chunk: int = 256  # positions between saved states; the backward recomputes one chunk
     min_chunk: int = 64  # smallest chunk chosen for short sequences (more segments)
     programs_per_sm: int = 16  # L-split until (segments x channel tiles) >= this x SMs
@@ -49,6 +51,9 @@ class ScanConfig:
         for name in ("fwd_warps", "bwd_warps"):
             if getattr(self, name) not in (1, 2, 4, 8):
                 raise ValueError(f"ScanConfig.{name} must be 1, 2, 4 or 8")
+        for name in ("fwd_channels_per_thread", "bwd_channels_per_thread"):
+            if getattr(self, name) not in (1, 2, 4):
+                raise ValueError(f"ScanConfig.{name} must be 1, 2 or 4")
 
 
 _config = ScanConfig()
@@ -102,7 +107,7 @@ class _Geometry:
     length: int
     n_state: int
     groups: int
-    tile: int  # T: positions per thread tile (16 bytes of the widest input dtype)
+    tile: int  # T: positions per thread tile
     block_d: int  # BD: channels per program
     n_dtiles: int  # channel tiles per group
     chunk: int  # CH
@@ -115,13 +120,15 @@ class _Geometry:
     def n_bt(self) -> int:
         return self.batch * self.groups * self.n_dtiles
 
+    @property
+    def n_tiles(self) -> int:
+        return -(-self.length // self.tile)
 
-def _geometry(u, B, C, delta, z, n_state, warps, cfg: ScanConfig) -> _Geometry:
+
+def _geometry(u, B, delta, z, n_state, block_d, cfg: ScanConfig) -> _Geometry:
     batch, dim, length = u.shape
     groups = 1 if B.dim() == 3 else B.shape[1]
-    widest = max(t.element_size() for t in (u, delta, B, C, z) if t is not None)
-    tile = max(16 // widest, 1)
-    block_d = 32 * warps
+    tile = 4  # positions per thread tile: one 16-byte fp32 B / C row, 8 bytes of bf16 u
     n_dtiles = -(-(dim // groups) // block_d)
     n_bt = batch * groups * n_dtiles
     target = cfg.programs_per_sm * _num_sms(u.device)
@@ -135,16 +142,36 @@ def _geometry(u, B, C, delta, z, n_state, warps, cfg: ScanConfig) -> _Geometry:
     chunks_per_seg = -(-n_chunks // n_seg)
     n_seg = -(-n_chunks // chunks_per_seg)
     aligned = length % tile == 0 and all(
-        t.data_ptr() % 16 == 0 for t in (u, delta, B, C, z) if t is not None
+        t.data_ptr() % 16 == 0 for t in (u, delta, z) if t is not None
     )
     return _Geometry(batch, dim, length, n_state, groups, tile, block_d, n_dtiles, chunk,
                      n_chunks, chunks_per_seg, n_seg, aligned)
 
 
-def _bc_strides(B: torch.Tensor, geo: _Geometry) -> tuple[int, int, int]:
-    """(batch, group, state) strides of contiguous B / C, (batch, N, L) or (batch, G, N, L)."""
-    n, length = geo.n_state, geo.length
-    return geo.groups * n * length, n * length, length
+def _tile_major(t: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    """B or C as fp32 (batch, G, L/T, N, T), L zero-padded to a multiple of T.
+
+    Every thread of a program reads the same B / C rows, so converting them to fp32 once here
+    beats converting them in every thread, and tile-major storage puts a tile's N rows at
+    fixed offsets from one pointer.
+    """
+    batch, groups, n, tile = geo.batch, geo.groups, geo.n_state, geo.tile
+    padded = geo.n_tiles * tile
+    t = t.reshape(batch, groups, n, geo.length).float()
+    t = torch.nn.functional.pad(t, (0, padded - geo.length))
+    return t.view(batch, groups, n, geo.n_tiles, tile).transpose(2, 3).contiguous()
+
+
+def _from_tile_major(t: torch.Tensor, geo: _Geometry, shape) -> torch.Tensor:
+    """Inverse of ``_tile_major`` (drops the padding), reshaped to ``shape``."""
+    t = t.transpose(2, 3).reshape(geo.batch, geo.groups, geo.n_state, -1)
+    return t[..., :geo.length].reshape(shape)
+
+
+def _bc_strides(geo: _Geometry) -> tuple[int, int]:
+    """(batch, group) strides of tile-major B / C."""
+    per_group = geo.n_tiles * geo.tile * geo.n_state
+    return geo.groups * per_group, per_group
 
 
 def _common_args(geo: _Geometry, sB) -> tuple:
@@ -171,8 +198,10 @@ def triton_cdiv(a: int, b: int) -> int:
 def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     """Launch the forward kernels. Returns out, final state, chunk states X and the geometry."""
     n_state = A2.shape[1]
-    geo = _geometry(u, B, C, delta, z, n_state, cfg.fwd_warps, cfg)
+    geo = _geometry(u, B, delta, z, n_state,
+                    32 * cfg.fwd_warps * cfg.fwd_channels_per_thread, cfg)
     batch, dim, dev = geo.batch, geo.dim, u.device
+    B, C = _tile_major(B, geo), _tile_major(C, geo)
     X = _empty((batch, geo.n_chunks, dim, n_state), torch.float32, dev)
     if init is None:
         X[:, 0].zero_()
@@ -180,7 +209,7 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
         X[:, 0].copy_(init)
     out = _empty(u.shape, u.dtype, dev)
     final = _empty((batch, dim, n_state), torch.float32, dev)
-    sB = _bc_strides(B, geo)
+    sB = _bc_strides(geo)
     flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
                  HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
                  ALIGNED=geo.aligned, num_warps=cfg.fwd_warps)
@@ -196,7 +225,7 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
         *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=False, WRITE_FINAL=True,
         **flags)
-    return out, final, X, geo
+    return out, final, X, geo, B, C
 
 
 # ----------------------------------------------------------------------------- backward
@@ -207,8 +236,8 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     u, delta, A2, B, C, D, z, bias, X = saved
     batch, dim, n_state, dev = geo.batch, geo.dim, geo.n_state, u.device
     # The backward may use other warps than the forward; the channel tiles must then change.
-    bgeo = replace(geo, block_d=32 * cfg.bwd_warps,
-                   n_dtiles=triton_cdiv(dim // geo.groups, 32 * cfg.bwd_warps))
+    block_d = 32 * cfg.bwd_warps * cfg.bwd_channels_per_thread
+    bgeo = replace(geo, block_d=block_d, n_dtiles=triton_cdiv(dim // geo.groups, block_d))
     du = _empty(u.shape, u.dtype, dev)
     ddelta = _empty(delta.shape, delta.dtype, dev)
     dz = _empty(z.shape, z.dtype, dev) if z is not None else None
@@ -216,14 +245,14 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     dA = torch.zeros(dim, n_state, **f32)
     dD = torch.zeros(dim, **f32)
     dbias = torch.zeros(dim, **f32)
-    dBC = torch.zeros((2, *B.shape), **f32)
+    dBC = torch.zeros((2, *B.shape), **f32)  # tile-major, like B
     dinit = _empty((batch, dim, n_state), torch.float32, dev)
     Q = _empty((batch, geo.n_seg, dim, n_state), torch.float32, dev)
     if dfinal is None:
         Q[:, -1].zero_()
     else:
         Q[:, -1].copy_(dfinal)
-    sB = _bc_strides(B, geo)
+    sB = _bc_strides(geo)
     flags = dict(N=n_state, BD=bgeo.block_d, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
                  num_warps=cfg.bwd_warps)
@@ -243,7 +272,7 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
         u, delta, z_, dout, A2, B, C, D if D is not None else A2, bias_, X, Q, scratch,
         du, ddelta, dz if dz is not None else du, dA, dBC, dD, dbias, dinit,
         *_common_args(bgeo, sB), B.numel(), HAS_D=D is not None, **flags)
-    return (du, ddelta, dA, dBC[0].to(B.dtype), dBC[1].to(C.dtype),
+    return (du, ddelta, dA, dBC[0], dBC[1],
             dD if D is not None else None,
             dz, dbias if bias is not None else None, dinit)
 
@@ -255,12 +284,13 @@ class _SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
         cfg = _config
+        ctx.bc_shapes = (B.shape, B.dtype), (C.shape, C.dtype)
         A2 = (A.float() * K.LOG2E).contiguous()
         D_ = D.float().contiguous() if D is not None else None
         bias_ = delta_bias.float().contiguous() if delta_bias is not None else None
         init = initial_state.float() if initial_state is not None else None
-        out, final, X, geo = _forward(u, delta, A2, B, C, D_, z, bias_, init, delta_softplus,
-                                      cfg)
+        out, final, X, geo, B, C = _forward(u, delta, A2, B, C, D_, z, bias_, init,
+                                            delta_softplus, cfg)
         ctx.save_for_backward(u, delta, A2, B, C, D_, z, bias_, X)
         ctx.geo, ctx.cfg, ctx.softplus = geo, cfg, delta_softplus
         ctx.dtypes = tuple(t.dtype if t is not None else None
@@ -278,6 +308,9 @@ class _SelectiveScan(torch.autograd.Function):
         du, ddelta, dA, dB, dC, dD, dz, dbias, dinit = _backward(
             saved, ctx.geo, ctx.softplus, dout, dfinal, ctx.cfg)
         a_t, d_t, b_t, i_t = ctx.dtypes
+        (b_shape, b_dtype), (c_shape, c_dtype) = ctx.bc_shapes
+        dB = _from_tile_major(dB, ctx.geo, b_shape).to(b_dtype)
+        dC = _from_tile_major(dC, ctx.geo, c_shape).to(c_dtype)
         dD = dD.to(d_t) if dD is not None else None
         dbias = dbias.to(b_t) if dbias is not None else None
         dinit = dinit.to(i_t) if i_t is not None else None
@@ -311,7 +344,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
             "selective_scan: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 set "
             "before Triton is imported, to run them slowly on CPU); use backend='reference' "
             "for CPU tensors")
-    u, delta, B, C, z = (_contiguous(t) for t in (u, delta, B, C, z))
+    u, delta, z = (_contiguous(t) for t in (u, delta, z))
     out, final = _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
                                       bool(delta_softplus))
     if return_final_state:

@@ -4,9 +4,10 @@
 
 Tiling (the same in every kernel): a program owns one batch row, a tile of ``BD`` channels and a
 segment of positions. Each thread owns one channel (``BD`` = 32 x warps), all ``N`` of its
-states, and walks the segment in tiles of ``T`` positions (16 bytes of the input dtype): the
-tile's u / delta / z rows are one 16-byte load per thread, and the tile's B / C rows are loaded
-once per program and shared by all its channels. Inside a tile the recurrence runs position by
+states, and walks the segment in tiles of ``T`` = 4 positions: the tile's u / delta / z rows
+are one vector load per thread, and the tile's B / C rows (fp32, stored tile-major by the
+launcher: (batch, G, L/T, N, T), so a tile's N rows are one contiguous block) are loaded once
+per program and shared by all its channels. Inside a tile the recurrence runs position by
 position in registers (``_col`` picks a column of a register tile; with T in-thread it compiles
 to a register move), so a state update costs one exp2 and two FMAs, and nothing of size
 (batch, dim, L, N) is ever written to memory.
@@ -125,7 +126,7 @@ def _scan_fwd_kernel(
     u_ptr, delta_ptr, z_ptr, out_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
     X_ptr, dtsum_ptr, final_ptr,
     dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
-    sB_b, sB_g, sB_n,
+    sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     SUMMARY: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, WRITE_FINAL: tl.constexpr, ALIGNED: tl.constexpr,
@@ -184,7 +185,7 @@ def _scan_fwd_kernel(
         y = tl.zeros([BD, T], tl.float32)
         new = ()
         for n in tl.static_range(N):
-            brow = tl.load(b_base + n * sB_n + t0 + cols, mask=tmask, other=0.0).to(tl.float32)
+            brow = tl.load(b_base + t0 * N + n * T + cols).to(tl.float32)
             a = tl.exp2(dt * A2[n][:, None])
             bx = dtu * brow
             hn = h[n]
@@ -192,7 +193,7 @@ def _scan_fwd_kernel(
                 for j in tl.static_range(T):
                     hn = _col(a, cols, j) * hn + _col(bx, cols, j)
             else:
-                crow = tl.load(c_base + n * sB_n + t0 + cols, mask=tmask, other=0.0)
+                crow = tl.load(c_base + t0 * N + n * T + cols)
                 hs = tl.zeros([BD, T], tl.float32)
                 for j in tl.static_range(T):
                     hn = _col(a, cols, j) * hn + _col(bx, cols, j)
@@ -277,7 +278,7 @@ def _chain_kernel(
 def _scan_bwd_summary_kernel(
     dout_ptr, z_ptr, delta_ptr, A2_ptr, C_ptr, bias_ptr, Q_ptr, dtsum_ptr,
     dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
-    sB_b, sB_g, sB_n,
+    sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ALIGNED: tl.constexpr,
 ):
@@ -316,7 +317,7 @@ def _scan_bwd_summary_kernel(
         dts += _sum(dt, axis=1)
         new = ()
         for n in tl.static_range(N):
-            crow = tl.load(c_base + n * sB_n + t0 + cols, mask=tmask, other=0.0).to(tl.float32)
+            crow = tl.load(c_base + t0 * N + n * T + cols).to(tl.float32)
             a = tl.exp2(dt * A2[n][:, None])
             cy = dy * crow
             qn = q[n]
@@ -337,7 +338,7 @@ def _scan_bwd_kernel(
     X_ptr, Q_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dBC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
     dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
-    sB_b, sB_g, sB_n, sBC,
+    sB_b, sB_g, sBC,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ALIGNED: tl.constexpr,
@@ -402,7 +403,7 @@ def _scan_bwd_kernel(
                 dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
                 dtu = dt * tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
                 for n in range(N):
-                    brow = tl.load(B_ptr + bc_off + n * sB_n + t0 + cols, mask=tmask, other=0.0)
+                    brow = tl.load(B_ptr + bc_off + t0 * N + n * T + cols)
                     a2 = tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0)
                     a = tl.exp2(dt * a2[:, None])
                     bx = dtu * brow.to(tl.float32)
@@ -425,8 +426,8 @@ def _scan_bwd_kernel(
                 ddt = tl.zeros([BD, T], tl.float32)  # sum_n a * g * h_prev * A
                 y = tl.zeros([BD, T], tl.float32)
                 for n in range(N):
-                    brow = tl.load(B_ptr + bc_off + n * sB_n + t0 + cols, mask=tmask, other=0.0)
-                    crow = tl.load(C_ptr + bc_off + n * sB_n + t0 + cols, mask=tmask, other=0.0)
+                    brow = tl.load(B_ptr + bc_off + t0 * N + n * T + cols)
+                    crow = tl.load(C_ptr + bc_off + t0 * N + n * T + cols)
                     brow = brow.to(tl.float32)
                     crow = crow.to(tl.float32)
                     a2 = tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0)
@@ -458,10 +459,9 @@ def _scan_bwd_kernel(
                     gsum += gs * brow
                     db_row = _sum(gs * dtu, axis=0)[None, :]
                     dc_row = _sum(hs * dy, axis=0)[None, :]
-                    tl.atomic_add(dBC_ptr + bc_off + n * sB_n + t0 + cols, db_row, mask=tmask,
-                                  sem="relaxed")
-                    tl.atomic_add(dBC_ptr + sBC + bc_off + n * sB_n + t0 + cols, dc_row,
-                                  mask=tmask, sem="relaxed")
+                    red = dBC_ptr + bc_off + t0 * N + n * T + cols
+                    tl.atomic_add(red, db_row, sem="relaxed")
+                    tl.atomic_add(red + sBC, dc_row, sem="relaxed")
                 du = dt * gsum
                 ddt += u * gsum
                 if HAS_D:

@@ -16,6 +16,16 @@ from mambadna.model import MambaDNA, ModelConfig, ModelState, lm_loss
 from mambadna.model.mixer import reverse_within_lengths
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a machine with more runnable
+    threads than cores their barriers make each op ~10x slower (BENCHMARKS.md)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small(**overrides) -> MambaDNA:
     torch.manual_seed(overrides.pop("seed", 0))
     cfg = dict(d_model=32, n_layer=3, d_state=8)

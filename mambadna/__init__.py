@@ -28,6 +28,7 @@ _LAZY = {
     "load_model": ("mambadna.model", "load_model"),
     "ModelConfig": ("mambadna.model", "ModelConfig"),
     "MambaDNA": ("mambadna.model", "MambaDNA"),
+    "ModelState": ("mambadna.model", "ModelState"),
     "simulate_species": ("mambadna.simulate", "simulate_species"),
     "classify": ("mambadna.pipelines", "classify"),
     "embed": ("mambadna.pipelines", "embed"),

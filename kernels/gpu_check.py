@@ -83,13 +83,45 @@ def run(variants, shapes, n_state=16) -> list[dict]:
     return rows
 
 
+def model_check(preset: str = "paper-7m", length: int = 1 << 20) -> dict:
+    """One language-model training step (forward + backward) of a preset at one context length.
+
+    bf16 autocast and per-block activation checkpointing, as training runs it; the second of
+    two steps is timed. (Imports the model package, which a kernel-only checkout may lack.)
+    """
+    from mambadna.model import MambaDNA, ModelConfig, lm_loss
+
+    cfg = ModelConfig.from_preset(preset, gradient_checkpointing=True)
+    model = MambaDNA(cfg).cuda().train()
+    tokens = torch.randint(5, 9, (1, length), device="cuda")
+    times = []
+    torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = lm_loss(model(tokens), tokens)
+        loss.backward()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+    row = dict(preset=preset, L=length, step_s=times[-1], loss=loss.item(),
+               peak_GiB=torch.cuda.max_memory_allocated() / 2**30,
+               bases_per_s=length / times[-1])
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=None, help="also run one training step of PRESET")
     parser.add_argument("--variants", default="default")
     parser.add_argument("--shapes", default="1x1024x65536,8x1024x4096,1x1024x1048576")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    shapes = [bench._shape(s) for s in args.shapes.split(",")]
+    if args.model:
+        model_check(args.model)
+    shapes = [bench._shape(s) for s in args.shapes.split(",") if s]
     rows = run(args.variants.split(","), shapes)
     print(f"{'variant':>10} {'batch,dim,L':>18} {'fwd ms':>8} {'f+b ms':>8} {'vs first':>9}  regs")
     for r in rows:

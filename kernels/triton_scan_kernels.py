@@ -94,13 +94,32 @@ def _channel_tile(bt, n_dtiles, groups, dim_per_group, BD: tl.constexpr):
 @_device
 def _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """dt tile [BD, T] (bias, softplus; 0 outside the sequence) and the pre-softplus value."""
-    x = tl.load(delta_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+    return _dt_of(tl.load(delta_ptr + offs, mask=m2, other=0.0), m2, bias, HAS_BIAS, SOFTPLUS)
+
+
+@_device
+def _dt_of(raw, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """dt tile from a loaded delta tile (see ``_load_dt``)."""
+    x = raw.to(tl.float32)
     if HAS_BIAS:
         x = x + bias[:, None]
     dt = x
     if SOFTPLUS:
         dt = _softplus(x)
     return tl.where(m2, dt, 0.0), x
+
+
+@_device
+def _load_tile(u_ptr, delta_ptr, z_ptr, row, t, t_hi, cols, dmask, LOAD_Z: tl.constexpr):
+    """Raw u, delta (and z) tiles at positions t..t+T-1 (zeros at and past t_hi)."""
+    m = dmask[:, None] & ((t + cols) < t_hi)
+    offs = row[:, None] + t + cols
+    u = tl.load(u_ptr + offs, mask=m, other=0.0)
+    delta = tl.load(delta_ptr + offs, mask=m, other=0.0)
+    z = u
+    if LOAD_Z:
+        z = tl.load(z_ptr + offs, mask=m, other=0.0)
+    return u, delta, z
 
 
 @_device
@@ -169,7 +188,16 @@ def _scan_fwd_kernel(
         Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
     dts = tl.zeros([BD], tl.float32)
 
+    # Two tiles of u / delta / z in flight ahead of use (their loads overlap the compute).
+    LOAD_Z: tl.constexpr = HAS_Z and not SUMMARY
+    a_u, a_d, a_z = _load_tile(u_ptr, delta_ptr, z_ptr, row, t_lo, t_hi, cols, dmask, LOAD_Z)
+    b_u, b_d, b_z = _load_tile(u_ptr, delta_ptr, z_ptr, row, t_lo + T, t_hi, cols, dmask,
+                               LOAD_Z)
     for t0 in range(t_lo, t_hi, T):
+        r_u, r_d, r_z = a_u, a_d, a_z
+        a_u, a_d, a_z = b_u, b_d, b_z
+        b_u, b_d, b_z = _load_tile(u_ptr, delta_ptr, z_ptr, row, t0 + 2 * T, t_hi, cols, dmask,
+                                   LOAD_Z)
         if not SUMMARY:
             if (t0 % CH == 0) & (t0 != t_lo):
                 for n in tl.static_range(N):
@@ -177,8 +205,8 @@ def _scan_fwd_kernel(
         tmask = (t0 + cols) < L
         m2 = dmask[:, None] & tmask
         offs = row[:, None] + t0 + cols
-        dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
-        u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+        dt, _x = _dt_of(r_d, m2, bias, HAS_BIAS, SOFTPLUS)
+        u = r_u.to(tl.float32)
         dtu = dt * u
         if SUMMARY:
             dts += _sum(dt, axis=1)
@@ -205,7 +233,7 @@ def _scan_fwd_kernel(
             if HAS_D:
                 y += Dv[:, None] * u
             if HAS_Z:
-                zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+                zz = r_z.to(tl.float32)
                 y = y * zz * _sigmoid(zz)
             tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=m2)
 
@@ -307,13 +335,21 @@ def _scan_bwd_summary_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
     dts = tl.zeros([BD], tl.float32)
+    # The next tile (to the left) loads while this one computes: dout, delta, z.
+    t_last = t_lo + (n_tiles - 1) * T
+    p_o, p_d, p_z = _load_tile(dout_ptr, delta_ptr, z_ptr, row, t_last, t_hi, cols, dmask, HAS_Z)
     for i in range(n_tiles):
         t0 = t_lo + (n_tiles - 1 - i) * T
+        r_o, r_d, r_z = p_o, p_d, p_z
+        p_o, p_d, p_z = _load_tile(dout_ptr, delta_ptr, z_ptr, row, t0 - T, t0, cols, dmask,
+                                   HAS_Z)
         tmask = (t0 + cols) < L
         m2 = dmask[:, None] & tmask
-        offs = row[:, None] + t0 + cols
-        dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
-        dy, _dout, _z, _sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
+        dt, _x = _dt_of(r_d, m2, bias, HAS_BIAS, SOFTPLUS)
+        dy = r_o.to(tl.float32)
+        if HAS_Z:
+            zz = r_z.to(tl.float32)
+            dy = dy * zz * _sigmoid(zz)
         dts += _sum(dt, axis=1)
         new = ()
         for n in tl.static_range(N):
@@ -402,12 +438,18 @@ def _scan_bwd_kernel(
                 offs = row[:, None] + t0 + cols
                 dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
                 dtu = dt * tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+                # The next state's operands load while this state computes.
+                p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
+                p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
+                p_h = tl.load(scr + (i * N) * BD)
                 for n in range(N):
-                    brow = tl.load(B_ptr + bc_off + t0 * N + n * T + cols)
-                    a2 = tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0)
+                    brow, a2, hn = p_b, p_a2, p_h
+                    n1 = (n + 1) % N
+                    p_b = tl.load(B_ptr + bc_off + t0 * N + n1 * T + cols)
+                    p_a2 = tl.load(A2_ptr + d * N + n1, mask=dmask, other=0.0)
+                    p_h = tl.load(scr + (i * N + n1) * BD)
                     a = tl.exp2(dt * a2[:, None])
-                    bx = dtu * brow.to(tl.float32)
-                    hn = tl.load(scr + (i * N + n) * BD)
+                    bx = dtu * brow
                     for j in tl.static_range(T):
                         hn = _col(a, cols, j) * hn + _col(bx, cols, j)
                     tl.store(scr + ((i + 1) * N + n) * BD, hn)
@@ -425,15 +467,24 @@ def _scan_bwd_kernel(
                 gsum = tl.zeros([BD, T], tl.float32)  # sum_n g * B
                 ddt = tl.zeros([BD, T], tl.float32)  # sum_n a * g * h_prev * A
                 y = tl.zeros([BD, T], tl.float32)
+                # The next state's operands load while this state computes.
+                p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
+                p_c = tl.load(C_ptr + bc_off + t0 * N + cols)
+                p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
+                p_h = tl.load(scr + (i * N) * BD)
+                p_q = tl.load(scr_q)
+                p_dA = tl.load(scr_dA)
                 for n in range(N):
-                    brow = tl.load(B_ptr + bc_off + t0 * N + n * T + cols)
-                    crow = tl.load(C_ptr + bc_off + t0 * N + n * T + cols)
-                    brow = brow.to(tl.float32)
-                    crow = crow.to(tl.float32)
-                    a2 = tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0)
+                    brow, crow, a2, h0, qn, dA_n = p_b, p_c, p_a2, p_h, p_q, p_dA
+                    n1 = (n + 1) % N
+                    p_b = tl.load(B_ptr + bc_off + t0 * N + n1 * T + cols)
+                    p_c = tl.load(C_ptr + bc_off + t0 * N + n1 * T + cols)
+                    p_a2 = tl.load(A2_ptr + d * N + n1, mask=dmask, other=0.0)
+                    p_h = tl.load(scr + (i * N + n1) * BD)
+                    p_q = tl.load(scr_q + n1 * BD)
+                    p_dA = tl.load(scr_dA + n1 * BD)
                     a = tl.exp2(dt * a2[:, None])
                     bx = dtu * brow
-                    h0 = tl.load(scr + (i * N + n) * BD)
                     hn = h0
                     hs = tl.zeros([BD, T], tl.float32)
                     for j in tl.static_range(T):
@@ -441,7 +492,6 @@ def _scan_bwd_kernel(
                         hs = _put(hs, cols, j, hn)
                     y += hs * crow
                     cy = dy * crow
-                    qn = tl.load(scr_q + n * BD)
                     gs = tl.zeros([BD, T], tl.float32)
                     rh = tl.zeros([BD, T], tl.float32)  # a_t * g_t * h_{t-1}
                     for j in tl.static_range(T - 1, -1, -1):
@@ -453,8 +503,7 @@ def _scan_bwd_kernel(
                         else:
                             rh = _put(rh, cols, j, qn * _col(hs, cols, j - 1))
                     tl.store(scr_q + n * BD, qn)
-                    dA_n = tl.load(scr_dA + n * BD) + _sum(rh * dt, axis=1)
-                    tl.store(scr_dA + n * BD, dA_n)
+                    tl.store(scr_dA + n * BD, dA_n + _sum(rh * dt, axis=1))
                     ddt += rh * (a2 * _LN2)[:, None]
                     gsum += gs * brow
                     db_row = _sum(gs * dtu, axis=0)[None, :]

@@ -64,14 +64,18 @@ def test_datamodule_starts_where_the_trainer_stands():
                               val=WindowDataset(source, [(0, 0), (1, 64)], 64))
 
     class Trainer:  # what the DataModule reads of a Lightning trainer
-        global_step, global_rank = 5, 1
+        global_step, global_rank, world_size = 5, 0, 1
 
-    module.trainer = Trainer()
-    data = module.train_dataset()
-    assert (data.start, data.rank) == (20, 1)
+    trainer = module.trainer = Trainer()
     val = next(iter(module.val_dataloader()))
     assert val["tokens"].shape == (2, 64)
     assert val["tokens"][0].numpy().tobytes() == source.tokens(0)[:64].tobytes()
+    trainer.global_rank, trainer.world_size = 1, 2
+    data = module.train_dataset()
+    assert (data.start, data.rank) == (20, 1)
+    shard = [b["tokens"] for b in module.val_dataloader()]  # rank 1 of 2: the second window
+    assert len(shard) == 1 and shard[0].shape == (1, 64)
+    assert shard[0][0].numpy().tobytes() == source.tokens(1)[64:128].tobytes()
 
 
 def test_species_examples_pick_labels_uniformly_and_windows_of_that_label():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from mambadna.data.datasets import BatchStream, ExampleSource, WindowDataset
 from mambadna.data.schedule import SeqLenSchedule
@@ -56,7 +56,17 @@ class WindowDataModule(pl.LightningDataModule):
                           prefetch_factor=2 if workers else None)
 
     def val_dataloader(self) -> DataLoader | list:
+        """Every validation window once over all ranks (rank r takes windows r, r + world, ...;
+        no padding duplicates, so summed metrics are exact)."""
         if self.val is None or len(self.val) == 0:
             return []
-        return DataLoader(self.val, batch_size=self.val_batch_size, shuffle=False,
+        data = self.val
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            rank, world = trainer.global_rank, trainer.world_size
+            # Fewer windows than ranks: every rank still needs a batch for the collective
+            # reduction at the end of validation, so the last ranks repeat a window.
+            shard = range(rank, len(data), world) if len(data) >= world else [rank % len(data)]
+            data = Subset(data, shard)
+        return DataLoader(data, batch_size=self.val_batch_size, shuffle=False,
                           num_workers=0, pin_memory=torch.cuda.is_available())

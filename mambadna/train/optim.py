@@ -13,6 +13,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+# The SSM parameters by name as well: wrappers such as FSDP hand out parameter views that lose
+# the model's ``_no_weight_decay`` flag.
+NO_DECAY_NAMES = ("A_log", "D")
+
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW parameter groups: decayed matrices, and the rest with weight_decay 0."""
@@ -23,7 +27,7 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             continue
         seen.add(id(param))
         skip = (getattr(param, "_no_weight_decay", False) or param.ndim < 2
-                or name.endswith(".bias"))
+                or name.endswith(".bias") or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES)
         (no_decay if skip else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]

@@ -94,6 +94,7 @@ def _trainer(config: TrainConfig, folder: RunFolder, monitor: tuple[str, str] | 
         callbacks=[checkpoint, SaveOnInterrupt(folder.last_checkpoint),
                    AttemptMarker(folder.logs / f"version_{attempt}"), *callbacks],
         enable_progress_bar=interactive, enable_model_summary=interactive,
+        use_distributed_sampler=False,  # the data module shards by rank itself
         default_root_dir=folder.path)
 
 

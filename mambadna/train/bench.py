@@ -4,13 +4,13 @@
     python -m mambadna.train.bench --preset paper-7m --seq-len 1048576 --steps 10
     python -m mambadna.train.bench --device cpu --preset tiny --seq-len 1024 --steps 2
 
-Each configuration runs the training step of ``mambadna pretrain`` (next-base loss, AdamW with
-the decay groups of training, gradient clipping, bf16 autocast on CUDA, per-block gradient
-checkpointing from 2^16 bases unless told otherwise) on random DNA tokens: ``--warmup`` untimed
-steps (Triton compilation and autotuning), then ``--steps`` timed ones. It reports bases per
-second and ``torch.cuda.max_memory_allocated``. The batch holds ``--tokens-per-step`` bases
-(2^20 by default: batch 1 at 2^20, as in the paper). Every configuration runs in its own
-try/except, so an out-of-memory error is recorded in the table and the JSON, not fatal.
+Each configuration runs the training step of ``mambadna pretrain`` on random DNA tokens:
+next-base loss, AdamW with the decay groups of training, gradient clipping, bf16 autocast on
+CUDA, per-block gradient checkpointing from 2^16 bases per batch unless told otherwise.
+``--warmup`` untimed steps come first (Triton compilation and autotuning), then ``--steps``
+timed ones. It reports bases per second and ``torch.cuda.max_memory_allocated``. A batch holds
+``--tokens-per-step`` bases (2^20 by default: batch 1 at 2^20, as in the paper). Every
+configuration runs in its own try/except: an out-of-memory error is recorded, not fatal.
 Prints a table and writes JSON (``--json``).
 """
 
@@ -60,7 +60,7 @@ class BenchOptions:
     batch_size: int | None = None  # overrides tokens_per_step
     steps: int = 5
     warmup: int = 2
-    checkpointing: str = "auto"  # auto (from checkpoint_from bases) | on | off
+    checkpointing: str = "auto"  # auto (from checkpoint_from bases per batch) | on | off
     checkpoint_from: int = 2**16
     device: str = "auto"
 
@@ -97,7 +97,8 @@ def measure(preset: str, seq_len: int, options: BenchOptions) -> BenchResult:
     device = _device(options.device)
     cuda = device.type == "cuda"
     batch = options.batch_size or max(1, options.tokens_per_step // seq_len)
-    checkpointing = (seq_len >= options.checkpoint_from if options.checkpointing == "auto"
+    checkpointing = (batch * seq_len >= options.checkpoint_from
+                     if options.checkpointing == "auto"
                      else options.checkpointing == "on")
     result = BenchResult(preset, seq_len, batch, checkpointing, "bf16-mixed" if cuda else "32")
     model = optimizer = tokens = None
@@ -224,7 +225,8 @@ def _parse(argv: list[str] | None) -> tuple[BenchOptions, Path]:
     parser.add_argument("--steps", type=int, default=5, help="Timed steps.")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed steps first.")
     parser.add_argument("--checkpointing", choices=("auto", "on", "off"), default="auto",
-                        help="Per-block gradient checkpointing (auto: from 2^16 bases).")
+                        help="Per-block gradient checkpointing (auto: from 2^16 bases per "
+                             "batch).")
     parser.add_argument("--device", default="auto", help="auto, cuda, cuda:1 or cpu.")
     parser.add_argument("--json", default="train_bench.json", help="Report file.")
     args = parser.parse_args(argv)

@@ -20,8 +20,8 @@ from mambadna.data.schedule import SeqLenSchedule
 
 
 class SeqLenWarmup(pl.Callback):
-    """Follows ``schedule`` per optimizer step; ``checkpointing(seq_len)`` says whether blocks
-    are recomputed in the backward pass at that length."""
+    """Follows ``schedule`` per optimizer step; ``checkpointing(bases)`` says whether blocks
+    are recomputed in the backward pass for micro-batches of that many bases."""
 
     def __init__(self, schedule: SeqLenSchedule, checkpointing: Callable[[int], bool]) -> None:
         self.schedule = schedule
@@ -36,7 +36,7 @@ class SeqLenWarmup(pl.Callback):
                                f"schedule says ({stage.batch_size}, {stage.seq_len})")
         if stage.index != self._stage:
             self._stage = stage.index
-            pl_module.model.config.gradient_checkpointing = self.checkpointing(stage.seq_len)
+            pl_module.model.config.gradient_checkpointing = self.checkpointing(stage.tokens)
             if self.schedule.n_warmup_stages:
                 rank_zero_info(f"sequence-length stage {stage.index + 1}/"
                                f"{self.schedule.n_warmup_stages + 1} from step "

@@ -71,10 +71,11 @@ class TrainConfig:
     val_every: int = _f(200, "Optimizer steps between validations and checkpoints.")
     val_windows: int = _f(32, "Validation windows (per label when finetuning).")
     gradient_checkpointing: str = _f("auto", "Recompute blocks in the backward pass to save "
-                                             "memory; auto: on from --checkpoint-from bases.",
+                                             "memory; auto: on when a micro-batch holds "
+                                             "--checkpoint-from bases or more.",
                                      choices=CHECKPOINTING)
-    checkpoint_from: int = _f(65536, "Window length from which auto gradient checkpointing "
-                                     "turns on.")
+    checkpoint_from: int = _f(65536, "Bases per device micro-batch (window length x batch) "
+                                     "from which auto gradient checkpointing turns on.")
     precision: str = _f("auto", "auto (bf16-mixed on GPU, 32-true on CPU) or a Lightning "
                                 "precision (32-true, bf16-mixed, 16-mixed).")
     accelerator: str = _f("auto", "auto, cpu, gpu or cuda.")
@@ -122,10 +123,11 @@ class TrainConfig:
         """Every field but the run controls (resume, force), YAML-ready."""
         return {k: v for k, v in asdict(self).items() if k not in RUN_CONTROLS}
 
-    def uses_checkpointing(self, seq_len: int) -> bool:
-        """Whether blocks are recomputed in the backward pass at window length ``seq_len``."""
+    def uses_checkpointing(self, bases: int) -> bool:
+        """Whether blocks are recomputed in the backward pass for micro-batches of ``bases``
+        bases (activation memory grows with window length x batch, not length alone)."""
         if self.gradient_checkpointing == "auto":
-            return seq_len >= self.checkpoint_from
+            return bases >= self.checkpoint_from
         return self.gradient_checkpointing == "on"
 
 

@@ -122,6 +122,14 @@ def _schedule(config: TrainConfig, world: int, train_bases: int) -> tuple[SeqLen
     return schedule, resolved
 
 
+def _trainer_record(trainer: pl.Trainer, config: TrainConfig,
+                    schedule: SeqLenSchedule) -> dict:
+    """How Lightning resolved the hardware settings, for config.yaml."""
+    return {"precision": str(trainer.precision), "strategy": type(trainer.strategy).__name__,
+            "accelerator": type(trainer.accelerator).__name__,
+            "gradient_checkpointing": config.uses_checkpointing(schedule.stages[-1].tokens)}
+
+
 def _write_config(folder: RunFolder, config: TrainConfig, resolved: dict) -> None:
     record = {"package_version": __version__, "launch": launch_id(),
               "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -232,6 +240,7 @@ def pretrain(config: PretrainConfig, *, callbacks: Sequence[pl.Callback] = ()) -
         model_config = ModelConfig.from_preset(config.preset, **config.model)
         trainer = _trainer(config, folder, ("val_loss", "min") if data.val else None, ())
         schedule, resolved = _schedule(config, trainer.world_size, sampler.total_length)
+        resolved.update(_trainer_record(trainer, config, schedule))
         examples = LMExamples(sampler)
         for stage in schedule.stages:
             examples.check(stage.seq_len)
@@ -335,6 +344,7 @@ def finetune(config: FinetuneConfig, *, callbacks: Sequence[pl.Callback] = ()) -
         trainer = _trainer(config, folder, ("val_acc", "max"), ())
         train_bases = sum(s.total_length for s in samplers)
         schedule, resolved = _schedule(config, trainer.world_size, train_bases)
+        resolved.update(_trainer_record(trainer, config, schedule))
         examples = SpeciesExamples(samplers)
         for stage in schedule.stages:
             examples.check(stage.seq_len)

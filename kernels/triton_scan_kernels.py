@@ -188,16 +188,7 @@ def _scan_fwd_kernel(
         Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
     dts = tl.zeros([BD], tl.float32)
 
-    # Two tiles of u / delta / z in flight ahead of use (their loads overlap the compute).
-    LOAD_Z: tl.constexpr = HAS_Z and not SUMMARY
-    a_u, a_d, a_z = _load_tile(u_ptr, delta_ptr, z_ptr, row, t_lo, t_hi, cols, dmask, LOAD_Z)
-    b_u, b_d, b_z = _load_tile(u_ptr, delta_ptr, z_ptr, row, t_lo + T, t_hi, cols, dmask,
-                               LOAD_Z)
     for t0 in range(t_lo, t_hi, T):
-        r_u, r_d, r_z = a_u, a_d, a_z
-        a_u, a_d, a_z = b_u, b_d, b_z
-        b_u, b_d, b_z = _load_tile(u_ptr, delta_ptr, z_ptr, row, t0 + 2 * T, t_hi, cols, dmask,
-                                   LOAD_Z)
         if not SUMMARY:
             if (t0 % CH == 0) & (t0 != t_lo):
                 for n in tl.static_range(N):
@@ -205,8 +196,8 @@ def _scan_fwd_kernel(
         tmask = (t0 + cols) < L
         m2 = dmask[:, None] & tmask
         offs = row[:, None] + t0 + cols
-        dt, _x = _dt_of(r_d, m2, bias, HAS_BIAS, SOFTPLUS)
-        u = r_u.to(tl.float32)
+        dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
+        u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
         dtu = dt * u
         if SUMMARY:
             dts += _sum(dt, axis=1)
@@ -233,7 +224,7 @@ def _scan_fwd_kernel(
             if HAS_D:
                 y += Dv[:, None] * u
             if HAS_Z:
-                zz = r_z.to(tl.float32)
+                zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(tl.float32)
                 y = y * zz * _sigmoid(zz)
             tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=m2)
 

@@ -244,7 +244,7 @@ def pretrain(config: PretrainConfig, *, callbacks: Sequence[pl.Callback] = ()) -
         examples = LMExamples(sampler)
         for stage in schedule.stages:
             examples.check(stage.seq_len)
-        val = _val_windows(config, data.val_source, data.val, schedule) if data.val else None
+        val = _val_windows(config, data.val_source, data.val) if data.val else None
         if leader:
             _write_config(folder, config, {**resolved, "split": data.split,
                                            "model": model_config.to_dict()})
@@ -255,6 +255,7 @@ def pretrain(config: PretrainConfig, *, callbacks: Sequence[pl.Callback] = ()) -
         raise
     trainer.callbacks.extend([*_stages_callbacks(config, schedule, trainer.world_size),
                               *callbacks])
+    torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     module = LanguageModelModule(MambaDNA(model_config), OptimSettings.from_config(config))
     datamodule = WindowDataModule(examples, schedule, seed=config.seed,
                                   accumulate=config.accumulate, val=val,
@@ -265,7 +266,7 @@ def pretrain(config: PretrainConfig, *, callbacks: Sequence[pl.Callback] = ()) -
     return _fit(config, folder, module, datamodule, trainer, None, info)
 
 
-def _val_windows(config: TrainConfig, source: TokenSource, spans, schedule: SeqLenSchedule,
+def _val_windows(config: TrainConfig, source: TokenSource, spans,
                  what: str = "the validation data") -> WindowDataset:
     windows = tile_windows(source, spans, config.seq_len, config.val_windows,
                            config.max_n_fraction)
@@ -286,6 +287,7 @@ def _classifier(config: FinetuneConfig, labels: list[str]) -> MambaDNA:
     head = {"num_labels": len(labels)}
     if config.pooling:
         head["pooling"] = config.pooling
+    torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     if config.preset is not None:
         return MambaDNA(ModelConfig.from_preset(config.preset, **{**config.model, **head}))
     base = load_model(config.from_model)

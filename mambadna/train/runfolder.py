@@ -2,7 +2,7 @@
 
 RUN_DIR/
     config.yaml          the resolved configuration (fields + a ``resolved`` record)
-    store/               token store of the training files (FASTA inputs only)
+    store/, val_store/   token stores of the --genome / --val-genome files (not with --store)
     checkpoints/         Lightning checkpoints: last.ckpt (resume), best-step=N.ckpt
     logs/version_N/      one CSV log per attempt (a resume starts a new attempt)
     metrics.csv          all attempts merged (rows past an attempt's restart point dropped)

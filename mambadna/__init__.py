@@ -30,6 +30,8 @@ _LAZY = {
     "MambaDNA": ("mambadna.model", "MambaDNA"),
     "ModelState": ("mambadna.model", "ModelState"),
     "simulate_species": ("mambadna.simulate", "simulate_species"),
+    "load_manifest": ("mambadna.manifests", "load_manifest"),
+    "fetch_manifest": ("mambadna.fetch", "fetch_manifest"),
     "classify": ("mambadna.pipelines", "classify"),
     "embed": ("mambadna.pipelines", "embed"),
 }

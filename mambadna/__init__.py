@@ -32,6 +32,10 @@ _LAZY = {
     "simulate_species": ("mambadna.simulate", "simulate_species"),
     "load_manifest": ("mambadna.manifests", "load_manifest"),
     "fetch_manifest": ("mambadna.fetch", "fetch_manifest"),
+    "pretrain": ("mambadna.train", "pretrain"),
+    "finetune": ("mambadna.train", "finetune"),
+    "PretrainConfig": ("mambadna.train", "PretrainConfig"),
+    "FinetuneConfig": ("mambadna.train", "FinetuneConfig"),
     "classify": ("mambadna.pipelines", "classify"),
     "embed": ("mambadna.pipelines", "embed"),
 }

@@ -42,6 +42,16 @@ from mambadna.pipelines.windows import windows
 D_MODEL = 16
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded machine OpenMP threads waiting
+    at barriers make them many times slower (BENCHMARKS.md): run these tests on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)

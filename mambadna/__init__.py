@@ -38,6 +38,7 @@ _LAZY = {
     "FinetuneConfig": ("mambadna.train", "FinetuneConfig"),
     "classify": ("mambadna.pipelines", "classify"),
     "embed": ("mambadna.pipelines", "embed"),
+    "read_embeddings": ("mambadna.pipelines", "read_embeddings"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -54,7 +54,7 @@ class MambaDNAError(Exception):
             parts.append(f". Fix: {self.fix}")
         return "".join(parts)
 
-    def with_location(self, **where) -> "MambaDNAError":
+    def with_location(self, **where) -> MambaDNAError:
         """Fill in location fields that are still unknown (readers know more than encoders)."""
         for key, value in where.items():
             if getattr(self, key, None) is None and value is not None:

@@ -91,3 +91,16 @@ def random_dna():
         return letters[rng.integers(0, len(letters), length)].tobytes().decode()
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread. Tiny models gain nothing from threads, and on a loaded
+    machine OpenMP threads waiting at barriers make them many times slower (BENCHMARKS.md).
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,22 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from mambadna.bench import BenchConfig, write_random_fasta
 from mambadna.cli import cli
 from mambadna.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded machine OpenMP threads waiting
-    at barriers make them many times slower (BENCHMARKS.md): run these tests on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_bench_smoke_run_writes_a_report(tmp_path):

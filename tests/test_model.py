@@ -15,15 +15,7 @@ from mambadna.errors import ConfigError, InputError
 from mambadna.model import MambaDNA, ModelConfig, ModelState, lm_loss
 from mambadna.model.mixer import reverse_within_lengths
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a machine with more runnable
-    threads than cores their barriers make each op ~10x slower (BENCHMARKS.md)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small(**overrides) -> MambaDNA:

@@ -42,14 +42,7 @@ from mambadna.pipelines.windows import windows
 D_MODEL = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded machine OpenMP threads waiting
-    at barriers make them many times slower (BENCHMARKS.md): run these tests on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from click.testing import CliRunner
 
 from mambadna.cli import cli
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and parallel test runs do not oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,7 @@ from mambadna.errors import ConfigError, InputFileError
 from mambadna.model import MambaDNA, ModelConfig, load_model
 from mambadna.train import FinetuneConfig, finetune
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and parallel test runs do not oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SPECIES = {"low_gc": 0.25, "mid_gc": 0.5, "high_gc": 0.75}
 

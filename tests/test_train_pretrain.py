@@ -9,20 +9,12 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from mambadna.alphabet import encode
 from mambadna.errors import ConfigError, InputFileError, OutputExistsError
 from mambadna.train import PretrainConfig, pretrain
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and parallel test runs do not oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

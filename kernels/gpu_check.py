@@ -33,6 +33,17 @@ VARIANTS = {
     "ch128": dict(chunk=128),
     "ch512": dict(chunk=512),
     "noseg": dict(segments=1),
+    "ns1": dict(stages=1),
+    "ns2": dict(stages=2),
+    "ns4": dict(stages=4),
+    "t8": dict(tile=8),
+    "t8ns2": dict(tile=8, stages=2),
+    "t8fw2": dict(tile=8, fwd_warps=2),
+    "t8bw2": dict(tile=8, bwd_warps=2),
+    "t4ns1": dict(tile=4, stages=1),
+    "fw2ns1": dict(fwd_warps=2, stages=1),
+    "fpps32": dict(programs_per_sm=32),
+    "bpps24": dict(bwd_programs_per_sm=24),
 }
 
 

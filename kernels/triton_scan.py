@@ -33,7 +33,7 @@ _log = logging.getLogger(__name__)
 class ScanConfig:
     """Tiling choices of the Triton selective scan (defaults tuned on an H200, see README)."""
 
-    fwd_warps: int = 1  # warps per forward program
+    fwd_warps: int = 2  # warps per forward program
     bwd_warps: int = 1  # warps per backward program
     fwd_channels_per_thread: int = 1  # a program owns 32 * warps * this many channels
     bwd_channels_per_thread: int = 1
@@ -42,6 +42,8 @@ class ScanConfig:
     programs_per_sm: int = 16  # L-split until (segments x channel tiles) >= this x SMs
     bwd_programs_per_sm: int = 16  # size of the persistent backward grid
     segments: int | None = None  # force the number of segments (tests); None: by the rule above
+    stages: int = 2  # software-pipelining depth of the forward and adjoint-summary tile loops
+    tile: int = 8  # positions per thread tile (4 or 8): u / delta / z rows loaded at once
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -54,6 +56,10 @@ class ScanConfig:
         for name in ("fwd_channels_per_thread", "bwd_channels_per_thread"):
             if getattr(self, name) not in (1, 2, 4):
                 raise ValueError(f"ScanConfig.{name} must be 1, 2 or 4")
+        if self.stages < 1:
+            raise ValueError(f"ScanConfig.stages must be >= 1, got {self.stages}")
+        if self.tile not in (4, 8):
+            raise ValueError(f"ScanConfig.tile must be 4 or 8, got {self.tile}")
 
 
 _config = ScanConfig()
@@ -128,7 +134,7 @@ class _Geometry:
 def _geometry(u, B, delta, z, n_state, block_d, cfg: ScanConfig) -> _Geometry:
     batch, dim, length = u.shape
     groups = 1 if B.dim() == 3 else B.shape[1]
-    tile = 4  # positions per thread tile: one 16-byte fp32 B / C row, 8 bytes of bf16 u
+    tile = cfg.tile  # positions per thread tile: 4 -> 8 bytes of bf16 u per load, 8 -> 16
     n_dtiles = -(-(dim // groups) // block_d)
     n_bt = batch * groups * n_dtiles
     target = cfg.programs_per_sm * _num_sms(u.device)
@@ -181,11 +187,11 @@ def _common_args(geo: _Geometry, sB) -> tuple:
 
 def _chain(S, dtsum, A2, geo: _Geometry, n_slots: int, slot_stride: int, reverse: bool) -> None:
     lanes = geo.dim * geo.n_state
-    blk = 128 if lanes <= 4096 else 512
+    blk = 128  # 16 values per thread and tensor at 4 warps: no spills (512 spilled 48)
     grid = (geo.batch, triton_cdiv(lanes, blk))
     compiled_kernels["chain"] = K._chain_kernel[grid](
         S, dtsum, A2, geo.dim, geo.n_seg, n_slots, slot_stride,
-        N=geo.n_state, REVERSE=reverse, CB=16, BLK=blk, num_warps=blk // 128)
+        N=geo.n_state, REVERSE=reverse, CB=16, BLK=blk, num_warps=4)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -213,6 +219,7 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
                  HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
                  ALIGNED=geo.aligned, num_warps=cfg.fwd_warps)
+    pf = dict(NS=cfg.stages)
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
     dtsum = X
@@ -220,11 +227,11 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
         compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
             *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=True, WRITE_FINAL=False,
-            **flags)
+            **flags, **pf)
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
     compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
         *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=False, WRITE_FINAL=True,
-        **flags)
+        **flags, **pf)
     return out, final, X, geo, B, C
 
 
@@ -262,16 +269,19 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
         compiled_kernels["backward summary"] = K._scan_bwd_summary_kernel[
             ((geo.n_seg - 1) * bgeo.n_bt,)](
-            dout, z_, delta, A2, C, bias_, Q, dtsum, *_common_args(bgeo, sB), **flags)
+            dout, z_, delta, A2, C, bias_, Q, dtsum, *_common_args(bgeo, sB), NS=cfg.stages,
+            **flags)
         _chain(Q, dtsum, A2, geo, geo.n_seg, 1, reverse=True)
     n_items = geo.n_seg * bgeo.n_bt
     nprog = max(1, min(n_items, cfg.bwd_programs_per_sm * _num_sms(dev)))
-    slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (see the kernel)
-    scratch = torch.empty(nprog * slots * n_state * bgeo.block_d, **f32)
+    # per program: tile-start states, q, dA and A2 per state, then the tile's dB / dC rows
+    per_program = (geo.chunk // geo.tile + 4) * n_state * bgeo.block_d + 2 * n_state * geo.tile
+    scratch = torch.empty(nprog * per_program, **f32)
     compiled_kernels["backward"] = K._scan_bwd_kernel[(nprog,)](
         u, delta, z_, dout, A2, B, C, D if D is not None else A2, bias_, X, Q, scratch,
         du, ddelta, dz if dz is not None else du, dA, dBC, dD, dbias, dinit,
-        *_common_args(bgeo, sB), B.numel(), HAS_D=D is not None, **flags)
+        *_common_args(bgeo, sB), B.numel(), HAS_D=D is not None,
+        **flags)
     return (du, ddelta, dA, dBC[0], dBC[1],
             dD if D is not None else None,
             dz, dbias if bias is not None else None, dinit)

@@ -29,6 +29,7 @@ import triton.language as tl
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 _LN2 = tl.constexpr(LN2)  # kernels may read module globals only as constexpr
+LOG2E_ = tl.constexpr(LOG2E)
 
 # Under TRITON_INTERPRET=1 every call of a jit helper re-patches triton.language (about half a
 # millisecond, thousands of calls per kernel), so the helpers stay plain Python functions there;
@@ -63,19 +64,50 @@ def _put(x, cols, j: tl.constexpr, v):
     return tl.where(cols == j, v[:, None], x)
 
 
+if _INTERPRET:
+
+    def _lg2(x):
+        return tl.log2(x)
+
+    def _rcp(x):
+        return 1.0 / x
+
+else:
+    # The special-function unit's approximations (one MUFU instruction each). Triton's log and
+    # division are the accurate libdevice / IEEE versions: ~20 instructions for a log, ~10 for a
+    # division, per element and pass, more than the state loop's overhead (kernels/README.md).
+
+    @triton.jit
+    def _lg2(x):
+        """log2(x), absolute error <= 2^-22 on [0.5, 2] (PTX lg2.approx)."""
+        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+
+    @triton.jit
+    def _rcp(x):
+        """1 / x to ~1 ulp (PTX rcp.approx); 1 / inf = 0."""
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+
+
 @_device
 def _softplus(x):
-    """log(1 + exp(x)) as torch computes it (threshold 20), with an accurate log1p."""
-    e = tl.exp(-tl.abs(x))
-    w = 1.0 + e
-    # log1p(e) = log(w) * e / (w - 1): exact rounding of w cancels (Goldberg's trick).
-    lp = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+    """log(1 + exp(x)) as torch computes it (threshold 20), relative error < 1e-5.
+
+    softplus(x) = max(x, 0) + log1p(e) with e = exp(-|x|) in (0, 1]. log1p(e) is log2(1 + e)
+    ln 2 where that is well conditioned (e >= 1/64: the result is >= 0.015 and lg2's absolute
+    error 2^-22 is < 1e-5 of it) and its series e - e^2/2 + e^3/3 - e^4/4 below (truncation
+    < e^4/5 < 1e-8 of the result).
+    """
+    e = tl.exp2(tl.abs(x) * -LOG2E_)
+    series = e * (1.0 - e * (0.5 - e * (0.3333333333333333 - e * 0.25)))
+    lp = tl.where(e < 0.015625, series, _lg2(1.0 + e) * _LN2)
     return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + lp)
 
 
 @_device
 def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+    return _rcp(1.0 + tl.exp2(x * -LOG2E_))
 
 
 @_device
@@ -149,6 +181,7 @@ def _scan_fwd_kernel(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     SUMMARY: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, WRITE_FINAL: tl.constexpr, ALIGNED: tl.constexpr,
+    NS: tl.constexpr = 1,
 ):
     """One (segment, channel tile) of the forward scan.
 
@@ -188,7 +221,9 @@ def _scan_fwd_kernel(
         Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
     dts = tl.zeros([BD], tl.float32)
 
-    for t0 in range(t_lo, t_hi, T):
+    # Software-pipelined by Triton (NS > 1): the tile loads are asynchronous copies into
+    # shared memory issued NS - 1 tiles ahead.
+    for t0 in tl.range(t_lo, t_hi, T, num_stages=NS):
         if not SUMMARY:
             if (t0 % CH == 0) & (t0 != t_lo):
                 for n in tl.static_range(N):
@@ -300,6 +335,7 @@ def _scan_bwd_summary_kernel(
     sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ALIGNED: tl.constexpr,
+    NS: tl.constexpr = 1,
 ):
     """Adjoint summary of segment s = 1 + pid // n_bt, scanned right to left from zero.
 
@@ -326,13 +362,11 @@ def _scan_bwd_summary_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
     dts = tl.zeros([BD], tl.float32)
-    # The next tile (to the left) loads while this one computes: dout, delta, z.
-    t_last = t_lo + (n_tiles - 1) * T
-    p_o, p_d, p_z = _load_tile(dout_ptr, delta_ptr, z_ptr, row, t_last, t_hi, cols, dmask, HAS_Z)
-    for i in range(n_tiles):
+    # Software-pipelined by Triton (NS > 1): the tile loads are asynchronous copies into
+    # shared memory issued NS - 1 tiles ahead, so each tile's operands are on chip when used.
+    for i in tl.range(0, n_tiles, num_stages=NS):
         t0 = t_lo + (n_tiles - 1 - i) * T
-        r_o, r_d, r_z = p_o, p_d, p_z
-        p_o, p_d, p_z = _load_tile(dout_ptr, delta_ptr, z_ptr, row, t0 - T, t0, cols, dmask,
+        r_o, r_d, r_z = _load_tile(dout_ptr, delta_ptr, z_ptr, row, t0, t_hi, cols, dmask,
                                    HAS_Z)
         tmask = (t0 + cols) < L
         m2 = dmask[:, None] & tmask
@@ -382,7 +416,10 @@ def _scan_bwd_kernel(
 
     Unlike the forward, the states are a run-time loop: the per-state carries (q, dA) live in
     the program's scratch (cache-resident), which keeps registers and compile time small.
-    Scratch per program, [BD] fp32 slots: CH/T + 1 tile-start states per state, then q, dA.
+    Scratch per program: [BD] fp32 slots, CH/T + 1 tile-start states per state, then q, dA and
+    A2 per state (so that each is one coalesced access); then the tile's dB and dC rows
+    (2 N T values), which go out as coalesced atomic adds of the tile's contiguous dB and dC
+    blocks (per state and row they were 2 T single-lane atomics).
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -390,9 +427,12 @@ def _scan_bwd_kernel(
         L = tl.multiple_of(L, T)
     cols = tl.arange(0, T)[None, :]
     n_slots: tl.constexpr = CH // T + 1
-    scr = scratch_ptr + pid.to(tl.int64) * ((n_slots + 2) * N * BD) + tl.arange(0, BD)
+    scr_base = scratch_ptr + pid.to(tl.int64) * ((n_slots + 3) * N * BD + 2 * N * T)
+    scr = scr_base + tl.arange(0, BD)
     scr_q = scr + n_slots * N * BD
     scr_dA = scr_q + N * BD
+    scr_a2 = scr_dA + N * BD
+    scr_bc = scr_base + (n_slots + 3) * N * BD
     dimN = dim.to(tl.int64) * N
     for w in range(pid, n_seg * n_bt, nprog):
         seg = w // n_bt
@@ -404,6 +444,7 @@ def _scan_bwd_kernel(
         for n in range(N):
             tl.store(scr_q + n * BD, tl.load(Q_ptr + q_row + n, mask=dmask, other=0.0))
             tl.store(scr_dA + n * BD, tl.zeros([BD], tl.float32))
+            tl.store(scr_a2 + n * BD, tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0))
         bias = tl.zeros([BD], tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
@@ -431,13 +472,13 @@ def _scan_bwd_kernel(
                 dtu = dt * tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
                 # The next state's operands load while this state computes.
                 p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
-                p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
+                p_a2 = tl.load(scr_a2)
                 p_h = tl.load(scr + (i * N) * BD)
                 for n in range(N):
                     brow, a2, hn = p_b, p_a2, p_h
                     n1 = (n + 1) % N
                     p_b = tl.load(B_ptr + bc_off + t0 * N + n1 * T + cols)
-                    p_a2 = tl.load(A2_ptr + d * N + n1, mask=dmask, other=0.0)
+                    p_a2 = tl.load(scr_a2 + n1 * BD)
                     p_h = tl.load(scr + (i * N + n1) * BD)
                     a = tl.exp2(dt * a2[:, None])
                     bx = dtu * brow
@@ -461,7 +502,7 @@ def _scan_bwd_kernel(
                 # The next state's operands load while this state computes.
                 p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
                 p_c = tl.load(C_ptr + bc_off + t0 * N + cols)
-                p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
+                p_a2 = tl.load(scr_a2)
                 p_h = tl.load(scr + (i * N) * BD)
                 p_q = tl.load(scr_q)
                 p_dA = tl.load(scr_dA)
@@ -470,7 +511,7 @@ def _scan_bwd_kernel(
                     n1 = (n + 1) % N
                     p_b = tl.load(B_ptr + bc_off + t0 * N + n1 * T + cols)
                     p_c = tl.load(C_ptr + bc_off + t0 * N + n1 * T + cols)
-                    p_a2 = tl.load(A2_ptr + d * N + n1, mask=dmask, other=0.0)
+                    p_a2 = tl.load(scr_a2 + n1 * BD)
                     p_h = tl.load(scr + (i * N + n1) * BD)
                     p_q = tl.load(scr_q + n1 * BD)
                     p_dA = tl.load(scr_dA + n1 * BD)
@@ -497,11 +538,8 @@ def _scan_bwd_kernel(
                     tl.store(scr_dA + n * BD, dA_n + _sum(rh * dt, axis=1))
                     ddt += rh * (a2 * _LN2)[:, None]
                     gsum += gs * brow
-                    db_row = _sum(gs * dtu, axis=0)[None, :]
-                    dc_row = _sum(hs * dy, axis=0)[None, :]
-                    red = dBC_ptr + bc_off + t0 * N + n * T + cols
-                    tl.atomic_add(red, db_row, sem="relaxed")
-                    tl.atomic_add(red + sBC, dc_row, sem="relaxed")
+                    tl.store(scr_bc + n * T + cols, _sum(gs * dtu, axis=0)[None, :])
+                    tl.store(scr_bc + (N + n) * T + cols, _sum(hs * dy, axis=0)[None, :])
                 du = dt * gsum
                 ddt += u * gsum
                 if HAS_D:
@@ -521,6 +559,16 @@ def _scan_bwd_kernel(
                     dy, dout, zz, sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
                     dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
                     tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=m2)
+                tl.debug_barrier()  # the rows, written by some lanes, are read by all
+                for k0 in range(0, N * T, BD):  # the tile's block: N rows of T, contiguous
+                    nt = k0 + tl.arange(0, BD)
+                    ntm = nt < N * T
+                    blk = dBC_ptr + bc_off + t0 * N + nt
+                    tl.atomic_add(blk, tl.load(scr_bc + nt, mask=ntm, other=0.0), mask=ntm,
+                                  sem="relaxed")
+                    tl.atomic_add(blk + sBC, tl.load(scr_bc + N * T + nt, mask=ntm, other=0.0),
+                                  mask=ntm, sem="relaxed")
+                tl.debug_barrier()  # read before the next tile overwrites them
         for n in range(N):
             tl.atomic_add(dA_ptr + d * N + n, tl.load(scr_dA + n * BD), mask=dmask,
                           sem="relaxed")

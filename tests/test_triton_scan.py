@@ -38,6 +38,11 @@ CASES = [
          z=False),
     dict(id="bf16-N16-chunk-equals-tile", batch=1, dim=2, L=29, N=16, dtype="bfloat16",
          segments=4, chunk=8, bias=False),
+    # 8-position tiles, software pipelining; two-warp programs
+    dict(id="fp32-tile-8-pipelined", batch=1, dim=40, L=21, N=4, segments=2, chunk=8,
+         final_grad=True, config=dict(tile=8, stages=2)),
+    dict(id="fp32-two-warps", batch=1, dim=70, L=22, N=4, segments=2, chunk=8,
+         config=dict(fwd_warps=2, bwd_warps=2)),
 ]
 
 # Relative errors (norm of the difference over norm of the fp64 reference) allowed.
@@ -134,8 +139,9 @@ def _worker() -> None:
 
     triton_scan.set_poison_outputs(True)
     for case in CASES:
-        triton_scan.set_config(chunk=case["chunk"], min_chunk=case["chunk"],
-                               segments=case["segments"])
+        triton_scan.set_config(triton_scan.ScanConfig(
+            chunk=case["chunk"], min_chunk=case["chunk"], segments=case["segments"],
+            **case.get("config", {})))
         try:
             result = run_case(case, "cpu")
         except Exception as exc:  # reported per case by the parent test

@@ -28,6 +28,13 @@ GPU_CASES = [
          D=False, z=False, bias=False, softplus=False, init=False),
     dict(id="bf16-4096-one-segment", batch=1, dim=64, L=4096, N=16, dtype="bfloat16",
          segments=1, chunk=256),
+    dict(id="bf16-4099-tile-8-pipelined", batch=2, dim=96, L=4099, N=16,
+         dtype="bfloat16", segments=None, chunk=256, final_grad=True,
+         config=dict(tile=8, stages=3)),
+    dict(id="bf16-4096-tile-8-aligned", batch=1, dim=64, L=4096, N=16, dtype="bfloat16",
+         segments=3, chunk=256, config=dict(tile=8)),
+    dict(id="fp32-3000-four-warps", batch=1, dim=200, L=3000, N=16, segments=3, chunk=128,
+         config=dict(fwd_warps=4, bwd_warps=4)),
 ]
 
 
@@ -45,7 +52,8 @@ def configured():
 @pytest.mark.parametrize("case", GPU_CASES, ids=[c["id"] for c in GPU_CASES])
 def test_compiled_kernels_match_definition(case, configured):
     configured.set_config(configured.ScanConfig(
-        chunk=case["chunk"], min_chunk=min(64, case["chunk"]), segments=case["segments"]))
+        chunk=case["chunk"], min_chunk=min(64, case["chunk"]), segments=case["segments"],
+        **case.get("config", {})))
     check(case, run_case(case, "cuda"))
 
 

@@ -274,9 +274,8 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
         _chain(Q, dtsum, A2, geo, geo.n_seg, 1, reverse=True)
     n_items = geo.n_seg * bgeo.n_bt
     nprog = max(1, min(n_items, cfg.bwd_programs_per_sm * _num_sms(dev)))
-    # per program: tile-start states, q, dA and A2 per state, then the tile's dB / dC rows
-    per_program = (geo.chunk // geo.tile + 4) * n_state * bgeo.block_d + 2 * n_state * geo.tile
-    scratch = torch.empty(nprog * per_program, **f32)
+    slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (see the kernel)
+    scratch = torch.empty(nprog * slots * n_state * bgeo.block_d, **f32)
     compiled_kernels["backward"] = K._scan_bwd_kernel[(nprog,)](
         u, delta, z_, dout, A2, B, C, D if D is not None else A2, bias_, X, Q, scratch,
         du, ddelta, dz if dz is not None else du, dA, dBC, dD, dbias, dinit,

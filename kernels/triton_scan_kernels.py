@@ -416,10 +416,7 @@ def _scan_bwd_kernel(
 
     Unlike the forward, the states are a run-time loop: the per-state carries (q, dA) live in
     the program's scratch (cache-resident), which keeps registers and compile time small.
-    Scratch per program: [BD] fp32 slots, CH/T + 1 tile-start states per state, then q, dA and
-    A2 per state (so that each is one coalesced access); then the tile's dB and dC rows
-    (2 N T values), which go out as coalesced atomic adds of the tile's contiguous dB and dC
-    blocks (per state and row they were 2 T single-lane atomics).
+    Scratch per program, [BD] fp32 slots: CH/T + 1 tile-start states per state, then q, dA.
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -427,12 +424,9 @@ def _scan_bwd_kernel(
         L = tl.multiple_of(L, T)
     cols = tl.arange(0, T)[None, :]
     n_slots: tl.constexpr = CH // T + 1
-    scr_base = scratch_ptr + pid.to(tl.int64) * ((n_slots + 3) * N * BD + 2 * N * T)
-    scr = scr_base + tl.arange(0, BD)
+    scr = scratch_ptr + pid.to(tl.int64) * ((n_slots + 2) * N * BD) + tl.arange(0, BD)
     scr_q = scr + n_slots * N * BD
     scr_dA = scr_q + N * BD
-    scr_a2 = scr_dA + N * BD
-    scr_bc = scr_base + (n_slots + 3) * N * BD
     dimN = dim.to(tl.int64) * N
     for w in range(pid, n_seg * n_bt, nprog):
         seg = w // n_bt
@@ -444,7 +438,6 @@ def _scan_bwd_kernel(
         for n in range(N):
             tl.store(scr_q + n * BD, tl.load(Q_ptr + q_row + n, mask=dmask, other=0.0))
             tl.store(scr_dA + n * BD, tl.zeros([BD], tl.float32))
-            tl.store(scr_a2 + n * BD, tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0))
         bias = tl.zeros([BD], tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
@@ -472,13 +465,13 @@ def _scan_bwd_kernel(
                 dtu = dt * tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
                 # The next state's operands load while this state computes.
                 p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
-                p_a2 = tl.load(scr_a2)
+                p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
                 p_h = tl.load(scr + (i * N) * BD)
                 for n in range(N):
                     brow, a2, hn = p_b, p_a2, p_h
                     n1 = (n + 1) % N
                     p_b = tl.load(B_ptr + bc_off + t0 * N + n1 * T + cols)
-                    p_a2 = tl.load(scr_a2 + n1 * BD)
+                    p_a2 = tl.load(A2_ptr + d * N + n1, mask=dmask, other=0.0)
                     p_h = tl.load(scr + (i * N + n1) * BD)
                     a = tl.exp2(dt * a2[:, None])
                     bx = dtu * brow
@@ -502,7 +495,7 @@ def _scan_bwd_kernel(
                 # The next state's operands load while this state computes.
                 p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
                 p_c = tl.load(C_ptr + bc_off + t0 * N + cols)
-                p_a2 = tl.load(scr_a2)
+                p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
                 p_h = tl.load(scr + (i * N) * BD)
                 p_q = tl.load(scr_q)
                 p_dA = tl.load(scr_dA)
@@ -511,7 +504,7 @@ def _scan_bwd_kernel(
                     n1 = (n + 1) % N
                     p_b = tl.load(B_ptr + bc_off + t0 * N + n1 * T + cols)
                     p_c = tl.load(C_ptr + bc_off + t0 * N + n1 * T + cols)
-                    p_a2 = tl.load(scr_a2 + n1 * BD)
+                    p_a2 = tl.load(A2_ptr + d * N + n1, mask=dmask, other=0.0)
                     p_h = tl.load(scr + (i * N + n1) * BD)
                     p_q = tl.load(scr_q + n1 * BD)
                     p_dA = tl.load(scr_dA + n1 * BD)
@@ -538,8 +531,11 @@ def _scan_bwd_kernel(
                     tl.store(scr_dA + n * BD, dA_n + _sum(rh * dt, axis=1))
                     ddt += rh * (a2 * _LN2)[:, None]
                     gsum += gs * brow
-                    tl.store(scr_bc + n * T + cols, _sum(gs * dtu, axis=0)[None, :])
-                    tl.store(scr_bc + (N + n) * T + cols, _sum(hs * dy, axis=0)[None, :])
+                    db_row = _sum(gs * dtu, axis=0)[None, :]
+                    dc_row = _sum(hs * dy, axis=0)[None, :]
+                    red = dBC_ptr + bc_off + t0 * N + n * T + cols
+                    tl.atomic_add(red, db_row, sem="relaxed")
+                    tl.atomic_add(red + sBC, dc_row, sem="relaxed")
                 du = dt * gsum
                 ddt += u * gsum
                 if HAS_D:
@@ -559,16 +555,6 @@ def _scan_bwd_kernel(
                     dy, dout, zz, sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
                     dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
                     tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=m2)
-                tl.debug_barrier()  # the rows, written by some lanes, are read by all
-                for k0 in range(0, N * T, BD):  # the tile's block: N rows of T, contiguous
-                    nt = k0 + tl.arange(0, BD)
-                    ntm = nt < N * T
-                    blk = dBC_ptr + bc_off + t0 * N + nt
-                    tl.atomic_add(blk, tl.load(scr_bc + nt, mask=ntm, other=0.0), mask=ntm,
-                                  sem="relaxed")
-                    tl.atomic_add(blk + sBC, tl.load(scr_bc + N * T + nt, mask=ntm, other=0.0),
-                                  mask=ntm, sem="relaxed")
-                tl.debug_barrier()  # read before the next tile overwrites them
         for n in range(N):
             tl.atomic_add(dA_ptr + d * N + n, tl.load(scr_dA + n * BD), mask=dmask,
                           sem="relaxed")

@@ -41,6 +41,8 @@ VARIANTS = {
     "t8fw2": dict(tile=8, fwd_warps=2),
     "t8bw2": dict(tile=8, bwd_warps=2),
     "t4ns1": dict(tile=4, stages=1),
+    "bns2": dict(bwd_stages=2),
+    "bns3": dict(bwd_stages=3),
     "fw2ns1": dict(fwd_warps=2, stages=1),
     "fpps32": dict(programs_per_sm=32),
     "bpps24": dict(bwd_programs_per_sm=24),

@@ -44,6 +44,7 @@ class ScanConfig:
     segments: int | None = None  # force the number of segments (tests); None: by the rule above
     stages: int = 2  # software-pipelining depth of the forward and adjoint-summary tile loops
     tile: int = 8  # positions per thread tile (4 or 8): u / delta / z rows loaded at once
+    bwd_stages: int = 1  # > 1: Triton pipelines the backward's state loop (not yet timed)
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -56,8 +57,9 @@ class ScanConfig:
         for name in ("fwd_channels_per_thread", "bwd_channels_per_thread"):
             if getattr(self, name) not in (1, 2, 4):
                 raise ValueError(f"ScanConfig.{name} must be 1, 2 or 4")
-        if self.stages < 1:
-            raise ValueError(f"ScanConfig.stages must be >= 1, got {self.stages}")
+        for name in ("stages", "bwd_stages"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ScanConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.tile not in (4, 8):
             raise ValueError(f"ScanConfig.tile must be 4 or 8, got {self.tile}")
 
@@ -279,8 +281,7 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     compiled_kernels["backward"] = K._scan_bwd_kernel[(nprog,)](
         u, delta, z_, dout, A2, B, C, D if D is not None else A2, bias_, X, Q, scratch,
         du, ddelta, dz if dz is not None else du, dA, dBC, dD, dbias, dinit,
-        *_common_args(bgeo, sB), B.numel(), HAS_D=D is not None,
-        **flags)
+        *_common_args(bgeo, sB), B.numel(), HAS_D=D is not None, BNS=cfg.bwd_stages, **flags)
     return (du, ddelta, dA, dBC[0], dBC[1],
             dD if D is not None else None,
             dz, dbias if bias is not None else None, dinit)

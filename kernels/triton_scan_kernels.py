@@ -393,6 +393,40 @@ def _scan_bwd_summary_kernel(
     tl.store(dtsum_ptr + (b.to(tl.int64) * n_seg + seg) * dim + d, dts, mask=dmask)
 
 
+@_device
+def _adjoint_state(n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
+                   scr_q, scr_dA, red, sBC, cols, BD: tl.constexpr, T: tl.constexpr):
+    """State n of one backward tile: recompute its states h from the tile's start state h0,
+    walk the adjoint right to left from q, store the new q and dA carries, add the tile's dB
+    / dC rows (summed over the channel tile), and return y, d(dt) and sum_n g B updated."""
+    a = tl.exp2(dt * a2[:, None])
+    bx = dtu * brow
+    hn = h0
+    hs = tl.zeros([BD, T], tl.float32)
+    for j in tl.static_range(T):
+        hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+        hs = _put(hs, cols, j, hn)
+    y += hs * crow
+    cy = dy * crow
+    gs = tl.zeros([BD, T], tl.float32)
+    rh = tl.zeros([BD, T], tl.float32)  # a_t * g_t * h_{t-1}
+    for j in tl.static_range(T - 1, -1, -1):
+        gj = qn + _col(cy, cols, j)
+        qn = _col(a, cols, j) * gj
+        gs = _put(gs, cols, j, gj)
+        if j == 0:
+            rh = _put(rh, cols, j, qn * h0)
+        else:
+            rh = _put(rh, cols, j, qn * _col(hs, cols, j - 1))
+    tl.store(scr_q + n * BD, qn)
+    tl.store(scr_dA + n * BD, dA_n + _sum(rh * dt, axis=1))
+    ddt += rh * (a2 * _LN2)[:, None]
+    gsum += gs * brow
+    tl.atomic_add(red + n * T, _sum(gs * dtu, axis=0)[None, :], sem="relaxed")
+    tl.atomic_add(red + n * T + sBC, _sum(hs * dy, axis=0)[None, :], sem="relaxed")
+    return y, ddt, gsum
+
+
 @triton.jit
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, z_ptr, dout_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
@@ -402,7 +436,7 @@ def _scan_bwd_kernel(
     sB_b, sB_g, sBC,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    ALIGNED: tl.constexpr,
+    ALIGNED: tl.constexpr, BNS: tl.constexpr = 1,
 ):
     """Gradients of every input, by recomputation; a persistent loop over (segment, tile).
 
@@ -492,50 +526,38 @@ def _scan_bwd_kernel(
                 gsum = tl.zeros([BD, T], tl.float32)  # sum_n g * B
                 ddt = tl.zeros([BD, T], tl.float32)  # sum_n a * g * h_prev * A
                 y = tl.zeros([BD, T], tl.float32)
-                # The next state's operands load while this state computes.
-                p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
-                p_c = tl.load(C_ptr + bc_off + t0 * N + cols)
-                p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
-                p_h = tl.load(scr + (i * N) * BD)
-                p_q = tl.load(scr_q)
-                p_dA = tl.load(scr_dA)
-                for n in range(N):
-                    brow, crow, a2, h0, qn, dA_n = p_b, p_c, p_a2, p_h, p_q, p_dA
-                    n1 = (n + 1) % N
-                    p_b = tl.load(B_ptr + bc_off + t0 * N + n1 * T + cols)
-                    p_c = tl.load(C_ptr + bc_off + t0 * N + n1 * T + cols)
-                    p_a2 = tl.load(A2_ptr + d * N + n1, mask=dmask, other=0.0)
-                    p_h = tl.load(scr + (i * N + n1) * BD)
-                    p_q = tl.load(scr_q + n1 * BD)
-                    p_dA = tl.load(scr_dA + n1 * BD)
-                    a = tl.exp2(dt * a2[:, None])
-                    bx = dtu * brow
-                    hn = h0
-                    hs = tl.zeros([BD, T], tl.float32)
-                    for j in tl.static_range(T):
-                        hn = _col(a, cols, j) * hn + _col(bx, cols, j)
-                        hs = _put(hs, cols, j, hn)
-                    y += hs * crow
-                    cy = dy * crow
-                    gs = tl.zeros([BD, T], tl.float32)
-                    rh = tl.zeros([BD, T], tl.float32)  # a_t * g_t * h_{t-1}
-                    for j in tl.static_range(T - 1, -1, -1):
-                        gj = qn + _col(cy, cols, j)
-                        qn = _col(a, cols, j) * gj
-                        gs = _put(gs, cols, j, gj)
-                        if j == 0:
-                            rh = _put(rh, cols, j, qn * h0)
-                        else:
-                            rh = _put(rh, cols, j, qn * _col(hs, cols, j - 1))
-                    tl.store(scr_q + n * BD, qn)
-                    tl.store(scr_dA + n * BD, dA_n + _sum(rh * dt, axis=1))
-                    ddt += rh * (a2 * _LN2)[:, None]
-                    gsum += gs * brow
-                    db_row = _sum(gs * dtu, axis=0)[None, :]
-                    dc_row = _sum(hs * dy, axis=0)[None, :]
-                    red = dBC_ptr + bc_off + t0 * N + n * T + cols
-                    tl.atomic_add(red, db_row, sem="relaxed")
-                    tl.atomic_add(red + sBC, dc_row, sem="relaxed")
+                red = dBC_ptr + bc_off + t0 * N + cols  # + n * T: state n's dB row
+                if BNS > 1:
+                    # Triton pipelines the run-time state loop: each state's operands are
+                    # copied into shared memory BNS - 1 states ahead.
+                    for n in tl.range(0, N, num_stages=BNS):
+                        y, ddt, gsum = _adjoint_state(
+                            n, dt, dtu, dy, y, ddt, gsum,
+                            tl.load(B_ptr + bc_off + t0 * N + n * T + cols),
+                            tl.load(C_ptr + bc_off + t0 * N + n * T + cols),
+                            tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0),
+                            tl.load(scr + (i * N + n) * BD), tl.load(scr_q + n * BD),
+                            tl.load(scr_dA + n * BD), scr_q, scr_dA, red, sBC, cols, BD, T)
+                else:
+                    # The next state's operands load while this state computes.
+                    p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
+                    p_c = tl.load(C_ptr + bc_off + t0 * N + cols)
+                    p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
+                    p_h = tl.load(scr + (i * N) * BD)
+                    p_q = tl.load(scr_q)
+                    p_dA = tl.load(scr_dA)
+                    for n in range(N):
+                        brow, crow, a2, h0, qn, dA_n = p_b, p_c, p_a2, p_h, p_q, p_dA
+                        n1 = (n + 1) % N
+                        p_b = tl.load(B_ptr + bc_off + t0 * N + n1 * T + cols)
+                        p_c = tl.load(C_ptr + bc_off + t0 * N + n1 * T + cols)
+                        p_a2 = tl.load(A2_ptr + d * N + n1, mask=dmask, other=0.0)
+                        p_h = tl.load(scr + (i * N + n1) * BD)
+                        p_q = tl.load(scr_q + n1 * BD)
+                        p_dA = tl.load(scr_dA + n1 * BD)
+                        y, ddt, gsum = _adjoint_state(
+                            n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
+                            scr_q, scr_dA, red, sBC, cols, BD, T)
                 du = dt * gsum
                 ddt += u * gsum
                 if HAS_D:

@@ -41,8 +41,8 @@ CASES = [
     # 8-position tiles, software pipelining; two-warp programs
     dict(id="fp32-tile-8-pipelined", batch=1, dim=40, L=21, N=4, segments=2, chunk=8,
          final_grad=True, config=dict(tile=8, stages=2)),
-    dict(id="fp32-two-warps", batch=1, dim=70, L=22, N=4, segments=2, chunk=8,
-         config=dict(fwd_warps=2, bwd_warps=2)),
+    dict(id="fp32-two-warps-pipelined-states", batch=1, dim=70, L=22, N=4, segments=2,
+         chunk=8, final_grad=True, config=dict(fwd_warps=2, bwd_warps=2, bwd_stages=3)),
 ]
 
 # Relative errors (norm of the difference over norm of the fp64 reference) allowed.

@@ -35,6 +35,9 @@ GPU_CASES = [
          segments=3, chunk=256, config=dict(tile=8)),
     dict(id="fp32-3000-four-warps", batch=1, dim=200, L=3000, N=16, segments=3, chunk=128,
          config=dict(fwd_warps=4, bwd_warps=4)),
+    dict(id="bf16-4104-pipelined-state-loop", batch=2, dim=96, L=4104, N=16,
+         dtype="bfloat16", segments=None, chunk=256, final_grad=True,
+         config=dict(bwd_stages=3)),
 ]
 
 

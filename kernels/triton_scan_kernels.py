@@ -142,6 +142,17 @@ def _dt_of(raw, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 
 @_device
+def _load_inputs(u_ptr, delta_ptr, row, t0, L, cols, dmask, bias, HAS_BIAS: tl.constexpr,
+                 SOFTPLUS: tl.constexpr):
+    """The tile at t0 of the program's channel rows: (mask, offsets, dt, u, dt * u), [BD, T]."""
+    m2 = dmask[:, None] & ((t0 + cols) < L)
+    offs = row[:, None] + t0 + cols
+    dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
+    u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+    return m2, offs, dt, u, dt * u
+
+
+@_device
 def _load_tile(u_ptr, delta_ptr, z_ptr, row, t, t_hi, cols, dmask, LOAD_Z: tl.constexpr):
     """Raw u, delta (and z) tiles at positions t..t+T-1 (zeros at and past t_hi)."""
     m = dmask[:, None] & ((t + cols) < t_hi)
@@ -228,12 +239,8 @@ def _scan_fwd_kernel(
             if (t0 % CH == 0) & (t0 != t_lo):
                 for n in tl.static_range(N):
                     tl.store(X_ptr + x_row + (t0 // CH) * dimN + n, h[n], mask=dmask)
-        tmask = (t0 + cols) < L
-        m2 = dmask[:, None] & tmask
-        offs = row[:, None] + t0 + cols
-        dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
-        u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
-        dtu = dt * u
+        m2, offs, dt, u, dtu = _load_inputs(u_ptr, delta_ptr, row, t0, L, cols, dmask, bias,
+                                            HAS_BIAS, SOFTPLUS)
         if SUMMARY:
             dts += _sum(dt, axis=1)
         y = tl.zeros([BD, T], tl.float32)
@@ -492,11 +499,8 @@ def _scan_bwd_kernel(
                                                other=0.0))
             for i in range(n_tiles - 1):
                 t0 = t_lo + i * T
-                tmask = (t0 + cols) < L
-                m2 = dmask[:, None] & tmask
-                offs = row[:, None] + t0 + cols
-                dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
-                dtu = dt * tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+                _m2, _offs, dt, _u, dtu = _load_inputs(u_ptr, delta_ptr, row, t0, L, cols, dmask,
+                                                       bias, HAS_BIAS, SOFTPLUS)
                 # The next state's operands load while this state computes.
                 p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
                 p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
@@ -516,12 +520,8 @@ def _scan_bwd_kernel(
             for ii in range(n_tiles):
                 i = n_tiles - 1 - ii
                 t0 = t_lo + i * T
-                tmask = (t0 + cols) < L
-                m2 = dmask[:, None] & tmask
-                offs = row[:, None] + t0 + cols
-                dt, _x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
-                u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(tl.float32)
-                dtu = dt * u
+                m2, offs, dt, u, dtu = _load_inputs(u_ptr, delta_ptr, row, t0, L, cols, dmask,
+                                                    bias, HAS_BIAS, SOFTPLUS)
                 dy, _dout, _z, _sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
                 gsum = tl.zeros([BD, T], tl.float32)  # sum_n g * B
                 ddt = tl.zeros([BD, T], tl.float32)  # sum_n a * g * h_prev * A

@@ -4,13 +4,14 @@
 
 Tiling (the same in every kernel): a program owns one batch row, a tile of ``BD`` channels and a
 segment of positions. Each thread owns one channel (``BD`` = 32 x warps), all ``N`` of its
-states, and walks the segment in tiles of ``T`` = 4 positions: the tile's u / delta / z rows
-are one vector load per thread, and the tile's B / C rows (fp32, stored tile-major by the
-launcher: (batch, G, L/T, N, T), so a tile's N rows are one contiguous block) are loaded once
-per program and shared by all its channels. Inside a tile the recurrence runs position by
-position in registers (``_col`` picks a column of a register tile; with T in-thread it compiles
-to a register move), so a state update costs one exp2 and two FMAs, and nothing of size
-(batch, dim, L, N) is ever written to memory.
+states, and walks the segment in tiles of ``T`` = 8 (or 4) positions: the tile's u / delta / z
+rows are one vector load per thread (each a different cache line, so wide tiles halve the L1
+traffic that limited the 4-position version), and the tile's B / C rows (fp32, stored
+tile-major by the launcher: (batch, G, L/T, N, T), so a tile's N rows are one contiguous
+block) are loaded once per program and shared by all its channels. Inside a tile the
+recurrence runs position by position in registers (``_col`` picks a column of a register tile;
+with T in-thread it compiles to a register move), so a state update costs one exp2 and two
+FMAs, and nothing of size (batch, dim, L, N) is ever written to memory.
 
 Segments (the L-split): the states at chunk boundaries (every ``CH`` positions) are the only
 thing kept between passes. Forward: ``SUMMARY`` runs scan each segment from a zero state and

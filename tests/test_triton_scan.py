@@ -38,9 +38,9 @@ CASES = [
          z=False),
     dict(id="bf16-N16-chunk-equals-tile", batch=1, dim=2, L=29, N=16, dtype="bfloat16",
          segments=4, chunk=8, bias=False),
-    # 8-position tiles, software pipelining; two-warp programs
-    dict(id="fp32-tile-8-pipelined", batch=1, dim=40, L=21, N=4, segments=2, chunk=8,
-         final_grad=True, config=dict(tile=8, stages=2)),
+    # the 4-position tiles (default 8), software pipelining; two-warp programs
+    dict(id="fp32-tile-4-one-stage", batch=1, dim=40, L=21, N=4, segments=2, chunk=8,
+         final_grad=True, config=dict(tile=4, stages=1, fwd_warps=1)),
     dict(id="fp32-two-warps-pipelined-states", batch=1, dim=70, L=22, N=4, segments=2,
          chunk=8, final_grad=True, config=dict(fwd_warps=2, bwd_warps=2, bwd_stages=3)),
 ]

@@ -365,19 +365,23 @@ def bench(stages, out, **options) -> None:
               help="Window length for training and classification.")
 @click.option("--pretrain-steps", default=100, show_default=True, type=click.IntRange(1),
               help="Optimizer steps of pretraining.")
-@click.option("--finetune-steps", default=200, show_default=True, type=click.IntRange(1),
+@click.option("--finetune-steps", default=1000, show_default=True, type=click.IntRange(1),
               help="Optimizer steps of finetuning.")
+@click.option("--species", default="human,orangutan", show_default=True,
+              help="Comma-separated great apes to classify (human, chimpanzee, bonobo, gorilla, "
+                   "orangutan); the close ones need many more steps.")
 @click.option("--divergence-scale", default=1.0, show_default=True, type=click.FloatRange(0.0),
               help="Multiplies the simulated mutation rate (1 = realistic great apes).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--force", is_flag=True, help="Replace an existing demo folder.")
-def demo(out_dir, genome_length, seq_len, pretrain_steps, finetune_steps, divergence_scale,
-         seed, force) -> None:
+def demo(out_dir, genome_length, seq_len, pretrain_steps, finetune_steps, species,
+         divergence_scale, seed, force) -> None:
     """Simulate great apes, pretrain, finetune, classify and embed on CPU; print a report."""
     from mambadna.demo import DemoConfig, run_demo
 
     config = DemoConfig(out_dir=out_dir, genome_length=genome_length, seq_len=seq_len,
                         pretrain_steps=pretrain_steps, finetune_steps=finetune_steps,
+                        species=tuple(s.strip() for s in species.split(",") if s.strip()),
                         divergence_scale=divergence_scale, seed=seed, force=force)
     report = run_demo(config, log=lambda line: click.echo(line, err=True))
     click.echo(report.text())

@@ -293,6 +293,20 @@ def test_region_queries_on_fasta(tmp_path, write_fasta):
         list(read_records(path, region="chr9:1-5"))
 
 
+def test_region_names_with_colons_follow_samtools(tmp_path, write_fasta):
+    """HLA alleles are named like 'HLA-A*01:01:01:01': the whole string names the sequence
+    when the file has it; '{NAME}:START-END' takes an interval of such a sequence."""
+    path = write_fasta(tmp_path / "hla.fa", [("HLA-A*01:01:01:01", "ACGTACGTAC"),
+                                             ("HLA-A*01:01:01", "TTTTGGGG")], width=4)
+    whole = next(read_records(path, region="HLA-A*01:01:01:01"))
+    assert (whole.name, whole.sequence) == ("HLA-A*01:01:01:01", b"ACGTACGTAC")
+    part = next(read_records(path, region="{HLA-A*01:01:01:01}:3-5"))
+    assert (part.name, part.sequence) == ("{HLA-A*01:01:01:01}:3-5", b"GTA")
+    # not a sequence name: the last ':START' is the interval, as samtools reads it
+    tail = next(read_records(path, region="HLA-A*01:01:01:5"))
+    assert (tail.name, tail.sequence) == ("{HLA-A*01:01:01}:5-", b"GGGG")
+
+
 def test_region_parsing():
     assert Region.parse("chr1") == Region("chr1", 0, None)
     assert Region.parse("chr1:1,001-2,000") == Region("chr1", 1000, 2000)

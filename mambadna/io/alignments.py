@@ -105,6 +105,7 @@ def _fetch(handle, path: Path, fmt: str, regions: list[Region]) -> Iterator:
             fix=f"samtools sort -o sorted.{'cram' if fmt == 'cram' else 'bam'} {path.name} "
                 "&& samtools index sorted.*; or read the whole file without a region")
     for region in regions:
+        region = region.resolve(handle.references)
         if region.name not in handle.references:
             shown = ", ".join(handle.references[:5])
             raise InputError(f"region {region}: no sequence {region.name!r} in the header "

@@ -92,6 +92,7 @@ def read_fasta_regions(path: str | os.PathLike, regions: list[Region]) -> Iterat
     source = os.fspath(path)
     with IndexedFasta(path) as fasta:
         for region in regions:
+            region = region.resolve(fasta.lengths)
             end = region.end
             if end is not None and region.name in fasta.lengths:
                 end = min(end, fasta.lengths[region.name])  # samtools clips at the end too

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mambadna.errors import ConfigError
 
@@ -62,8 +62,10 @@ class ReadFilter:
 
 DEFAULT_FILTER = ReadFilter()
 
-# samtools-style "name", "name:start", "name:start-end" with optional thousands separators.
-_REGION = re.compile(r"^(?P<name>.+?)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]*))?)?$")
+# samtools-style "name", "name:start", "name:start-end" with optional thousands separators,
+# and "{name}:start-end" for names that contain colons (HLA alleles: HLA-A*01:01:01:01).
+_REGION = re.compile(r"^(?:\{(?P<braced>[^}]+)\}|(?P<name>.+?))"
+                     r"(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]*))?)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,9 @@ class Region:
     name: str
     start: int = 0
     end: int | None = None
+    text: str | None = field(default=None, compare=False)
+    """The string it was parsed from, if any: a file whose sequence is named exactly that
+    (colons included) means that whole sequence (``resolve``)."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -94,18 +99,29 @@ class Region:
                                   "inclusive, as samtools does), e.g. chr1:1001-2000")
         start_text, end_text = match["start"], match["end"]
         start = int(start_text.replace(",", "")) if start_text else 1
-        if start < 1:
-            raise ConfigError(f"region {text!r}: positions are 1-based, start must be >= 1")
         end = int(end_text.replace(",", "")) if end_text else None
         if start_text and end_text is None:
             end = None  # "chr1:1001" means from 1001 to the end, as in samtools
-        return cls(match["name"], start - 1, end)
+        if start < 1:
+            raise ConfigError(f"region {text!r}: positions are 1-based, start must be >= 1")
+        name = match["braced"] or match["name"]
+        return cls(name, start - 1, end, text=text if match["braced"] is None else None)
+
+    def resolve(self, names) -> Region:
+        """The region a file with sequences ``names`` means, by samtools' rule: a string that
+        is itself a sequence name ('HLA-A*01:01:01:01') is that whole sequence; otherwise the
+        parsed NAME:START-END. A name with colons and an interval needs braces:
+        '{HLA-A*01:01}:1-100'."""
+        if self.text is not None and self.text != self.name and self.text in names:
+            return Region(self.text)
+        return self
 
     def __str__(self) -> str:
         if self.start == 0 and self.end is None:
             return self.name
         end = "" if self.end is None else str(self.end)
-        return f"{self.name}:{self.start + 1}-{end}"
+        name = f"{{{self.name}}}" if ":" in self.name else self.name
+        return f"{name}:{self.start + 1}-{end}"
 
 
 def as_regions(region: str | Region | Sequence[str | Region] | None) -> list[Region]:

@@ -46,6 +46,14 @@ VARIANTS = {
     "fw2ns1": dict(fwd_warps=2, stages=1),
     "fpps32": dict(programs_per_sm=32),
     "bpps24": dict(bwd_programs_per_sm=24),
+    "bpps12": dict(bwd_programs_per_sm=12),
+    "bpps16": dict(bwd_programs_per_sm=16),
+    "bns3mr168": dict(bwd_stages=3, bwd_maxnreg=168),
+    **{f"bs{n}": dict(bwd_segments=n) for n in (6, 16, 33, 49, 66, 98, 147)},
+    "fmr128": dict(fwd_maxnreg=128),
+    "bmr128": dict(bwd_maxnreg=128),
+    "mr128": dict(fwd_maxnreg=128, bwd_maxnreg=128),
+    **{f"s{n}": dict(segments=n) for n in (49, 98, 99, 132, 198, 264, 396, 528, 1056)},
 }
 
 
@@ -58,6 +66,14 @@ def _grads(x: dict, dout: torch.Tensor) -> dict:
     res = {"out": out.detach()}
     res.update({k: v.grad for k, v in leaves.items() if isinstance(v, torch.Tensor)})
     return res
+
+
+def _resident(kernel) -> int | None:
+    """Programs of a compiled kernel resident per SM (None if the launch did not say)."""
+    regs, meta = getattr(kernel, "n_regs", None), getattr(kernel, "metadata", None)
+    if regs is None or meta is None:
+        return None
+    return triton_scan.resident_programs(regs, meta.num_warps, meta.shared)
 
 
 def _rel(a, b) -> float:
@@ -86,7 +102,8 @@ def run(variants, shapes, n_state=16) -> list[dict]:
             row = dict(variant=name, shape=list(shape), compile_s=compile_s, vs_first=worst,
                        fwd_ms=bench.time_forward(selective_scan, x),
                        fwd_bwd_ms=bench.time_forward_backward(selective_scan, x))
-            row["regs"] = {role: (getattr(k, "n_regs", None), getattr(k, "n_spills", None))
+            row["regs"] = {role: (getattr(k, "n_regs", None), getattr(k, "n_spills", None),
+                                  _resident(k))
                            for role, k in triton_scan.compiled_kernels.items()}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -94,6 +111,38 @@ def run(variants, shapes, n_state=16) -> list[dict]:
         torch.cuda.empty_cache()
     triton_scan.set_config(triton_scan.ScanConfig())
     return rows
+
+
+def kernel_times(shape, variant: str = "default", n_state: int = 16, reps: int = 3) -> dict:
+    """Milliseconds per call of each kernel in one forward+backward (torch.profiler, mean of
+    ``reps`` steady-state calls): which pass the time goes to."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from mambadna.kernels import selective_scan
+
+    triton_scan.set_config(triton_scan.ScanConfig(**VARIANTS[variant]))
+    x = bench._leaves(bench.make_inputs(*shape, n_state))
+    dout = torch.randn_like(x["u"])
+    selective_scan(**x).backward(dout)  # compile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            selective_scan(**x).backward(dout)
+        torch.cuda.synchronize()
+    # Kernels in launch order: the forward's summary and output runs share one name.
+    events = sorted((ev for ev in prof.events()
+                     if ev.device_type == torch.autograd.DeviceType.CUDA),
+                    key=lambda ev: ev.time_range.start)
+    per_rep = len(events) // reps
+    times: dict[str, float] = {}
+    for i, ev in enumerate(events[:per_rep * reps]):
+        key = f"{i % per_rep:02d} {ev.name[:40]}"
+        times[key] = times.get(key, 0.0) + ev.device_time / 1000 / reps
+    triton_scan.set_config(triton_scan.ScanConfig())
+    row = dict(variant=variant, shape=list(shape),
+               kernels_ms={k: round(v, 4) for k, v in times.items() if v >= 0.005})
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def model_check(preset: str = "paper-7m", length: int = 1 << 20) -> dict:
@@ -128,17 +177,22 @@ def model_check(preset: str = "paper-7m", length: int = 1 << 20) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None, help="also run one training step of PRESET")
-    parser.add_argument("--variants", default="default")
+    parser.add_argument("--variants", default="default", help="variants to time, or none")
     parser.add_argument("--shapes", default="1x1024x65536,8x1024x4096,1x1024x1048576")
+    parser.add_argument("--kernels", default=None,
+                        help="variants whose per-kernel times to print (at every shape)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.model:
         model_check(args.model)
     shapes = [bench._shape(s) for s in args.shapes.split(",") if s]
-    rows = run(args.variants.split(","), shapes)
+    for name in (args.kernels or "").split(","):
+        for shape in shapes if name else ():
+            kernel_times(shape, name)
+    rows = run([v for v in args.variants.split(",") if v and v != "none"], shapes)
     print(f"{'variant':>10} {'batch,dim,L':>18} {'fwd ms':>8} {'f+b ms':>8} {'vs first':>9}  regs")
     for r in rows:
-        regs = " ".join(f"{k.split()[0][:4]}{'S' if 'summary' in k else ''}:{v[0]}/{v[1]}"
+        regs = " ".join(f"{k.split()[0][:4]}{'S' if 'summary' in k else ''}:{v[0]}/{v[1]}/{v[2]}"
                         for k, v in r["regs"].items())
         print(f"{r['variant']:>10} {','.join(map(str, r['shape'])):>18} {r['fwd_ms']:8.3f} "
               f"{r['fwd_bwd_ms']:8.3f} {r['vs_first']:9.1e}  {regs}")

@@ -15,6 +15,7 @@ tensors; that is how CI tests them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -39,12 +40,17 @@ class ScanConfig:
     bwd_channels_per_thread: int = 1
     chunk: int = 256  # positions between saved states; the backward recomputes one chunk
     min_chunk: int = 64  # smallest chunk chosen for short sequences (more segments)
-    programs_per_sm: int = 16  # L-split until (segments x channel tiles) >= this x SMs
-    bwd_programs_per_sm: int = 16  # size of the persistent backward grid
-    segments: int | None = None  # force the number of segments (tests); None: by the rule above
+    programs_per_sm: int = 16  # forward: L-split until (segments x channel tiles) >= this x SMs
+    # Backward: a persistent grid of as many programs as the SMs hold at once (the compiled
+    # kernel's occupancy; 16 per SM under the interpreter) unless set here; its own segments.
+    bwd_programs_per_sm: int | None = None
+    segments: int | None = None  # force the forward's number of segments (tests)
+    bwd_segments: int | None = None  # force the backward's (tests); None: fewest waves
     stages: int = 2  # software-pipelining depth of the forward and adjoint-summary tile loops
     tile: int = 8  # positions per thread tile (4 or 8): u / delta / z rows loaded at once
     bwd_stages: int = 1  # > 1: Triton pipelines the backward's state loop (not yet timed)
+    fwd_maxnreg: int | None = None  # cap on registers per thread (more resident warps)
+    bwd_maxnreg: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -60,6 +66,10 @@ class ScanConfig:
         for name in ("stages", "bwd_stages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ScanConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("fwd_maxnreg", "bwd_maxnreg"):
+            v = getattr(self, name)
+            if v is not None and not 24 <= v <= 255:
+                raise ValueError(f"ScanConfig.{name} must be None or 24..255, got {v}")
         if self.tile not in (4, 8):
             raise ValueError(f"ScanConfig.tile must be 4 or 8, got {self.tile}")
 
@@ -95,6 +105,20 @@ def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return 2
+
+
+def resident_programs(n_regs: int, num_warps: int, shared_bytes: int = 0) -> int:
+    """Programs of a compiled kernel that one Hopper SM holds at once (CUDA's occupancy rule).
+
+    Registers are allocated per warp in units of 256 from each of the 4 sub-partitions'
+    16 384; at most 64 warps, 32 programs and 228 KiB of shared memory (1 KiB reserved per
+    program) per SM.
+    """
+    per_warp = -(-max(n_regs, 1) * 32 // 256) * 256
+    warps = 4 * (16384 // per_warp)
+    by_regs = min(warps, 64) // num_warps
+    by_shared = 233472 // (shared_bytes + 1024)
+    return max(0, min(by_regs, by_shared, 32))
 
 
 def _empty(shape, dtype, device) -> torch.Tensor:
@@ -196,6 +220,10 @@ def _chain(S, dtsum, A2, geo: _Geometry, n_slots: int, slot_stride: int, reverse
         N=geo.n_state, REVERSE=reverse, CB=16, BLK=blk, num_warps=4)
 
 
+def _maxnreg(cap: int | None) -> dict:
+    return {} if cap is None else {"maxnreg": cap}
+
+
 def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -220,7 +248,8 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     sB = _bc_strides(geo)
     flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
                  HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
-                 ALIGNED=geo.aligned, NS=cfg.stages, num_warps=cfg.fwd_warps)
+                 ALIGNED=geo.aligned, NS=cfg.stages, num_warps=cfg.fwd_warps,
+                 **_maxnreg(cfg.fwd_maxnreg))
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
     dtsum = X
@@ -239,6 +268,50 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
 # ----------------------------------------------------------------------------- backward
 
 
+def _resident_per_sm(kernel, args, flags) -> int | None:
+    """Programs of ``kernel``, compiled for these arguments, that one SM holds at once.
+
+    Compiles without launching (cached with the launch's own compile); None under the
+    interpreter, where nothing is compiled.
+    """
+    if _interpreting():
+        return None
+    compiled = kernel.warmup(*args, grid=(1,), **flags)
+    compiled._init_handles()  # loads the binary: n_regs is known from here on
+    return resident_programs(compiled.n_regs, compiled.metadata.num_warps,
+                             compiled.metadata.shared)
+
+
+@functools.lru_cache(maxsize=256)
+def _bwd_chunks_per_segment(n_chunks: int, n_bt: int, slots: int, summary_slots: int,
+                            forced: int | None = None) -> int:
+    """Chunks per backward segment: the least time when every program that does not fit on
+    the GPU at once waits for a whole turn.
+
+    The backward's programs each walk (segment, channel tile) items of equal length, so a grid
+    of items one over the resident slots costs a second turn of the same length (measured on
+    an H200: 12 resident of 16 per SM took 108 ms where one item per resident program took
+    92). Time in chunk-lengths: turns x (chunks + a per-item overhead of a quarter chunk), for
+    the main kernel and, at a quarter of the weight, the adjoint-summary pass over segments
+    1..S-1.
+    """
+    if forced is not None:
+        return -(-n_chunks // max(1, min(forced, n_chunks)))
+    best, best_cost, last_seg = 1, None, None
+    for cps in range(1, n_chunks + 1):
+        n_seg = -(-n_chunks // cps)
+        if n_seg == last_seg:
+            continue
+        last_seg = n_seg
+        item = cps + 0.25
+        cost = -(-n_seg * n_bt // slots) * item
+        if n_seg > 1:
+            cost += 0.25 * -(-(n_seg - 1) * n_bt // summary_slots) * item
+        if best_cost is None or cost < best_cost - 1e-9:
+            best, best_cost = cps, cost
+    return best
+
+
 def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConfig):
     """Launch the backward kernels; returns du, ddelta, dA, dB, dC, dD, dz, dbias, dinit."""
     u, delta, A2, B, C, D, z, bias, X = saved
@@ -255,32 +328,52 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     dbias = torch.zeros(dim, **f32)
     dBC = torch.zeros((2, *B.shape), **f32)  # tile-major, like B
     dinit = _empty((batch, dim, n_state), torch.float32, dev)
-    Q = _empty((batch, geo.n_seg, dim, n_state), torch.float32, dev)
+    sB = _bc_strides(geo)
+    flags = dict(N=n_state, BD=bgeo.block_d, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
+                 HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
+                 num_warps=cfg.bwd_warps, **_maxnreg(cfg.bwd_maxnreg))
+    main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages)
+    summary_flags = dict(flags, NS=cfg.stages)
+    z_ = z if z is not None else u
+    bias_ = bias if bias is not None else A2
+    scratch_slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (the kernel)
+    A2T = A2.t().contiguous()  # (N, dim): a state's channels are one coalesced load
+
+    def main_args(Q, scratch):
+        return (u, delta, z_, dout, A2T, B, C, D if D is not None else A2, bias_, X, Q, scratch,
+                du, ddelta, dz if dz is not None else du, dA, dBC, dD, dbias, dinit)
+
+    def summary_args(Q, dtsum):
+        return dout, z_, delta, A2, C, bias_, Q, dtsum
+
+    # The backward's own segments: chosen from how many programs of each kernel the GPU holds
+    # at once (the forward's X has a state at every chunk, so any whole-chunk cut works).
+    # X stands in for the buffers sized by that choice: only dtypes and alignment compile.
+    common = _common_args(bgeo, sB)
+    per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(
+        K._scan_bwd_kernel, (*main_args(X, X), *common, B.numel()), main_flags) or 16
+    per_sm_summary = _resident_per_sm(K._scan_bwd_summary_kernel,
+                                      (*summary_args(X, X), *common), summary_flags) or 16
+    slots = per_sm * _num_sms(dev)
+    cps = _bwd_chunks_per_segment(geo.n_chunks, bgeo.n_bt, slots,
+                                  per_sm_summary * _num_sms(dev), cfg.bwd_segments)
+    bgeo = replace(bgeo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
+    Q = _empty((batch, bgeo.n_seg, dim, n_state), torch.float32, dev)
     if dfinal is None:
         Q[:, -1].zero_()
     else:
         Q[:, -1].copy_(dfinal)
-    sB = _bc_strides(geo)
-    flags = dict(N=n_state, BD=bgeo.block_d, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
-                 HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
-                 num_warps=cfg.bwd_warps)
-    z_ = z if z is not None else u
-    bias_ = bias if bias is not None else A2
-    if geo.n_seg > 1:
-        dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
+    if bgeo.n_seg > 1:
+        dtsum = _empty((batch, bgeo.n_seg, dim), torch.float32, dev)
         compiled_kernels["backward summary"] = K._scan_bwd_summary_kernel[
-            ((geo.n_seg - 1) * bgeo.n_bt,)](
-            dout, z_, delta, A2, C, bias_, Q, dtsum, *_common_args(bgeo, sB), NS=cfg.stages,
-            **flags)
-        _chain(Q, dtsum, A2, geo, geo.n_seg, 1, reverse=True)
-    n_items = geo.n_seg * bgeo.n_bt
-    nprog = max(1, min(n_items, cfg.bwd_programs_per_sm * _num_sms(dev)))
-    slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (see the kernel)
-    scratch = torch.empty(nprog * slots * n_state * bgeo.block_d, **f32)
+            ((bgeo.n_seg - 1) * bgeo.n_bt,)](
+            *summary_args(Q, dtsum), *_common_args(bgeo, sB), **summary_flags)
+        _chain(Q, dtsum, A2, bgeo, bgeo.n_seg, 1, reverse=True)
+    n_items = bgeo.n_seg * bgeo.n_bt
+    nprog = max(1, min(n_items, slots))
+    scratch = torch.empty(nprog * scratch_slots * n_state * bgeo.block_d, **f32)
     compiled_kernels["backward"] = K._scan_bwd_kernel[(nprog,)](
-        u, delta, z_, dout, A2, B, C, D if D is not None else A2, bias_, X, Q, scratch,
-        du, ddelta, dz if dz is not None else du, dA, dBC, dD, dbias, dinit,
-        *_common_args(bgeo, sB), B.numel(), HAS_D=D is not None, BNS=cfg.bwd_stages, **flags)
+        *main_args(Q, scratch), *_common_args(bgeo, sB), B.numel(), **main_flags)
     return (du, ddelta, dA, dBC[0], dBC[1],
             dD if D is not None else None,
             dz, dbias if bias is not None else None, dinit)

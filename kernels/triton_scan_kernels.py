@@ -31,6 +31,9 @@ LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 _LN2 = tl.constexpr(LN2)  # kernels may read module globals only as constexpr
 LOG2E_ = tl.constexpr(LOG2E)
+# The cut of L into chunks and segments is chosen per call (for the backward from the compiled
+# kernel's occupancy, so after a first compile): its integers must not select another compile.
+_GEOMETRY_ARGS = ["n_dtiles", "n_bt", "n_chunks", "chunks_per_seg", "n_seg"]
 
 # Under TRITON_INTERPRET=1 every call of a jit helper re-patches triton.language (about half a
 # millisecond, thousands of calls per kernel), so the helpers stay plain Python functions there;
@@ -184,7 +187,7 @@ def _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z: tl.constexpr):
 # ----------------------------------------------------------------------------- forward
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_GEOMETRY_ARGS)
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, z_ptr, out_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
     X_ptr, dtsum_ptr, final_ptr,
@@ -336,7 +339,7 @@ def _chain_kernel(
 # ----------------------------------------------------------------------------- backward
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_GEOMETRY_ARGS)
 def _scan_bwd_summary_kernel(
     dout_ptr, z_ptr, delta_ptr, A2_ptr, C_ptr, bias_ptr, Q_ptr, dtsum_ptr,
     dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
@@ -435,9 +438,9 @@ def _adjoint_state(n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
     return y, ddt, gsum
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_GEOMETRY_ARGS)
 def _scan_bwd_kernel(
-    u_ptr, delta_ptr, z_ptr, dout_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
+    u_ptr, delta_ptr, z_ptr, dout_ptr, A2T_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
     X_ptr, Q_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dBC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
     dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
@@ -459,6 +462,8 @@ def _scan_bwd_kernel(
     Unlike the forward, the states are a run-time loop: the per-state carries (q, dA) live in
     the program's scratch (cache-resident), which keeps registers and compile time small.
     Scratch per program, [BD] fp32 slots: CH/T + 1 tile-start states per state, then q, dA.
+    A2T: A * log2(e) as (N, dim), so that one state's values of a channel tile are one
+    coalesced load (state n of every channel is read once per tile and state).
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -504,13 +509,13 @@ def _scan_bwd_kernel(
                                                        bias, HAS_BIAS, SOFTPLUS)
                 # The next state's operands load while this state computes.
                 p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
-                p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
+                p_a2 = tl.load(A2T_ptr + d, mask=dmask, other=0.0)
                 p_h = tl.load(scr + (i * N) * BD)
                 for n in range(N):
                     brow, a2, hn = p_b, p_a2, p_h
                     n1 = (n + 1) % N
                     p_b = tl.load(B_ptr + bc_off + t0 * N + n1 * T + cols)
-                    p_a2 = tl.load(A2_ptr + d * N + n1, mask=dmask, other=0.0)
+                    p_a2 = tl.load(A2T_ptr + n1 * dim + d, mask=dmask, other=0.0)
                     p_h = tl.load(scr + (i * N + n1) * BD)
                     a = tl.exp2(dt * a2[:, None])
                     bx = dtu * brow
@@ -536,14 +541,14 @@ def _scan_bwd_kernel(
                             n, dt, dtu, dy, y, ddt, gsum,
                             tl.load(B_ptr + bc_off + t0 * N + n * T + cols),
                             tl.load(C_ptr + bc_off + t0 * N + n * T + cols),
-                            tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0),
+                            tl.load(A2T_ptr + n * dim + d, mask=dmask, other=0.0),
                             tl.load(scr + (i * N + n) * BD), tl.load(scr_q + n * BD),
                             tl.load(scr_dA + n * BD), scr_q, scr_dA, red, sBC, cols, BD, T)
                 else:
                     # The next state's operands load while this state computes.
                     p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
                     p_c = tl.load(C_ptr + bc_off + t0 * N + cols)
-                    p_a2 = tl.load(A2_ptr + d * N, mask=dmask, other=0.0)
+                    p_a2 = tl.load(A2T_ptr + d, mask=dmask, other=0.0)
                     p_h = tl.load(scr + (i * N) * BD)
                     p_q = tl.load(scr_q)
                     p_dA = tl.load(scr_dA)
@@ -552,7 +557,7 @@ def _scan_bwd_kernel(
                         n1 = (n + 1) % N
                         p_b = tl.load(B_ptr + bc_off + t0 * N + n1 * T + cols)
                         p_c = tl.load(C_ptr + bc_off + t0 * N + n1 * T + cols)
-                        p_a2 = tl.load(A2_ptr + d * N + n1, mask=dmask, other=0.0)
+                        p_a2 = tl.load(A2T_ptr + n1 * dim + d, mask=dmask, other=0.0)
                         p_h = tl.load(scr + (i * N + n1) * BD)
                         p_q = tl.load(scr_q + n1 * BD)
                         p_dA = tl.load(scr_dA + n1 * BD)

@@ -21,11 +21,12 @@ import pytest
 import torch
 
 # (batch, dim, L, N): tiny, odd lengths, lengths not a multiple of the 4- or 8-position tile or
-# of the chunk; "segments" forces the L-split, "chunk" the checkpoint spacing.
+# of the chunk; "segments" forces the forward's L-split (the backward cuts its own unless
+# config's bwd_segments forces it), "chunk" the checkpoint spacing.
 CASES = [
     dict(id="fp32-odd-L-one-segment", batch=2, dim=5, L=37, N=4, segments=1, chunk=16),
     dict(id="fp32-split-3-segments-final-grad", batch=2, dim=5, L=70, N=4, segments=3,
-         chunk=16, final_grad=True),
+         chunk=16, final_grad=True, config=dict(bwd_segments=2)),
     dict(id="bf16-split", batch=1, dim=6, L=45, N=4, dtype="bfloat16", segments=2, chunk=16,
          final_grad=True),
     dict(id="fp32-groups", batch=2, dim=6, L=33, N=4, groups=2, segments=2, chunk=16),
@@ -37,7 +38,7 @@ CASES = [
     dict(id="fp32-two-channel-tiles", batch=1, dim=40, L=20, N=4, segments=2, chunk=8,
          z=False),
     dict(id="bf16-N16-chunk-equals-tile", batch=1, dim=2, L=29, N=16, dtype="bfloat16",
-         segments=4, chunk=8, bias=False),
+         segments=4, chunk=8, bias=False, config=dict(bwd_segments=3)),
     # the 4-position tiles (default 8), software pipelining; two-warp programs
     dict(id="fp32-tile-4-one-stage", batch=1, dim=40, L=21, N=4, segments=2, chunk=8,
          final_grad=True, config=dict(tile=4, stages=1, fwd_warps=1)),
@@ -203,3 +204,35 @@ def test_fp64_inputs_use_the_reference():
 
 if __name__ == "__main__" and "--worker" in sys.argv:
     _worker()
+
+
+def test_occupancy_follows_cuda_rules():
+    """Programs per SM from registers (per-warp units of 256 from each sub-partition's 16 384),
+    warps (64) and shared memory; the figures the H200 runs of kernels/README.md rely on."""
+    pytest.importorskip("triton")
+    from mambadna.kernels.triton_scan import resident_programs
+
+    assert resident_programs(168, 1) == 12  # backward: 168 registers, 1-warp programs
+    assert resident_programs(128, 1) == 16
+    assert resident_programs(152, 2) == 6  # forward output pass, 2-warp programs
+    assert resident_programs(32, 1) == 32  # at most 32 programs
+    assert resident_programs(32, 4) == 16  # at most 64 warps
+    assert resident_programs(64, 1, shared_bytes=100 * 1024) == 2
+
+
+def test_backward_segments_fill_the_gpu_in_whole_turns():
+    """The backward cuts L so that its items fill the resident programs in whole turns."""
+    pytest.importorskip("triton")
+    from mambadna.kernels.triton_scan import _bwd_chunks_per_segment as cut
+
+    # (1, 1024, 65536): 256 chunks, 32 channel tiles, 12 x 132 resident: 43 segments of 6
+    # chunks, one turn (1376 items); 52 segments of 5 would need a second turn.
+    assert cut(256, 32, 1584, 2640) == 6
+    for n_chunks, n_bt, slots in [(4096, 32, 1584), (16, 256, 1584), (7, 3, 64), (1, 1, 8)]:
+        cps = cut(n_chunks, n_bt, slots, 2 * slots)
+        n_seg = -(-n_chunks // cps)
+        turns = -(-n_seg * n_bt // slots)
+        # no cut with the same number of turns has shorter items
+        shorter = -(-n_chunks // (cps - 1)) if cps > 1 else None
+        assert shorter is None or -(-shorter * n_bt // slots) > turns or shorter == n_seg
+    assert cut(70, 2, 32, 64, forced=3) == 24  # forced: 3 segments of 24 chunks

@@ -268,18 +268,27 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
 # ----------------------------------------------------------------------------- backward
 
 
+_resident_cache: dict[tuple, int] = {}
+
+
 def _resident_per_sm(kernel, args, flags) -> int | None:
     """Programs of ``kernel``, compiled for these arguments, that one SM holds at once.
 
-    Compiles without launching (cached with the launch's own compile); None under the
-    interpreter, where nothing is compiled.
+    Compiles without launching (Triton caches it with the launch's own compile) the first time
+    a kernel meets these constants, dtypes and device; None under the interpreter, where
+    nothing is compiled. Remembered per key: a lookup costs less than Triton's own.
     """
     if _interpreting():
         return None
-    compiled = kernel.warmup(*args, grid=(1,), **flags)
-    compiled._init_handles()  # loads the binary: n_regs is known from here on
-    return resident_programs(compiled.n_regs, compiled.metadata.num_warps,
-                             compiled.metadata.shared)
+    key = (kernel.fn.__name__, tuple(sorted(flags.items())),
+           tuple((str(a.dtype), a.device.index, a.data_ptr() % 16 == 0)
+                 for a in args if isinstance(a, torch.Tensor)))
+    if key not in _resident_cache:
+        compiled = kernel.warmup(*args, grid=(1,), **flags)
+        compiled._init_handles()  # loads the binary: n_regs is known from here on
+        _resident_cache[key] = resident_programs(compiled.n_regs, compiled.metadata.num_warps,
+                                                 compiled.metadata.shared)
+    return _resident_cache[key]
 
 
 @functools.lru_cache(maxsize=256)

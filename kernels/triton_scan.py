@@ -45,10 +45,10 @@ class ScanConfig:
     # kernel's occupancy; 16 per SM under the interpreter) unless set here; its own segments.
     bwd_programs_per_sm: int | None = None
     segments: int | None = None  # force the forward's number of segments (tests)
-    bwd_segments: int | None = None  # force the backward's (tests); None: fewest waves
+    bwd_segments: int | None = None  # force the backward's (tests); None: whole turns
     stages: int = 2  # software-pipelining depth of the forward and adjoint-summary tile loops
     tile: int = 8  # positions per thread tile (4 or 8): u / delta / z rows loaded at once
-    bwd_stages: int = 1  # > 1: Triton pipelines the backward's state loop (not yet timed)
+    bwd_stages: int = 1  # > 1: Triton pipelines the backward's state loop (H200: slower)
     fwd_maxnreg: int | None = None  # cap on registers per thread (more resident warps)
     bwd_maxnreg: int | None = None
 

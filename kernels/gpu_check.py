@@ -46,6 +46,8 @@ VARIANTS = {
     "bpps24": dict(bwd_programs_per_sm=24),
     "bpps12": dict(bwd_programs_per_sm=12),
     "bpps16": dict(bwd_programs_per_sm=16),
+    "bits": dict(bit_picks=True),
+    "bitsns3": dict(bit_picks=True, stages=3),
     "bns3mr168": dict(bwd_stages=3, bwd_maxnreg=168),
     **{f"bs{n}": dict(bwd_segments=n) for n in (6, 16, 33, 49, 66, 98, 147)},
     "fmr128": dict(fwd_maxnreg=128),

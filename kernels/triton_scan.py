@@ -51,6 +51,9 @@ class ScanConfig:
     bwd_stages: int = 1  # > 1: Triton pipelines the backward's state loop (H200: slower)
     fwd_maxnreg: int | None = None  # cap on registers per thread (more resident warps)
     bwd_maxnreg: int | None = None
+    # The forward's output pass and the adjoint summary pick tile columns by integer sums
+    # (Triton 3.6 keeps the float picks as adds; README): not yet timed on a GPU.
+    bit_picks: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -248,7 +251,7 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     sB = _bc_strides(geo)
     flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
                  HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
-                 ALIGNED=geo.aligned, NS=cfg.stages, num_warps=cfg.fwd_warps,
+                 ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, num_warps=cfg.fwd_warps,
                  **_maxnreg(cfg.fwd_maxnreg))
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
@@ -342,7 +345,7 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
                  num_warps=cfg.bwd_warps, **_maxnreg(cfg.bwd_maxnreg))
     main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages)
-    summary_flags = dict(flags, NS=cfg.stages)
+    summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks)
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2
     scratch_slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (the kernel)

@@ -53,12 +53,20 @@ else:
 
 
 @_device
-def _col(x, cols, j: tl.constexpr):
-    """Column j of a [BD, T] register tile as a [BD] vector.
+def _col(x, cols, j: tl.constexpr, BITS: tl.constexpr = False):
+    """Column j of a [BD, T] fp32 register tile as a [BD] vector.
 
-    -0.0 is the additive identity that the compiler may drop, so with T in-thread this is a
-    register pick, not a reduction.
+    With T in-thread the compiler reduces the sum to a register pick when it can drop the
+    additions of the identity. As floats the identity is -0.0, which Triton 3.6 turns into
+    +0.0: x + 0.0 differs from x at x = -0.0, so every pick stays an add (160 of the forward
+    output pass's 1446 instructions per tile there; Triton 3.9 drops them). BITS sums the
+    integer bits instead (x + 0 is x for every integer): 1446 -> 1318 instructions at the
+    same occupancy on 3.6, but more registers in some kernels (kernels/README.md), so it is
+    chosen per kernel.
     """
+    if BITS:
+        bits = _sum(tl.where(cols == j, x.to(tl.int32, bitcast=True), 0), axis=1)
+        return bits.to(tl.float32, bitcast=True)
     return _sum(tl.where(cols == j, x, -0.0), axis=1)
 
 
@@ -196,7 +204,7 @@ def _scan_fwd_kernel(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     SUMMARY: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, WRITE_FINAL: tl.constexpr, ALIGNED: tl.constexpr,
-    NS: tl.constexpr = 1,
+    NS: tl.constexpr = 1, BITS: tl.constexpr = False,
 ):
     """One (segment, channel tile) of the forward scan.
 
@@ -261,7 +269,7 @@ def _scan_fwd_kernel(
                 crow = tl.load(c_base + t0 * N + n * T + cols)
                 hs = tl.zeros([BD, T], tl.float32)
                 for j in tl.static_range(T):
-                    hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                    hn = _col(a, cols, j, BITS) * hn + _col(bx, cols, j, BITS)
                     hs = _put(hs, cols, j, hn)
                 y += hs * crow.to(tl.float32)
             new = new + (hn,)
@@ -346,7 +354,7 @@ def _scan_bwd_summary_kernel(
     sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ALIGNED: tl.constexpr,
-    NS: tl.constexpr = 1,
+    NS: tl.constexpr = 1, BITS: tl.constexpr = False,
 ):
     """Adjoint summary of segment s = 1 + pid // n_bt, scanned right to left from zero.
 
@@ -394,7 +402,7 @@ def _scan_bwd_summary_kernel(
             cy = dy * crow
             qn = q[n]
             for j in tl.static_range(T - 1, -1, -1):
-                qn = _col(a, cols, j) * (qn + _col(cy, cols, j))
+                qn = _col(a, cols, j, BITS) * (qn + _col(cy, cols, j, BITS))
             new = new + (qn,)
         q = new
     dimN = dim.to(tl.int64) * N

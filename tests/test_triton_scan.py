@@ -26,9 +26,9 @@ import torch
 CASES = [
     dict(id="fp32-odd-L-one-segment", batch=2, dim=5, L=37, N=4, segments=1, chunk=16),
     dict(id="fp32-split-3-segments-final-grad", batch=2, dim=5, L=70, N=4, segments=3,
-         chunk=16, final_grad=True, config=dict(bwd_segments=2)),
+         chunk=16, final_grad=True, config=dict(bwd_segments=2, bit_picks=True)),
     dict(id="bf16-split", batch=1, dim=6, L=45, N=4, dtype="bfloat16", segments=2, chunk=16,
-         final_grad=True),
+         final_grad=True, config=dict(bit_picks=True)),
     dict(id="fp32-groups", batch=2, dim=6, L=33, N=4, groups=2, segments=2, chunk=16),
     dict(id="fp32-plain-no-options", batch=1, dim=3, L=19, N=8, segments=2, chunk=8,
          D=False, z=False, bias=False, softplus=False, init=False),
@@ -236,3 +236,18 @@ def test_backward_segments_fill_the_gpu_in_whole_turns():
         shorter = -(-n_chunks // (cps - 1)) if cps > 1 else None
         assert shorter is None or -(-shorter * n_bt // slots) > turns or shorter == n_seg
     assert cut(70, 2, 32, 64, forced=3) == 24  # forced: 3 segments of 24 chunks
+
+
+def test_sass_report_compiles_for_hopper_without_a_gpu():
+    """The development tool that predicts registers before GPU time is spent: the adjoint
+    summary compiles for sm_90 here, one exp2 per (position, state) of its tile loop."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("the interpreter is on in this process")
+    from mambadna.kernels import sass, triton_scan
+
+    row = sass.report("backward-summary", triton_scan.ScanConfig(), n_state=16)
+    assert 32 <= row["registers"] <= 255
+    assert row["resident_per_sm"] >= 1
+    # 8 positions x 16 states of exp2 per tile, plus the tile's softplus and sigmoid
+    assert row["loop_mix"]["MUFU"] >= 128

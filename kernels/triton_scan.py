@@ -216,7 +216,7 @@ def _common_args(geo: _Geometry, sB) -> tuple:
 
 def _chain(S, dtsum, A2, geo: _Geometry, n_slots: int, slot_stride: int, reverse: bool) -> None:
     lanes = geo.dim * geo.n_state
-    blk = 128  # 16 values per thread and tensor at 4 warps: no spills (512 spilled 48)
+    blk = 128  # one lane per thread, 4 warps; 16 segments' loads in flight per step
     grid = (geo.batch, triton_cdiv(lanes, blk))
     compiled_kernels["chain"] = K._chain_kernel[grid](
         S, dtsum, A2, geo.dim, geo.n_seg, n_slots, slot_stride,

@@ -304,44 +304,52 @@ def _chain_kernel(
 ):
     """Chain the segment summaries in place, sequentially over segments (tiny).
 
-    Lanes are (channel, state) pairs of one batch row. S: (batch, n_slots, dim, N); segment s
-    owns slot s * slot_stride. Forward: x = S[seg 0]; for s in 0..n_seg-2:
+    Lanes are (channel, state) pairs of one batch row, one per thread. S: (batch, n_slots,
+    dim, N); segment s owns slot s * slot_stride. Forward: x = S[seg 0]; for s in 0..n_seg-2:
     x = exp2(A2 * dtsum[s]) * x + S[s+1]; S[s+1] = x. REVERSE (the adjoint): x = S[n_seg-1];
     for s in n_seg-1..1: x = exp2(A2 * dtsum[s]) * x + S[s-1]; S[s-1] = x.
-    CB segments are loaded per step so that their loads are in flight together.
+    CB segments are loaded per step so that their loads are in flight together. They are CB
+    separate [BLK] vectors, not one [CB, BLK] tile: Triton 3.6 spread such a tile's rows over
+    warps, and picking row j then took shuffles and barriers (3422 instructions per step,
+    ~0.1 ms per call whatever the size).
     """
     b = tl.program_id(0).to(tl.int64)
     lane = tl.program_id(1) * BLK + tl.arange(0, BLK)
     dimN = dim * N
     mask = lane < dimN
     d = lane // N
-    A2 = tl.load(A2_ptr + lane, mask=mask, other=0.0)[None, :]
+    A2 = tl.load(A2_ptr + lane, mask=mask, other=0.0)
     s_row = b * n_slots * dimN + lane  # + slot * dimN
     t_row = b * n_seg * dim + d  # + seg * dim
-    rows = tl.arange(0, CB)[:, None]
     if REVERSE:
         x = tl.load(S_ptr + s_row + (n_seg - 1) * slot_stride * dimN, mask=mask, other=0.0)
     else:
         x = tl.load(S_ptr + s_row, mask=mask, other=0.0)
     for k0 in range(0, n_seg - 1, CB):
-        k = k0 + rows  # [CB, 1] step index
-        valid = (k < n_seg - 1) & mask[None, :]
-        if REVERSE:
-            src = n_seg - 1 - k
-            dst = src - 1
-        else:
-            src = k
-            dst = k + 1
-        dts = tl.load(dtsum_ptr + t_row[None, :] + src * dim, mask=valid, other=0.0)
-        P = tl.exp2(A2 * dts)
-        dst_off = s_row[None, :] + (dst * slot_stride).to(tl.int64) * dimN
-        S = tl.load(S_ptr + dst_off, mask=valid, other=0.0)
-        res = tl.zeros([CB, BLK], tl.float32)
+        decays = ()
+        ends = ()
+        offsets = ()
+        valids = ()
         for j in tl.static_range(CB):
-            pick = rows == j
-            x = _sum(tl.where(pick, P, -0.0), axis=0) * x + _sum(tl.where(pick, S, -0.0), axis=0)
-            res = tl.where(pick, x[None, :], res)
-        tl.store(S_ptr + dst_off, res, mask=valid)
+            # Step k (past the last: a decay of 1 and an end of 0). A vector compare: the
+            # interpreter's scalar bools do not combine with masks.
+            k = k0 + j
+            valid = mask & (lane * 0 + k < n_seg - 1)
+            if REVERSE:
+                src = n_seg - 1 - k
+                dst = src - 1
+            else:
+                src = k
+                dst = k + 1
+            dts = tl.load(dtsum_ptr + t_row + src * dim, mask=valid, other=0.0)
+            off = s_row + (dst * slot_stride).to(tl.int64) * dimN
+            decays = decays + (tl.exp2(A2 * dts),)
+            ends = ends + (tl.load(S_ptr + off, mask=valid, other=0.0),)
+            offsets = offsets + (off,)
+            valids = valids + (valid,)
+        for j in tl.static_range(CB):
+            x = decays[j] * x + ends[j]
+            tl.store(S_ptr + offsets[j], x, mask=valids[j])
 
 
 # ----------------------------------------------------------------------------- backward

@@ -35,6 +35,9 @@ CASES = [
     dict(id="fp16-io-fp32-BC", batch=1, dim=4, L=24, N=4, dtype="float16", bc_dtype="float32",
          segments=3, chunk=8, final_grad=True),
     dict(id="fp32-L1", batch=2, dim=3, L=1, N=4, segments=1, chunk=16, final_grad=True),
+    # more segments than the chains load per step (16): two steps each way
+    dict(id="fp32-20-segments-two-chain-steps", batch=1, dim=3, L=300, N=4, segments=20,
+         chunk=8, final_grad=True, config=dict(bwd_segments=19)),
     dict(id="fp32-two-channel-tiles", batch=1, dim=40, L=20, N=4, segments=2, chunk=8,
          z=False),
     dict(id="bf16-N16-chunk-equals-tile", batch=1, dim=2, L=29, N=16, dtype="bfloat16",

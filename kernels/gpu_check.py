@@ -125,8 +125,11 @@ def kernel_times(shape, variant: str = "default", n_state: int = 16, reps: int =
     dout = torch.randn_like(x["u"])
     selective_scan(**x).backward(dout)  # compile
     torch.cuda.synchronize()
+    leaves = [v for v in x.values() if isinstance(v, torch.Tensor)]
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
+            for leaf in leaves:  # fresh gradients: accumulating them would add kernels
+                leaf.grad = None
             selective_scan(**x).backward(dout)
         torch.cuda.synchronize()
     # Kernels in launch order: the forward's summary and output runs share one name.

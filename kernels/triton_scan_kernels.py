@@ -10,8 +10,8 @@ traffic that limited the 4-position version), and the tile's B / C rows (fp32, s
 tile-major by the launcher: (batch, G, L/T, N, T), so a tile's N rows are one contiguous
 block) are loaded once per program and shared by all its channels. Inside a tile the
 recurrence runs position by position in registers (``_col`` picks a column of a register tile;
-with T in-thread it compiles to a register move), so a state update costs one exp2 and two
-FMAs, and nothing of size (batch, dim, L, N) is ever written to memory.
+with T in-thread it compiles to a register move, or an add on Triton 3.6), so a state update
+costs one exp2 and two FMAs, and nothing of size (batch, dim, L, N) is ever written to memory.
 
 Segments (the L-split): the states at chunk boundaries (every ``CH`` positions) are the only
 thing kept between passes. Forward: ``SUMMARY`` runs scan each segment from a zero state and
@@ -61,8 +61,8 @@ def _col(x, cols, j: tl.constexpr, BITS: tl.constexpr = False):
     +0.0: x + 0.0 differs from x at x = -0.0, so every pick stays an add (160 of the forward
     output pass's 1446 instructions per tile there; Triton 3.9 drops them). BITS sums the
     integer bits instead (x + 0 is x for every integer): 1446 -> 1318 instructions at the
-    same occupancy on 3.6, but more registers in some kernels (kernels/README.md), so it is
-    chosen per kernel.
+    same occupancy on 3.6, but more registers in other kernels (kernels/README.md), so the
+    forward output pass and the adjoint summary take it from ScanConfig.bit_picks.
     """
     if BITS:
         bits = _sum(tl.where(cols == j, x.to(tl.int32, bitcast=True), 0), axis=1)

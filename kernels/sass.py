@@ -50,7 +50,8 @@ def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[ob
         "backward-summary": (K._scan_bwd_summary_kernel, dict(bwd, NS=cfg.stages,
                                                               BITS=cfg.bit_picks),
                              cfg.bwd_warps),
-        "backward": (K._scan_bwd_kernel, dict(bwd, HAS_D=True, BNS=cfg.bwd_stages),
+        "backward": (K._scan_bwd_kernel, dict(bwd, HAS_D=True, BNS=cfg.bwd_stages,
+                                              PREFETCH=cfg.bwd_prefetch),
                      cfg.bwd_warps),
     }
     if role not in table:
@@ -98,7 +99,8 @@ def report(role: str, cfg: triton_scan.ScanConfig, n_state: int = 16, arch: int 
             signature[name] = "i32"
             if name in _DIVISIBLE:
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    cap = cfg.fwd_maxnreg if role.startswith("forward") else cfg.bwd_maxnreg
+    cap = {"forward": cfg.fwd_maxnreg, "forward-summary": cfg.fwd_summary_maxnreg}.get(
+        role, cfg.bwd_maxnreg)
     options = {"num_warps": warps, **({"maxnreg": cap} if cap else {})}
     src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)

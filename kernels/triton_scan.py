@@ -46,14 +46,20 @@ class ScanConfig:
     bwd_programs_per_sm: int | None = None
     segments: int | None = None  # force the forward's number of segments (tests)
     bwd_segments: int | None = None  # force the backward's (tests); None: whole turns
-    stages: int = 2  # software-pipelining depth of the forward and adjoint-summary tile loops
+    stages: int = 3  # software-pipelining depth of the forward and adjoint-summary tile loops
     tile: int = 8  # positions per thread tile (4 or 8): u / delta / z rows loaded at once
     bwd_stages: int = 1  # > 1: Triton pipelines the backward's state loop (H200: slower)
-    fwd_maxnreg: int | None = None  # cap on registers per thread (more resident warps)
+    # Caps on registers per thread (more resident warps). The forward's output pass at 128:
+    # 8 programs per SM instead of 6, for 8 bytes of spill outside its loop (H200: -2 %).
+    fwd_maxnreg: int | None = 128
+    fwd_summary_maxnreg: int | None = None  # the forward's summary pass
     bwd_maxnreg: int | None = None
-    # The forward's output pass and the adjoint summary pick tile columns by integer sums
-    # (Triton 3.6 keeps the float picks as adds; README): not yet timed on a GPU.
-    bit_picks: bool = False
+    # Backward: the next tile's B / C blocks are prefetched into L1 while a tile runs (its
+    # state loop loads them one state ahead, too late for L2: H200 -1 to -2.5 %).
+    bwd_prefetch: bool = True
+    # The forward passes and the adjoint summary pick tile columns by integer sums (Triton 3.6
+    # keeps float picks as adds; H200: -3 % forward).
+    bit_picks: bool = True
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -69,7 +75,7 @@ class ScanConfig:
         for name in ("stages", "bwd_stages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ScanConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("fwd_maxnreg", "bwd_maxnreg"):
+        for name in ("fwd_maxnreg", "fwd_summary_maxnreg", "bwd_maxnreg"):
             v = getattr(self, name)
             if v is not None and not 24 <= v <= 255:
                 raise ValueError(f"ScanConfig.{name} must be None or 24..255, got {v}")
@@ -251,8 +257,7 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     sB = _bc_strides(geo)
     flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
                  HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
-                 ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, num_warps=cfg.fwd_warps,
-                 **_maxnreg(cfg.fwd_maxnreg))
+                 ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, num_warps=cfg.fwd_warps)
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
     dtsum = X
@@ -260,11 +265,11 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
         compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
             *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=True, WRITE_FINAL=False,
-            **flags)
+            **flags, **_maxnreg(cfg.fwd_summary_maxnreg))
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
     compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
         *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=False, WRITE_FINAL=True,
-        **flags)
+        **flags, **_maxnreg(cfg.fwd_maxnreg))
     return out, final, X, geo, B, C
 
 
@@ -344,7 +349,7 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     flags = dict(N=n_state, BD=bgeo.block_d, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
                  num_warps=cfg.bwd_warps, **_maxnreg(cfg.bwd_maxnreg))
-    main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages)
+    main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch)
     summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks)
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2

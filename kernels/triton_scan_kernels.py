@@ -61,8 +61,8 @@ def _col(x, cols, j: tl.constexpr, BITS: tl.constexpr = False):
     +0.0: x + 0.0 differs from x at x = -0.0, so every pick stays an add (160 of the forward
     output pass's 1446 instructions per tile there; Triton 3.9 drops them). BITS sums the
     integer bits instead (x + 0 is x for every integer): 1446 -> 1318 instructions at the
-    same occupancy on 3.6, but more registers in other kernels (kernels/README.md), so the
-    forward output pass and the adjoint summary take it from ScanConfig.bit_picks.
+    same occupancy on 3.6. The forward passes and the adjoint summary take it from
+    ScanConfig.bit_picks; the backward kernel keeps float picks (more registers there).
     """
     if BITS:
         bits = _sum(tl.where(cols == j, x.to(tl.int32, bitcast=True), 0), axis=1)
@@ -100,6 +100,23 @@ else:
         """1 / x to ~1 ulp (PTX rcp.approx); 1 / inf = 0."""
         return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x],
                                          dtype=tl.float32, is_pure=True, pack=1)
+
+
+if _INTERPRET:
+
+    def _prefetch_l1(ptrs, mask):
+        pass
+
+else:
+
+    @triton.jit
+    def _prefetch_l1(ptrs, mask):
+        """Ask for the cache lines at ``ptrs`` (where ``mask``) to be brought into L1 without
+        waiting for them: a hint, no registers held, no effect on the results."""
+        addr = tl.where(mask, ptrs.to(tl.int64, bitcast=True), 0)
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.u64 p, $1, 0; @p prefetch.global.L1 [$1]; }",
+            "=r,l", [addr], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @_device
@@ -264,7 +281,7 @@ def _scan_fwd_kernel(
             hn = h[n]
             if SUMMARY:
                 for j in tl.static_range(T):
-                    hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                    hn = _col(a, cols, j, BITS) * hn + _col(bx, cols, j, BITS)
             else:
                 crow = tl.load(c_base + t0 * N + n * T + cols)
                 hs = tl.zeros([BD, T], tl.float32)
@@ -463,7 +480,7 @@ def _scan_bwd_kernel(
     sB_b, sB_g, sBC,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    ALIGNED: tl.constexpr, BNS: tl.constexpr = 1,
+    ALIGNED: tl.constexpr, BNS: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
 ):
     """Gradients of every input, by recomputation; a persistent loop over (segment, tile).
 
@@ -487,6 +504,10 @@ def _scan_bwd_kernel(
         L = tl.multiple_of(L, T)
     cols = tl.arange(0, T)[None, :]
     n_slots: tl.constexpr = CH // T + 1
+    # Prefetch lanes: lane l asks for 128-byte line l % (N T / 32) of a tile's B (C) block.
+    lines: tl.constexpr = (N * T + 31) // 32
+    pf_off = (tl.arange(0, BD) % lines) * 32
+    pf_on = tl.arange(0, BD) < lines
     scr = scratch_ptr + pid.to(tl.int64) * ((n_slots + 2) * N * BD) + tl.arange(0, BD)
     scr_q = scr + n_slots * N * BD
     scr_dA = scr_q + N * BD
@@ -521,6 +542,8 @@ def _scan_bwd_kernel(
                                                other=0.0))
             for i in range(n_tiles - 1):
                 t0 = t_lo + i * T
+                if PREFETCH:  # the next tile's B block, read state by state below
+                    _prefetch_l1(B_ptr + bc_off + (t0 + T) * N + pf_off, pf_on)
                 _m2, _offs, dt, _u, dtu = _load_inputs(u_ptr, delta_ptr, row, t0, L, cols, dmask,
                                                        bias, HAS_BIAS, SOFTPLUS)
                 # The next state's operands load while this state computes.
@@ -542,6 +565,9 @@ def _scan_bwd_kernel(
             for ii in range(n_tiles):
                 i = n_tiles - 1 - ii
                 t0 = t_lo + i * T
+                if PREFETCH:  # the B and C blocks of the tile before (the next in this walk)
+                    _prefetch_l1(B_ptr + bc_off + (t0 - T) * N + pf_off, pf_on & (t0 > 0))
+                    _prefetch_l1(C_ptr + bc_off + (t0 - T) * N + pf_off, pf_on & (t0 > 0))
                 m2, offs, dt, u, dtu = _load_inputs(u_ptr, delta_ptr, row, t0, L, cols, dmask,
                                                     bias, HAS_BIAS, SOFTPLUS)
                 dy, _dout, _z, _sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)

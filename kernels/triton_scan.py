@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from dataclasses import dataclass, replace
 
 import torch
@@ -57,6 +58,10 @@ class ScanConfig:
     # Backward: the next tile's B / C blocks are prefetched into L1 while a tile runs (its
     # state loop loads them one state ahead, too late for L2: H200 -1 to -2.5 %).
     bwd_prefetch: bool = True
+    # Backward: the dB / dC channel sums as one butterfly reduce-scatter per state and tile
+    # (16 shuffles instead of 80). Used where the compiled layout allows it (the default
+    # tiling with 16-bit inputs); not yet timed on a GPU (kernels/README.md).
+    bwd_reduce_scatter: bool = False
     # The forward passes and the adjoint summary pick tile columns by integer sums (Triton 3.6
     # keeps float picks as adds; H200: -3 % forward).
     bit_picks: bool = True
@@ -276,11 +281,11 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
 # ----------------------------------------------------------------------------- backward
 
 
-_resident_cache: dict[tuple, int] = {}
+_compiled_cache: dict[tuple, tuple[int, str]] = {}
 
 
-def _resident_per_sm(kernel, args, flags) -> int | None:
-    """Programs of ``kernel``, compiled for these arguments, that one SM holds at once.
+def _compiled_facts(kernel, args, flags) -> tuple[int, str] | None:
+    """(programs per SM, TTGIR) of ``kernel`` compiled for these arguments.
 
     Compiles without launching (Triton caches it with the launch's own compile) the first time
     a kernel meets these constants, dtypes and device; None under the interpreter, where
@@ -291,12 +296,37 @@ def _resident_per_sm(kernel, args, flags) -> int | None:
     key = (kernel.fn.__name__, tuple(sorted(flags.items())),
            tuple((str(a.dtype), a.device.index, a.data_ptr() % 16 == 0)
                  for a in args if isinstance(a, torch.Tensor)))
-    if key not in _resident_cache:
+    if key not in _compiled_cache:
         compiled = kernel.warmup(*args, grid=(1,), **flags)
         compiled._init_handles()  # loads the binary: n_regs is known from here on
-        _resident_cache[key] = resident_programs(compiled.n_regs, compiled.metadata.num_warps,
-                                                 compiled.metadata.shared)
-    return _resident_cache[key]
+        _compiled_cache[key] = (resident_programs(compiled.n_regs, compiled.metadata.num_warps,
+                                                  compiled.metadata.shared),
+                                compiled.asm["ttgir"])
+    return _compiled_cache[key]
+
+
+def _resident_per_sm(kernel, args, flags) -> int | None:
+    """Programs of ``kernel``, compiled for these arguments, that one SM holds at once."""
+    facts = _compiled_facts(kernel, args, flags)
+    return facts[0] if facts else None
+
+
+_ROW_PER_LANE = "sizePerThread = [1, 8], threadsPerWarp = [32, 1], warpsPerCTA = [1, 1]"
+
+
+def reduce_scatter_layout_ok(ttgir: str) -> bool:
+    """Whether every reduce-scatter in a compiled backward gets one whole 8-column row per
+    lane (what its shuffles assume; any other layout would sum the wrong values)."""
+    layouts = dict(re.findall(r"^(#\w+) = #ttg\.blocked<\{(.*?), order", ttgir, re.M))
+    uses = [line for line in ttgir.splitlines()
+            if "elementwise_inline_asm" in line and "shfl.sync.bfly" in line]
+    if not uses:
+        return False
+    for line in uses:
+        operand_layouts = re.findall(r"tensor<32x8xf32, (#\w+)>", line.split(":")[-1])
+        if not operand_layouts or any(layouts.get(a) != _ROW_PER_LANE for a in operand_layouts):
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=256)
@@ -327,6 +357,23 @@ def _bwd_chunks_per_segment(n_chunks: int, n_bt: int, slots: int, summary_slots:
         if best_cost is None or cost < best_cost - 1e-9:
             best, best_cost = cps, cost
     return best
+
+
+_rs_refused: set[tuple] = set()
+
+
+def _with_reduce_scatter(args, flags) -> dict:
+    """``flags`` with the reduce-scatter on if the kernel compiled with it has the layout it
+    needs (16-bit rows, aligned: one row per lane), else unchanged (logged once per case)."""
+    facts = _compiled_facts(K._scan_bwd_kernel, args, dict(flags, RS=True))
+    if facts and reduce_scatter_layout_ok(facts[1]):
+        return dict(flags, RS=True)
+    key = tuple(str(a.dtype) for a in args if isinstance(a, torch.Tensor))
+    if facts and key not in _rs_refused:
+        _rs_refused.add(key)
+        _log.info("selective_scan: the backward's layout does not give one row per lane for "
+                  "these inputs; dB / dC are summed without the reduce-scatter")
+    return flags
 
 
 def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConfig):
@@ -367,8 +414,11 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     # at once (the forward's X has a state at every chunk, so any whole-chunk cut works).
     # X stands in for the buffers sized by that choice: only dtypes and alignment compile.
     common = _common_args(bgeo, sB)
-    per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(
-        K._scan_bwd_kernel, (*main_args(X, X), *common, B.numel()), main_flags) or 16
+    probe = (*main_args(X, X), *common, B.numel())
+    if cfg.bwd_reduce_scatter and geo.tile == 8 and block_d == 32:
+        main_flags = _with_reduce_scatter(probe, main_flags)
+    per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(K._scan_bwd_kernel, probe,
+                                                         main_flags) or 16
     per_sm_summary = _resident_per_sm(K._scan_bwd_summary_kernel,
                                       (*summary_args(X, X), *common), summary_flags) or 16
     slots = per_sm * _num_sms(dev)

@@ -255,3 +255,91 @@ def test_sass_report_compiles_for_hopper_without_a_gpu():
     assert row["resident_per_sm"] >= 1
     # 8 positions x 16 states of exp2 per tile, plus the tile's softplus and sigmoid
     assert row["loop_mix"]["MUFU"] >= 128
+
+
+def _run_ptx(ptx: str, lanes: list[dict]) -> None:
+    """Run straight-line PTX of the few kinds ``_reduce_scatter`` uses on 32 simulated lanes
+    (registers per lane in ``lanes``; shfl.sync.bfly reads the partner's register)."""
+    body = ptx.strip().strip("{}")
+    for op in (o.strip() for o in body.split(";")):
+        if not op or op.startswith(".reg"):
+            continue
+        name, rest = op.split(None, 1)
+        args = [a.strip() for a in rest.split(",")]
+
+        def val(lane, x):
+            if x in lanes[lane]:
+                return lanes[lane][x]
+            return 0.0 if x.startswith("0f") else int(x)
+
+        new = []
+        for i, regs in enumerate(lanes):
+            if name == "mov.u32" and args[1] == "%laneid":
+                new.append(i)
+            elif name in ("mov.b32", "mov.f32"):
+                new.append(val(i, args[1]))
+            elif name == "and.b32":
+                new.append(val(i, args[1]) & int(args[2]))
+            elif name == "setp.ne.u32":
+                new.append(val(i, args[1]) != int(args[2]))
+            elif name == "selp.f32":
+                new.append(val(i, args[1]) if regs[args[3]] else val(i, args[2]))
+            elif name == "add.f32":
+                new.append(val(i, args[1]) + val(i, args[2]))
+            elif name == "shfl.sync.bfly.b32":
+                new.append(val(i ^ int(args[2]), args[1]))
+            else:
+                raise AssertionError(f"instruction not simulated: {op}")
+        for regs, v in zip(lanes, new):
+            regs[args[0]] = v
+
+
+def test_reduce_scatter_ptx_sums_every_column_once_per_lane_pair():
+    """The backward's dB / dC sums (inline PTX, which the interpreter cannot run): lane l must
+    end with the warp-wide sum of column (l >> 1) & 7 of a (l < 16) or c (l >= 16)."""
+    pytest.importorskip("triton")
+    from mambadna.kernels import triton_scan_kernels as K
+
+    g = torch.Generator().manual_seed(0)
+    a, c = torch.randn(32, 8, generator=g).double(), torch.randn(32, 8, generator=g).double()
+    lanes = [{**{f"${8 + j}": a[i, j].item() for j in range(8)},
+              **{f"${16 + j}": c[i, j].item() for j in range(8)}} for i in range(32)]
+    ptx = K._reduce_scatter_ptx()
+    _run_ptx(ptx, lanes)
+    sums = torch.cat([a.sum(0), c.sum(0)])
+    for i, regs in enumerate(lanes):
+        assert abs(regs["$0"] - sums[(i >> 1) & 15].item()) < 1e-12
+        assert all(regs[f"${j}"] == 0.0 for j in range(1, 8))
+    assert ptx.count("shfl.sync.bfly") == 16
+
+
+def test_reduce_scatter_needs_one_row_per_lane():
+    """The launcher turns the reduce-scatter on only if the compiled layout gives every lane
+    one whole 8-value row (else the butterfly would add the wrong values)."""
+    pytest.importorskip("triton")
+    from mambadna.kernels.triton_scan import reduce_scatter_layout_ok
+
+    def ttgir(layout):
+        return (f"#blocked = #ttg.blocked<{{{layout}, order = [1, 0]}}>\n"
+                '    %9 = tt.elementwise_inline_asm "{ shfl.sync.bfly.b32 r, s, 16, 31, -1; }" '
+                "{pure = true} %7, %8 : tensor<32x8xf32, #blocked>, tensor<32x8xf32, #blocked>"
+                " -> tensor<32x8xf32, #blocked>\n")
+
+    row = "sizePerThread = [1, 8], threadsPerWarp = [32, 1], warpsPerCTA = [1, 1]"
+    assert reduce_scatter_layout_ok(ttgir(row))
+    # fp32 rows: 4 values per 16-byte load, two lanes per row
+    assert not reduce_scatter_layout_ok(ttgir(
+        "sizePerThread = [1, 4], threadsPerWarp = [16, 2], warpsPerCTA = [1, 1]"))
+    assert not reduce_scatter_layout_ok("#blocked = #ttg.blocked<{" + row + ", order = [1, 0]}>")
+
+
+def test_reduce_scatter_backward_compiles_for_hopper():
+    """ptxas accepts the inline PTX; the state loop keeps 16 shuffles (80 without it)."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("the interpreter is on in this process")
+    from mambadna.kernels import sass, triton_scan
+
+    row = sass.report("backward", triton_scan.ScanConfig(bwd_reduce_scatter=True), n_state=16)
+    assert row["loop_mix"]["SHFL"] == 16
+    assert row["spill_bytes"] == 0

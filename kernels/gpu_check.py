@@ -53,6 +53,8 @@ VARIANTS = {
     "bn3mr128s96": dict(bit_picks=True, stages=3, fwd_maxnreg=128, fwd_summary_maxnreg=96),
     "nobp": dict(bwd_prefetch=False),
     "rs": dict(bwd_reduce_scatter=True),
+    **{f"fe{k}": dict(summary_fma_exp2=k) for k in (1, 2, 3)},
+    **{f"rsfe{k}": dict(bwd_reduce_scatter=True, summary_fma_exp2=k) for k in (1, 2)},
     "old": dict(bit_picks=False, stages=2, fwd_maxnreg=None),
     "bns3mr168": dict(bwd_stages=3, bwd_maxnreg=168),
     **{f"bs{n}": dict(bwd_segments=n) for n in (6, 16, 33, 49, 66, 98, 147)},

@@ -62,6 +62,10 @@ class ScanConfig:
     # (16 shuffles instead of 80). Used where the compiled layout allows it (the default
     # tiling with 16-bit inputs); not yet timed on a GPU (kernels/README.md).
     bwd_reduce_scatter: bool = False
+    # The summary passes (forward and adjoint) compute exp2 of this many of the N states per
+    # tile on the FMA pipe, the rest on the special-function unit that bounds them (README);
+    # not yet timed on a GPU.
+    summary_fma_exp2: int = 0
     # The forward passes and the adjoint summary pick tile columns by integer sums (Triton 3.6
     # keeps float picks as adds; H200: -3 % forward).
     bit_picks: bool = True
@@ -84,6 +88,9 @@ class ScanConfig:
             v = getattr(self, name)
             if v is not None and not 24 <= v <= 255:
                 raise ValueError(f"ScanConfig.{name} must be None or 24..255, got {v}")
+        if self.summary_fma_exp2 < 0:
+            raise ValueError(f"ScanConfig.summary_fma_exp2 must be >= 0, got "
+                             f"{self.summary_fma_exp2}")
         if self.tile not in (4, 8):
             raise ValueError(f"ScanConfig.tile must be 4 or 8, got {self.tile}")
 
@@ -270,7 +277,7 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
         compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
             *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=True, WRITE_FINAL=False,
-            **flags, **_maxnreg(cfg.fwd_summary_maxnreg))
+            FMA_EXP2=cfg.summary_fma_exp2, **flags, **_maxnreg(cfg.fwd_summary_maxnreg))
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
     compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
         *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=False, WRITE_FINAL=True,
@@ -397,7 +404,7 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
                  num_warps=cfg.bwd_warps, **_maxnreg(cfg.bwd_maxnreg))
     main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch)
-    summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks)
+    summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks, FMA_EXP2=cfg.summary_fma_exp2)
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2
     scratch_slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (the kernel)

@@ -179,6 +179,38 @@ else:
 
 
 @_device
+def _exp2_fma(x):
+    """2^x on the FMA pipe instead of the special-function unit, relative error < 3e-7 (the
+    unit's ex2.approx: 2^-22).
+
+    x = j + f with j = round(x) by adding and subtracting 1.5 * 2^23 (the sum's low mantissa
+    bits are j), 2^f for f in [-1/2, 1/2] by a degree-5 fit (Horner), 2^j added into the
+    exponent bits: 10 instructions, 8 of them FP32. x is clamped to [-125, 126], where the
+    result stays a normal float: it returns 2^-125 (not 0) far below and 2^126 (not inf) far
+    above, which the scan's decays (x = dt A log2(e) <= 0) never tell apart from 0.
+    """
+    x = tl.minimum(tl.maximum(x, -125.0), 126.0)
+    shifted = x + 12582912.0
+    f = x - (shifted - 12582912.0)
+    p = 0.00132764654699713 * f + 0.009675540961325169
+    p = p * f + 0.05550713464617729
+    p = p * f + 0.24022120237350464
+    p = p * f + 0.6931469440460205
+    p = p * f + 1.0000001192092896
+    bits = p.to(tl.int32, bitcast=True) + (shifted.to(tl.int32, bitcast=True) << 23)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@_device
+def _decay(x, n: tl.constexpr, FMA_EXP2: tl.constexpr):
+    """exp2(x) for state n: the first FMA_EXP2 states on the FMA pipe (``_exp2_fma``), the
+    rest on the special-function unit, which bounds the summary passes (kernels/README.md)."""
+    if n < FMA_EXP2:
+        return _exp2_fma(x)
+    return tl.exp2(x)
+
+
+@_device
 def _softplus(x):
     """log(1 + exp(x)) as torch computes it (threshold 20), relative error < 1e-5.
 
@@ -280,7 +312,7 @@ def _scan_fwd_kernel(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     SUMMARY: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, WRITE_FINAL: tl.constexpr, ALIGNED: tl.constexpr,
-    NS: tl.constexpr = 1, BITS: tl.constexpr = False,
+    NS: tl.constexpr = 1, BITS: tl.constexpr = False, FMA_EXP2: tl.constexpr = 0,
 ):
     """One (segment, channel tile) of the forward scan.
 
@@ -335,7 +367,10 @@ def _scan_fwd_kernel(
         new = ()
         for n in tl.static_range(N):
             brow = tl.load(b_base + t0 * N + n * T + cols).to(tl.float32)
-            a = tl.exp2(dt * A2[n][:, None])
+            if SUMMARY:
+                a = _decay(dt * A2[n][:, None], n, FMA_EXP2)
+            else:
+                a = tl.exp2(dt * A2[n][:, None])
             bx = dtu * brow
             hn = h[n]
             if SUMMARY:
@@ -438,7 +473,7 @@ def _scan_bwd_summary_kernel(
     sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ALIGNED: tl.constexpr,
-    NS: tl.constexpr = 1, BITS: tl.constexpr = False,
+    NS: tl.constexpr = 1, BITS: tl.constexpr = False, FMA_EXP2: tl.constexpr = 0,
 ):
     """Adjoint summary of segment s = 1 + pid // n_bt, scanned right to left from zero.
 
@@ -482,7 +517,7 @@ def _scan_bwd_summary_kernel(
         new = ()
         for n in tl.static_range(N):
             crow = tl.load(c_base + t0 * N + n * T + cols).to(tl.float32)
-            a = tl.exp2(dt * A2[n][:, None])
+            a = _decay(dt * A2[n][:, None], n, FMA_EXP2)
             cy = dy * crow
             qn = q[n]
             for j in tl.static_range(T - 1, -1, -1):

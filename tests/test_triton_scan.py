@@ -33,6 +33,9 @@ CASES = [
          config=dict(bwd_prefetch=False)),
     dict(id="fp32-plain-no-options", batch=1, dim=3, L=19, N=8, segments=2, chunk=8,
          D=False, z=False, bias=False, softplus=False, init=False),
+    # summary passes with exp2 of 3 of the 4 states on the FMA pipe
+    dict(id="fp32-split-fma-exp2", batch=1, dim=5, L=50, N=4, segments=3, chunk=8,
+         final_grad=True, config=dict(summary_fma_exp2=3, bwd_segments=3)),
     dict(id="fp16-io-fp32-BC", batch=1, dim=4, L=24, N=4, dtype="float16", bc_dtype="float32",
          segments=3, chunk=8, final_grad=True),
     dict(id="fp32-L1", batch=2, dim=3, L=1, N=4, segments=1, chunk=16, final_grad=True),
@@ -152,6 +155,33 @@ def _worker() -> None:
         except Exception as exc:  # reported per case by the parent test
             result = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps({"id": case["id"], **result}), flush=True)
+    print(json.dumps({"id": "exp2_fma", **_exp2_fma_errors()}), flush=True)
+
+
+def _exp2_fma_errors() -> dict:
+    """The summary passes' FMA-pipe exp2 on a grid of arguments, against float64 2^x."""
+    # The interpreter runs a kernel with its module's globals: the names it uses go there.
+    global tl, _kernels
+    import triton
+    import triton.language as tl
+
+    from mambadna.kernels import triton_scan_kernels as _kernels
+
+    @triton.jit
+    def apply(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        mask = offs < n
+        y = _kernels._exp2_fma(tl.load(x_ptr + offs, mask=mask, other=0.0))
+        tl.store(y_ptr + offs, y, mask=mask)
+
+    x = torch.cat([torch.linspace(-125, 0, 4001), torch.linspace(-1, 1, 999),
+                   torch.tensor([-200.0, -126.0, 0.5, 126.0])])
+    y = torch.empty_like(x)
+    apply[(1,)](x, y, x.numel(), BLOCK=8192)
+    exact = torch.exp2(x.double())
+    inside = (x >= -125) & (x <= 126)
+    rel = ((y.double() - exact).abs() / exact)[inside]
+    return {"max_rel": rel.max().item(), "below": y[x < -125].max().item()}
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +206,15 @@ def interpreted_results() -> dict:
 def test_interpreted_kernels_match_definition(case, interpreted_results):
     assert case["id"] in interpreted_results, "the worker stopped before this case"
     check(case, interpreted_results[case["id"]])
+
+
+def test_fma_exp2_is_as_accurate_as_the_special_function_unit(interpreted_results):
+    """``_exp2_fma`` (the summary passes' exp2 on the FMA pipe): relative error below 2^-21
+    on [-125, 126] (the special-function unit's ex2.approx: 2^-22), a tiny positive number
+    below, never a wrapped exponent."""
+    errors = interpreted_results["exp2_fma"]
+    assert errors["max_rel"] < 2.0 ** -21, errors
+    assert 0.0 < errors["below"] <= 2.0 ** -124, errors
 
 
 def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error():

@@ -20,6 +20,10 @@ import torch
 
 from mambadna.kernels import bench, triton_scan
 
+# Changes to the current ScanConfig defaults. Variants added in earlier sessions are named for
+# how they differed from the defaults of their day (kernels/README.md has each run), so some
+# now repeat a default: "bits" and "fmr128" are the fourth session's defaults, "old" its
+# predecessor's forward.
 VARIANTS = {
     "default": {},
     "fw4": dict(fwd_warps=4),

@@ -185,9 +185,9 @@ def _exp2_fma(x):
 
     x = j + f with j = round(x) by adding and subtracting 1.5 * 2^23 (the sum's low mantissa
     bits are j), 2^f for f in [-1/2, 1/2] by a degree-5 fit (Horner), 2^j added into the
-    exponent bits: 10 instructions, 8 of them FP32. x is clamped to [-125, 126], where the
-    result stays a normal float: it returns 2^-125 (not 0) far below and 2^126 (not inf) far
-    above, which the scan's decays (x = dt A log2(e) <= 0) never tell apart from 0.
+    exponent bits: 10 instructions per value in SASS. x is clamped to [-125, 126], where the
+    result stays a normal float: far below it returns 2^-125 instead of 0 (a decay that
+    leaves ~1e-38 of the state), far above 2^126 instead of inf.
     """
     x = tl.minimum(tl.maximum(x, -125.0), 126.0)
     shifted = x + 12582912.0

@@ -372,6 +372,8 @@ _rs_refused: set[tuple] = set()
 def _with_reduce_scatter(args, flags) -> dict:
     """``flags`` with the reduce-scatter on if the kernel compiled with it has the layout it
     needs (16-bit rows, aligned: one row per lane), else unchanged (logged once per case)."""
+    if _interpreting():  # the kernels' stand-in computes what the PTX would
+        return dict(flags, RS=True)
     facts = _compiled_facts(K._scan_bwd_kernel, args, dict(flags, RS=True))
     if facts and reduce_scatter_layout_ok(facts[1]):
         return dict(flags, RS=True)

@@ -159,7 +159,12 @@ _RS_CONSTRAINTS = tl.constexpr(",".join(["=f"] * 8 + ["f"] * 16))
 if _INTERPRET:
 
     def _reduce_scatter(a, c):
-        raise NotImplementedError("the reduce-scatter is inline assembly: compiled kernels only")
+        """What the PTX leaves in each lane, for the interpreter (row i plays lane i)."""
+        rows = tl.arange(0, 32)[:, None]
+        cols = tl.arange(0, 8)[None, :]
+        sums = tl.where(rows < 16, _sum(a, axis=0)[None, :], _sum(c, axis=0)[None, :])
+        mine = _sum(tl.where(cols == ((rows >> 1) & 7), sums, 0.0), axis=1)
+        return tl.where(cols == 0, mine[:, None], 0.0)
 
 else:
 

@@ -43,7 +43,8 @@ def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[ob
                NS=cfg.stages, BITS=cfg.bit_picks)
     bwd = dict(common, BD=32 * cfg.bwd_warps * cfg.bwd_channels_per_thread)
     table = {
-        "forward": (K._scan_fwd_kernel, dict(fwd, SUMMARY=False, WRITE_FINAL=True),
+        "forward": (K._scan_fwd_kernel, dict(fwd, SUMMARY=False, WRITE_FINAL=True,
+                                             STREAM_A=cfg.fwd_stream_a),
                     cfg.fwd_warps),
         "forward-summary": (K._scan_fwd_kernel, dict(fwd, SUMMARY=True, WRITE_FINAL=False,
                                                      FMA_EXP2=cfg.summary_fma_exp2),

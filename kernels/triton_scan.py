@@ -66,6 +66,10 @@ class ScanConfig:
     # tile on the FMA pipe, the rest on the special-function unit that bounds them (README);
     # not yet timed on a GPU.
     summary_fma_exp2: int = 0
+    # The forward output pass reads A per state and tile (its loads join the tile's pipelined
+    # copies) instead of holding all N in registers; with fwd_maxnreg 96: 10 programs per SM.
+    # Not yet timed on a GPU (kernels/README.md).
+    fwd_stream_a: bool = False
     # The forward passes and the adjoint summary pick tile columns by integer sums (Triton 3.6
     # keeps float picks as adds; H200: -3 % forward).
     bit_picks: bool = True
@@ -281,7 +285,7 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
     compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
         *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=False, WRITE_FINAL=True,
-        **flags, **_maxnreg(cfg.fwd_maxnreg))
+        STREAM_A=cfg.fwd_stream_a, **flags, **_maxnreg(cfg.fwd_maxnreg))
     return out, final, X, geo, B, C
 
 

@@ -318,6 +318,7 @@ def _scan_fwd_kernel(
     SUMMARY: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, WRITE_FINAL: tl.constexpr, ALIGNED: tl.constexpr,
     NS: tl.constexpr = 1, BITS: tl.constexpr = False, FMA_EXP2: tl.constexpr = 0,
+    STREAM_A: tl.constexpr = False,
 ):
     """One (segment, channel tile) of the forward scan.
 
@@ -374,6 +375,9 @@ def _scan_fwd_kernel(
             brow = tl.load(b_base + t0 * N + n * T + cols).to(tl.float32)
             if SUMMARY:
                 a = _decay(dt * A2[n][:, None], n, FMA_EXP2)
+            elif STREAM_A:  # read per state and tile (pipelined, from shared memory)
+                a2n = tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0)
+                a = tl.exp2(dt * a2n[:, None])
             else:
                 a = tl.exp2(dt * A2[n][:, None])
             bx = dtu * brow

@@ -33,9 +33,11 @@ CASES = [
          config=dict(bwd_prefetch=False)),
     dict(id="fp32-plain-no-options", batch=1, dim=3, L=19, N=8, segments=2, chunk=8,
          D=False, z=False, bias=False, softplus=False, init=False),
-    # summary passes with exp2 of 3 of the 4 states on the FMA pipe
-    dict(id="fp32-split-fma-exp2", batch=1, dim=5, L=50, N=4, segments=3, chunk=8,
-         final_grad=True, config=dict(summary_fma_exp2=3, bwd_segments=3)),
+    # summary passes with exp2 of 3 of the 4 states on the FMA pipe; A read per state in the
+    # output pass
+    dict(id="fp32-split-fma-exp2-streamed-A", batch=1, dim=5, L=50, N=4, segments=3, chunk=8,
+         final_grad=True,
+         config=dict(summary_fma_exp2=3, bwd_segments=3, fwd_stream_a=True)),
     dict(id="fp16-io-fp32-BC", batch=1, dim=4, L=24, N=4, dtype="float16", bc_dtype="float32",
          segments=3, chunk=8, final_grad=True),
     dict(id="fp32-L1", batch=2, dim=3, L=1, N=4, segments=1, chunk=16, final_grad=True),

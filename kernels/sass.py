@@ -37,7 +37,8 @@ _DIVISIBLE = {"L", "dim", "dim_per_group", "sB_b", "sB_g", "sBC"}
 
 def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[object, dict, int]:
     """(jit function, constexpr values, warps) of a kernel role under ``cfg``."""
-    common = dict(N=n_state, T=cfg.tile, CH=cfg.chunk, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
+    tile = cfg.tile or 8  # the rows compiled here are bf16: 8 positions per 16-byte load
+    common = dict(N=n_state, T=tile, CH=cfg.chunk, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                   ALIGNED=True)
     fwd = dict(common, BD=32 * cfg.fwd_warps * cfg.fwd_channels_per_thread, HAS_D=True,
                NS=cfg.stages, BITS=cfg.bit_picks)

@@ -48,7 +48,11 @@ class ScanConfig:
     segments: int | None = None  # force the forward's number of segments (tests)
     bwd_segments: int | None = None  # force the backward's (tests); None: whole turns
     stages: int = 3  # software-pipelining depth of the forward and adjoint-summary tile loops
-    tile: int = 8  # positions per thread tile (4 or 8): u / delta / z rows loaded at once
+    # Positions per thread tile (4 or 8): u / delta / z rows loaded at once. None: 16-byte
+    # rows, 8 positions of 16-bit inputs, 4 of fp32 (8 fp32 positions are two 16-byte loads,
+    # which Triton lays over two lanes, so every column pick becomes shuffles: in Triton
+    # 3.6's SASS 4502 instructions and 416 spilled bytes per 8 positions, ~1240 and 24 at 4).
+    tile: int | None = None
     bwd_stages: int = 1  # > 1: Triton pipelines the backward's state loop (H200: slower)
     # Caps on registers per thread (more resident warps). The forward's output pass at 128:
     # 8 programs per SM instead of 6, for 8 bytes of spill outside its loop (H200: -2 %).
@@ -95,8 +99,8 @@ class ScanConfig:
         if self.summary_fma_exp2 < 0:
             raise ValueError(f"ScanConfig.summary_fma_exp2 must be >= 0, got "
                              f"{self.summary_fma_exp2}")
-        if self.tile not in (4, 8):
-            raise ValueError(f"ScanConfig.tile must be 4 or 8, got {self.tile}")
+        if self.tile not in (None, 4, 8):
+            raise ValueError(f"ScanConfig.tile must be None, 4 or 8, got {self.tile}")
 
 
 _config = ScanConfig()
@@ -185,7 +189,9 @@ class _Geometry:
 def _geometry(u, B, delta, z, n_state, block_d, cfg: ScanConfig) -> _Geometry:
     batch, dim, length = u.shape
     groups = 1 if B.dim() == 3 else B.shape[1]
-    tile = cfg.tile  # positions per thread tile: 4 -> 8 bytes of bf16 u per load, 8 -> 16
+    # Positions per thread tile: one 16-byte load per row unless the config says otherwise.
+    itemsize = max(t.element_size() for t in (u, delta, z) if t is not None)
+    tile = cfg.tile or (8 if itemsize <= 2 else 4)
     n_dtiles = -(-(dim // groups) // block_d)
     n_bt = batch * groups * n_dtiles
     target = cfg.programs_per_sm * _num_sms(u.device)

@@ -4,7 +4,7 @@
 
 Tiling (the same in every kernel): a program owns one batch row, a tile of ``BD`` channels and a
 segment of positions. Each thread owns one channel (``BD`` = 32 x warps), all ``N`` of its
-states, and walks the segment in tiles of ``T`` = 8 (or 4) positions: the tile's u / delta / z
+states, and walks the segment in tiles of ``T`` = 8 (4 for fp32) positions: the tile's u / delta / z
 rows are one vector load per thread (each a different cache line, so wide tiles halve the L1
 traffic that limited the 4-position version), and the tile's B / C rows (fp32, stored
 tile-major by the launcher: (batch, G, L/T, N, T), so a tile's N rows are one contiguous

@@ -43,12 +43,12 @@ CASES = [
     dict(id="fp32-L1", batch=2, dim=3, L=1, N=4, segments=1, chunk=16, final_grad=True),
     # more segments than the chains load per step (16): two steps each way
     dict(id="fp32-20-segments-two-chain-steps", batch=1, dim=3, L=300, N=4, segments=20,
-         chunk=8, final_grad=True, config=dict(bwd_segments=19)),
+         chunk=8, final_grad=True, config=dict(bwd_segments=19, tile=8)),
     dict(id="fp32-two-channel-tiles", batch=1, dim=40, L=20, N=4, segments=2, chunk=8,
          z=False),
     # dB / dC by the reduce-scatter's addressing (the interpreter's stand-in for its PTX)
     dict(id="fp32-reduce-scatter-two-channel-tiles", batch=2, dim=40, L=27, N=4, groups=2,
-         segments=2, chunk=8, final_grad=True, config=dict(bwd_reduce_scatter=True)),
+         segments=2, chunk=8, final_grad=True, config=dict(bwd_reduce_scatter=True, tile=8)),
     dict(id="bf16-N16-chunk-equals-tile", batch=1, dim=2, L=29, N=16, dtype="bfloat16",
          segments=4, chunk=8, bias=False, config=dict(bwd_segments=3)),
     # the 4-position tiles (default 8), software pipelining; two-warp programs

@@ -51,7 +51,9 @@ GPU_CASES = [
          dtype="bfloat16", groups=2, segments=None, chunk=256, final_grad=True,
          config=dict(bwd_reduce_scatter=True)),
     dict(id="fp32-1000-reduce-scatter-refused", batch=2, dim=64, L=1000, N=16, segments=5,
-         chunk=64, config=dict(bwd_reduce_scatter=True)),
+         chunk=64, config=dict(bwd_reduce_scatter=True, tile=8)),
+    dict(id="fp32-4096-default-plan-4-position-tiles", batch=1, dim=128, L=4096, N=16,
+         segments=None, chunk=256, final_grad=True),
     dict(id="bf16-4099-summary-exp2-on-fma", batch=2, dim=96, L=4099, N=16,
          dtype="bfloat16", segments=None, chunk=256, final_grad=True,
          config=dict(summary_fma_exp2=2)),
@@ -125,5 +127,6 @@ def test_reduce_scatter_engages_where_the_layout_allows(configured):
     check(case, run_case(case, "cuda"))
     assert "%laneid" in configured.compiled_kernels["backward"].asm["ptx"]
     case = next(c for c in GPU_CASES if c["id"] == "fp32-1000-reduce-scatter-refused")
+    configured.set_config(configured.ScanConfig(bwd_reduce_scatter=True, tile=8))
     check(case, run_case(case, "cuda"))
     assert "%laneid" not in configured.compiled_kernels["backward"].asm["ptx"]

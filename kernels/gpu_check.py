@@ -61,6 +61,8 @@ VARIANTS = {
     **{f"rsfe{k}": dict(bwd_reduce_scatter=True, summary_fma_exp2=k) for k in (1, 2)},
     "old": dict(bit_picks=False, stages=2, fwd_maxnreg=None),
     "sa": dict(fwd_stream_a=True),
+    "rb": dict(bwd_rerun_bits=True),
+    "rsrb": dict(bwd_reduce_scatter=True, bwd_rerun_bits=True),
     **{f"sa{r}": dict(fwd_stream_a=True, fwd_maxnreg=r) for r in (96, 104)},
     "bns3mr168": dict(bwd_stages=3, bwd_maxnreg=168),
     **{f"bs{n}": dict(bwd_segments=n) for n in (6, 16, 33, 49, 66, 98, 147)},

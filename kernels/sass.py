@@ -56,7 +56,8 @@ def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[ob
                              cfg.bwd_warps),
         "backward": (K._scan_bwd_kernel, dict(bwd, HAS_D=True, BNS=cfg.bwd_stages,
                                               PREFETCH=cfg.bwd_prefetch,
-                                              RS=cfg.bwd_reduce_scatter),
+                                              RS=cfg.bwd_reduce_scatter,
+                                              RERUN_BITS=cfg.bwd_rerun_bits),
                      cfg.bwd_warps),
     }
     if role not in table:

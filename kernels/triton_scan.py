@@ -74,6 +74,10 @@ class ScanConfig:
     # copies) instead of holding all N in registers; with fwd_maxnreg 96: 10 programs per SM.
     # Not yet timed on a GPU (kernels/README.md).
     fwd_stream_a: bool = False
+    # The backward's rerun of each chunk picks tile columns by integer sums; the compiler then
+    # unrolls its state loop (Triton 3.6 SASS: 1216 -> 901 instructions per tile, registers
+    # unchanged). Not yet timed on a GPU (kernels/README.md).
+    bwd_rerun_bits: bool = False
     # The forward passes and the adjoint summary pick tile columns by integer sums (Triton 3.6
     # keeps float picks as adds; H200: -3 % forward).
     bit_picks: bool = True
@@ -415,7 +419,8 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     flags = dict(N=n_state, BD=bgeo.block_d, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
                  num_warps=cfg.bwd_warps, **_maxnreg(cfg.bwd_maxnreg))
-    main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch)
+    main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
+                      RERUN_BITS=cfg.bwd_rerun_bits)
     summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks, FMA_EXP2=cfg.summary_fma_exp2)
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2

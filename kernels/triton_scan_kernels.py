@@ -592,7 +592,7 @@ def _scan_bwd_kernel(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ALIGNED: tl.constexpr, BNS: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
-    RS: tl.constexpr = False,
+    RS: tl.constexpr = False, RERUN_BITS: tl.constexpr = False,
 ):
     """Gradients of every input, by recomputation; a persistent loop over (segment, tile).
 
@@ -671,7 +671,7 @@ def _scan_bwd_kernel(
                     a = tl.exp2(dt * a2[:, None])
                     bx = dtu * brow
                     for j in tl.static_range(T):
-                        hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                        hn = _col(a, cols, j, RERUN_BITS) * hn + _col(bx, cols, j, RERUN_BITS)
                     tl.store(scr + ((i + 1) * N + n) * BD, hn)
             # (2) tiles right to left: states, adjoint, gradients
             for ii in range(n_tiles):

@@ -46,9 +46,11 @@ CASES = [
          chunk=8, final_grad=True, config=dict(bwd_segments=19, tile=8)),
     dict(id="fp32-two-channel-tiles", batch=1, dim=40, L=20, N=4, segments=2, chunk=8,
          z=False),
-    # dB / dC by the reduce-scatter's addressing (the interpreter's stand-in for its PTX)
+    # dB / dC by the reduce-scatter's addressing (the interpreter's stand-in for its PTX);
+    # integer picks in the backward's rerun
     dict(id="fp32-reduce-scatter-two-channel-tiles", batch=2, dim=40, L=27, N=4, groups=2,
-         segments=2, chunk=8, final_grad=True, config=dict(bwd_reduce_scatter=True, tile=8)),
+         segments=2, chunk=8, final_grad=True,
+         config=dict(bwd_reduce_scatter=True, tile=8, bwd_rerun_bits=True)),
     dict(id="bf16-N16-chunk-equals-tile", batch=1, dim=2, L=29, N=16, dtype="bfloat16",
          segments=4, chunk=8, bias=False, config=dict(bwd_segments=3)),
     # the 4-position tiles (default 8), software pipelining; two-warp programs

@@ -54,6 +54,8 @@ GPU_CASES = [
          chunk=64, config=dict(bwd_reduce_scatter=True, tile=8)),
     dict(id="fp32-4096-default-plan-4-position-tiles", batch=1, dim=128, L=4096, N=16,
          segments=None, chunk=256, final_grad=True),
+    dict(id="bf16-2049-rerun-integer-picks", batch=2, dim=96, L=2049, N=16, dtype="bfloat16",
+         segments=None, chunk=256, final_grad=True, config=dict(bwd_rerun_bits=True)),
     dict(id="bf16-4099-summary-exp2-on-fma", batch=2, dim=96, L=4099, N=16,
          dtype="bfloat16", segments=None, chunk=256, final_grad=True,
          config=dict(summary_fma_exp2=2)),

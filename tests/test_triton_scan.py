@@ -288,12 +288,17 @@ def test_backward_segments_fill_the_gpu_in_whole_turns():
     assert cut(70, 2, 32, 64, forced=3) == 24  # forced: 3 segments of 24 chunks
 
 
-def test_sass_report_compiles_for_hopper_without_a_gpu():
-    """The development tool that predicts registers before GPU time is spent: the adjoint
-    summary compiles for sm_90 here, one exp2 per (position, state) of its tile loop."""
+def _needs_compiler() -> None:
+    """Compiling for sm_90 needs Triton without the interpreter in this process (CI: so)."""
     pytest.importorskip("triton")
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("the interpreter is on in this process")
+
+
+def test_sass_report_compiles_for_hopper_without_a_gpu():
+    """The development tool that predicts registers before GPU time is spent: the adjoint
+    summary compiles for sm_90 here, one exp2 per (position, state) of its tile loop."""
+    _needs_compiler()
     from mambadna.kernels import sass, triton_scan
 
     row = sass.report("backward-summary", triton_scan.ScanConfig(), n_state=16)
@@ -381,9 +386,7 @@ def test_reduce_scatter_needs_one_row_per_lane():
 
 def test_reduce_scatter_backward_compiles_for_hopper():
     """ptxas accepts the inline PTX; the state loop keeps 16 shuffles (80 without it)."""
-    pytest.importorskip("triton")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        pytest.skip("the interpreter is on in this process")
+    _needs_compiler()
     from mambadna.kernels import sass, triton_scan
 
     row = sass.report("backward", triton_scan.ScanConfig(bwd_reduce_scatter=True), n_state=16)

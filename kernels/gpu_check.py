@@ -23,7 +23,7 @@ from mambadna.kernels import bench, triton_scan
 # Changes to the current ScanConfig defaults. Variants added in earlier sessions are named for
 # how they differed from the defaults of their day (kernels/README.md has each run), so some
 # now repeat a default: "bits" and "fmr128" are the fourth session's defaults, "old" its
-# predecessor's forward.
+# predecessor's forward (with float picks in the backward's rerun too).
 VARIANTS = {
     "default": {},
     "fw4": dict(fwd_warps=4),
@@ -56,14 +56,7 @@ VARIANTS = {
     "bn3s96": dict(bit_picks=True, stages=3, fwd_summary_maxnreg=96),
     "bn3mr128s96": dict(bit_picks=True, stages=3, fwd_maxnreg=128, fwd_summary_maxnreg=96),
     "nobp": dict(bwd_prefetch=False),
-    "rs": dict(bwd_reduce_scatter=True),
-    **{f"fe{k}": dict(summary_fma_exp2=k) for k in (1, 2, 3)},
-    **{f"rsfe{k}": dict(bwd_reduce_scatter=True, summary_fma_exp2=k) for k in (1, 2)},
     "old": dict(bit_picks=False, stages=2, fwd_maxnreg=None),
-    "sa": dict(fwd_stream_a=True),
-    "rb": dict(bwd_rerun_bits=True),
-    "rsrb": dict(bwd_reduce_scatter=True, bwd_rerun_bits=True),
-    **{f"sa{r}": dict(fwd_stream_a=True, fwd_maxnreg=r) for r in (96, 104)},
     "bns3mr168": dict(bwd_stages=3, bwd_maxnreg=168),
     **{f"bs{n}": dict(bwd_segments=n) for n in (6, 16, 33, 49, 66, 98, 147)},
     "fmr128": dict(fwd_maxnreg=128),

@@ -44,20 +44,16 @@ def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[ob
                NS=cfg.stages, BITS=cfg.bit_picks)
     bwd = dict(common, BD=32 * cfg.bwd_warps * cfg.bwd_channels_per_thread)
     table = {
-        "forward": (K._scan_fwd_kernel, dict(fwd, SUMMARY=False, WRITE_FINAL=True,
-                                             STREAM_A=cfg.fwd_stream_a),
+        "forward": (K._scan_fwd_kernel, dict(fwd, SUMMARY=False, WRITE_FINAL=True),
                     cfg.fwd_warps),
-        "forward-summary": (K._scan_fwd_kernel, dict(fwd, SUMMARY=True, WRITE_FINAL=False,
-                                                     FMA_EXP2=cfg.summary_fma_exp2),
+        "forward-summary": (K._scan_fwd_kernel, dict(fwd, SUMMARY=True, WRITE_FINAL=False),
                             cfg.fwd_warps),
         "backward-summary": (K._scan_bwd_summary_kernel, dict(bwd, NS=cfg.stages,
-                                                              BITS=cfg.bit_picks,
-                                                              FMA_EXP2=cfg.summary_fma_exp2),
+                                                              BITS=cfg.bit_picks),
                              cfg.bwd_warps),
         "backward": (K._scan_bwd_kernel, dict(bwd, HAS_D=True, BNS=cfg.bwd_stages,
                                               PREFETCH=cfg.bwd_prefetch,
-                                              RS=cfg.bwd_reduce_scatter,
-                                              RERUN_BITS=cfg.bwd_rerun_bits),
+                                              RERUN_BITS=cfg.bit_picks),
                      cfg.bwd_warps),
     }
     if role not in table:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 from dataclasses import dataclass, replace
 
 import torch
@@ -62,24 +61,9 @@ class ScanConfig:
     # Backward: the next tile's B / C blocks are prefetched into L1 while a tile runs (its
     # state loop loads them one state ahead, too late for L2: H200 -1 to -2.5 %).
     bwd_prefetch: bool = True
-    # Backward: the dB / dC channel sums as one butterfly reduce-scatter per state and tile
-    # (16 shuffles instead of 80). Used where the compiled layout allows it (the default
-    # tiling with 16-bit inputs); not yet timed on a GPU (kernels/README.md).
-    bwd_reduce_scatter: bool = False
-    # The summary passes (forward and adjoint) compute exp2 of this many of the N states per
-    # tile on the FMA pipe, the rest on the special-function unit that bounds them (README);
-    # not yet timed on a GPU.
-    summary_fma_exp2: int = 0
-    # The forward output pass reads A per state and tile (its loads join the tile's pipelined
-    # copies) instead of holding all N in registers; with fwd_maxnreg 96: 10 programs per SM.
-    # Not yet timed on a GPU (kernels/README.md).
-    fwd_stream_a: bool = False
-    # The backward's rerun of each chunk picks tile columns by integer sums; the compiler then
-    # unrolls its state loop (Triton 3.6 SASS: 1216 -> 901 instructions per tile, registers
-    # unchanged). Not yet timed on a GPU (kernels/README.md).
-    bwd_rerun_bits: bool = False
-    # The forward passes and the adjoint summary pick tile columns by integer sums (Triton 3.6
-    # keeps float picks as adds; H200: -3 % forward).
+    # Tile columns picked by integer sums in every pass (forward, adjoint summary, and the
+    # backward's rerun of each chunk, whose state loop the compiler then unrolls): Triton 3.6
+    # keeps float picks as adds (H200: -3 % forward, -1.4 % forward+backward).
     bit_picks: bool = True
 
     def __post_init__(self) -> None:
@@ -100,9 +84,6 @@ class ScanConfig:
             v = getattr(self, name)
             if v is not None and not 24 <= v <= 255:
                 raise ValueError(f"ScanConfig.{name} must be None or 24..255, got {v}")
-        if self.summary_fma_exp2 < 0:
-            raise ValueError(f"ScanConfig.summary_fma_exp2 must be >= 0, got "
-                             f"{self.summary_fma_exp2}")
         if self.tile not in (None, 4, 8):
             raise ValueError(f"ScanConfig.tile must be None, 4 or 8, got {self.tile}")
 
@@ -291,22 +272,22 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
         compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
             *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=True, WRITE_FINAL=False,
-            FMA_EXP2=cfg.summary_fma_exp2, **flags, **_maxnreg(cfg.fwd_summary_maxnreg))
+            **flags, **_maxnreg(cfg.fwd_summary_maxnreg))
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
     compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
         *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=False, WRITE_FINAL=True,
-        STREAM_A=cfg.fwd_stream_a, **flags, **_maxnreg(cfg.fwd_maxnreg))
+        **flags, **_maxnreg(cfg.fwd_maxnreg))
     return out, final, X, geo, B, C
 
 
 # ----------------------------------------------------------------------------- backward
 
 
-_compiled_cache: dict[tuple, tuple[int, str]] = {}
+_resident_cache: dict[tuple, int] = {}
 
 
-def _compiled_facts(kernel, args, flags) -> tuple[int, str] | None:
-    """(programs per SM, TTGIR) of ``kernel`` compiled for these arguments.
+def _resident_per_sm(kernel, args, flags) -> int | None:
+    """Programs of ``kernel``, compiled for these arguments, that one SM holds at once.
 
     Compiles without launching (Triton caches it with the launch's own compile) the first time
     a kernel meets these constants, dtypes and device; None under the interpreter, where
@@ -317,37 +298,12 @@ def _compiled_facts(kernel, args, flags) -> tuple[int, str] | None:
     key = (kernel.fn.__name__, tuple(sorted(flags.items())),
            tuple((str(a.dtype), a.device.index, a.data_ptr() % 16 == 0)
                  for a in args if isinstance(a, torch.Tensor)))
-    if key not in _compiled_cache:
+    if key not in _resident_cache:
         compiled = kernel.warmup(*args, grid=(1,), **flags)
         compiled._init_handles()  # loads the binary: n_regs is known from here on
-        _compiled_cache[key] = (resident_programs(compiled.n_regs, compiled.metadata.num_warps,
-                                                  compiled.metadata.shared),
-                                compiled.asm["ttgir"])
-    return _compiled_cache[key]
-
-
-def _resident_per_sm(kernel, args, flags) -> int | None:
-    """Programs of ``kernel``, compiled for these arguments, that one SM holds at once."""
-    facts = _compiled_facts(kernel, args, flags)
-    return facts[0] if facts else None
-
-
-_ROW_PER_LANE = "sizePerThread = [1, 8], threadsPerWarp = [32, 1], warpsPerCTA = [1, 1]"
-
-
-def reduce_scatter_layout_ok(ttgir: str) -> bool:
-    """Whether every reduce-scatter in a compiled backward gets one whole 8-column row per
-    lane (what its shuffles assume; any other layout would sum the wrong values)."""
-    layouts = dict(re.findall(r"^(#\w+) = #ttg\.blocked<\{(.*?), order", ttgir, re.M))
-    uses = [line for line in ttgir.splitlines()
-            if "elementwise_inline_asm" in line and "shfl.sync.bfly" in line]
-    if not uses:
-        return False
-    for line in uses:
-        operand_layouts = re.findall(r"tensor<32x8xf32, (#\w+)>", line.split(":")[-1])
-        if not operand_layouts or any(layouts.get(a) != _ROW_PER_LANE for a in operand_layouts):
-            return False
-    return True
+        _resident_cache[key] = resident_programs(compiled.n_regs, compiled.metadata.num_warps,
+                                                 compiled.metadata.shared)
+    return _resident_cache[key]
 
 
 @functools.lru_cache(maxsize=256)
@@ -380,25 +336,6 @@ def _bwd_chunks_per_segment(n_chunks: int, n_bt: int, slots: int, summary_slots:
     return best
 
 
-_rs_refused: set[tuple] = set()
-
-
-def _with_reduce_scatter(args, flags) -> dict:
-    """``flags`` with the reduce-scatter on if the kernel compiled with it has the layout it
-    needs (16-bit rows, aligned: one row per lane), else unchanged (logged once per case)."""
-    if _interpreting():  # the kernels' stand-in computes what the PTX would
-        return dict(flags, RS=True)
-    facts = _compiled_facts(K._scan_bwd_kernel, args, dict(flags, RS=True))
-    if facts and reduce_scatter_layout_ok(facts[1]):
-        return dict(flags, RS=True)
-    key = tuple(str(a.dtype) for a in args if isinstance(a, torch.Tensor))
-    if facts and key not in _rs_refused:
-        _rs_refused.add(key)
-        _log.info("selective_scan: the backward's layout does not give one row per lane for "
-                  "these inputs; dB / dC are summed without the reduce-scatter")
-    return flags
-
-
 def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConfig):
     """Launch the backward kernels; returns du, ddelta, dA, dB, dC, dD, dz, dbias, dinit."""
     u, delta, A2, B, C, D, z, bias, X = saved
@@ -420,8 +357,8 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
                  num_warps=cfg.bwd_warps, **_maxnreg(cfg.bwd_maxnreg))
     main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
-                      RERUN_BITS=cfg.bwd_rerun_bits)
-    summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks, FMA_EXP2=cfg.summary_fma_exp2)
+                      RERUN_BITS=cfg.bit_picks)
+    summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks)
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2
     scratch_slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (the kernel)
@@ -439,8 +376,6 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     # X stands in for the buffers sized by that choice: only dtypes and alignment compile.
     common = _common_args(bgeo, sB)
     probe = (*main_args(X, X), *common, B.numel())
-    if cfg.bwd_reduce_scatter and geo.tile == 8 and block_d == 32:
-        main_flags = _with_reduce_scatter(probe, main_flags)
     per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(K._scan_bwd_kernel, probe,
                                                          main_flags) or 16
     per_sm_summary = _resident_per_sm(K._scan_bwd_summary_kernel,

@@ -119,102 +119,6 @@ else:
             "=r,l", [addr], dtype=tl.int32, is_pure=False, pack=1)
 
 
-def _reduce_scatter_ptx() -> str:
-    """PTX of ``_reduce_scatter``: operands $0-$7 the result row, $8-$15 the lane's row of
-    ``a``, $16-$23 its row of ``c``.
-
-    Level 1 exchanges across lanes l and l ^ 16: a lane with bit 4 set keeps the 8 values of
-    ``c`` and sends those of ``a``, its partner the reverse, and each adds what it receives.
-    Levels 2-4 halve what is kept by bits 3, 2 and 1 (k0-k3 vs k4-k7, k0-k1 vs k2-k3, k0 vs
-    k1); level 5 adds across l ^ 1. Lane l then holds value (l >> 1) & 15 of [a | c], summed
-    over all 32 lanes.
-    """
-    ops = ["mov.u32 ln, %laneid;"]
-
-    def select(bit):
-        ops.extend([f"and.b32 bt, ln, {bit};", "setp.ne.u32 p, bt, 0;"])
-
-    def exchange(bit, keep, other):  # keep <- (bit set ? other : keep) + partner's
-        ops.extend([f"selp.f32 s, {keep}, {other}, p;", f"selp.f32 {keep}, {other}, {keep}, p;",
-                    f"shfl.sync.bfly.b32 r, s, {bit}, 31, -1;", f"add.f32 {keep}, {keep}, r;"])
-
-    select(16)
-    for i in range(8):
-        ops.append(f"mov.b32 k{i}, ${8 + i};")
-        exchange(16, f"k{i}", f"${16 + i}")
-    for bit, pairs in ((8, ((0, 4), (1, 5), (2, 6), (3, 7))), (4, ((0, 2), (1, 3))),
-                       (2, ((0, 1),))):
-        select(bit)
-        for lo, hi in pairs:
-            exchange(bit, f"k{lo}", f"k{hi}")
-    ops.extend(["shfl.sync.bfly.b32 r, k0, 1, 31, -1;", "add.f32 k0, k0, r;", "mov.b32 $0, k0;"])
-    ops.extend(f"mov.f32 ${i}, 0f00000000;" for i in range(1, 8))
-    regs = ", ".join(f"k{i}" for i in range(8))
-    return " ".join(["{ .reg .pred p; .reg .b32 ln, bt;", f".reg .f32 {regs}, s, r;", *ops, "}"])
-
-
-_RS_PTX = tl.constexpr(_reduce_scatter_ptx())
-_RS_CONSTRAINTS = tl.constexpr(",".join(["=f"] * 8 + ["f"] * 16))
-
-if _INTERPRET:
-
-    def _reduce_scatter(a, c):
-        """What the PTX leaves in each lane, for the interpreter (row i plays lane i)."""
-        rows = tl.arange(0, 32)[:, None]
-        cols = tl.arange(0, 8)[None, :]
-        sums = tl.where(rows < 16, _sum(a, axis=0)[None, :], _sum(c, axis=0)[None, :])
-        mine = _sum(tl.where(cols == ((rows >> 1) & 7), sums, 0.0), axis=1)
-        return tl.where(cols == 0, mine[:, None], 0.0)
-
-else:
-
-    @triton.jit
-    def _reduce_scatter(a, c):
-        """Column sums over the 32 lanes of a warp of ``a`` and ``c`` ([32, 8] each), one per
-        lane pair: lane l gets the sum of column (l >> 1) & 7 of ``a`` (l < 16) or of ``c``
-        (l >= 16), in column 0 of its row of the result (the rest 0). 16 shuffles, where
-        summing every column by itself takes 80 (5 levels each).
-
-        Correct only when each lane holds one whole row in column order (layout
-        sizePerThread [1, 8], threadsPerWarp [32, 1]): the launcher checks the compiled
-        kernel's layout before using it.
-        """
-        return tl.inline_asm_elementwise(_RS_PTX, _RS_CONSTRAINTS, [a, c], dtype=tl.float32,
-                                         is_pure=True, pack=8)
-
-
-@_device
-def _exp2_fma(x):
-    """2^x on the FMA pipe instead of the special-function unit, relative error < 3e-7 (the
-    unit's ex2.approx: 2^-22).
-
-    x = j + f with j = round(x) by adding and subtracting 1.5 * 2^23 (the sum's low mantissa
-    bits are j), 2^f for f in [-1/2, 1/2] by a degree-5 fit (Horner), 2^j added into the
-    exponent bits: 10 instructions per value in SASS. x is clamped to [-125, 126], where the
-    result stays a normal float: far below it returns 2^-125 instead of 0 (a decay that
-    leaves ~1e-38 of the state), far above 2^126 instead of inf.
-    """
-    x = tl.minimum(tl.maximum(x, -125.0), 126.0)
-    shifted = x + 12582912.0
-    f = x - (shifted - 12582912.0)
-    p = 0.00132764654699713 * f + 0.009675540961325169
-    p = p * f + 0.05550713464617729
-    p = p * f + 0.24022120237350464
-    p = p * f + 0.6931469440460205
-    p = p * f + 1.0000001192092896
-    bits = p.to(tl.int32, bitcast=True) + (shifted.to(tl.int32, bitcast=True) << 23)
-    return bits.to(tl.float32, bitcast=True)
-
-
-@_device
-def _decay(x, n: tl.constexpr, FMA_EXP2: tl.constexpr):
-    """exp2(x) for state n: the first FMA_EXP2 states on the FMA pipe (``_exp2_fma``), the
-    rest on the special-function unit, which bounds the summary passes (kernels/README.md)."""
-    if n < FMA_EXP2:
-        return _exp2_fma(x)
-    return tl.exp2(x)
-
-
 @_device
 def _softplus(x):
     """log(1 + exp(x)) as torch computes it (threshold 20), relative error < 1e-5.
@@ -317,8 +221,7 @@ def _scan_fwd_kernel(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     SUMMARY: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, WRITE_FINAL: tl.constexpr, ALIGNED: tl.constexpr,
-    NS: tl.constexpr = 1, BITS: tl.constexpr = False, FMA_EXP2: tl.constexpr = 0,
-    STREAM_A: tl.constexpr = False,
+    NS: tl.constexpr = 1, BITS: tl.constexpr = False,
 ):
     """One (segment, channel tile) of the forward scan.
 
@@ -373,13 +276,7 @@ def _scan_fwd_kernel(
         new = ()
         for n in tl.static_range(N):
             brow = tl.load(b_base + t0 * N + n * T + cols).to(tl.float32)
-            if SUMMARY:
-                a = _decay(dt * A2[n][:, None], n, FMA_EXP2)
-            elif STREAM_A:  # read per state and tile (pipelined, from shared memory)
-                a2n = tl.load(A2_ptr + d * N + n, mask=dmask, other=0.0)
-                a = tl.exp2(dt * a2n[:, None])
-            else:
-                a = tl.exp2(dt * A2[n][:, None])
+            a = tl.exp2(dt * A2[n][:, None])
             bx = dtu * brow
             hn = h[n]
             if SUMMARY:
@@ -482,7 +379,7 @@ def _scan_bwd_summary_kernel(
     sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ALIGNED: tl.constexpr,
-    NS: tl.constexpr = 1, BITS: tl.constexpr = False, FMA_EXP2: tl.constexpr = 0,
+    NS: tl.constexpr = 1, BITS: tl.constexpr = False,
 ):
     """Adjoint summary of segment s = 1 + pid // n_bt, scanned right to left from zero.
 
@@ -526,7 +423,7 @@ def _scan_bwd_summary_kernel(
         new = ()
         for n in tl.static_range(N):
             crow = tl.load(c_base + t0 * N + n * T + cols).to(tl.float32)
-            a = _decay(dt * A2[n][:, None], n, FMA_EXP2)
+            a = tl.exp2(dt * A2[n][:, None])
             cy = dy * crow
             qn = q[n]
             for j in tl.static_range(T - 1, -1, -1):
@@ -542,8 +439,7 @@ def _scan_bwd_summary_kernel(
 
 @_device
 def _adjoint_state(n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
-                   scr_q, scr_dA, red, sBC, cols, BD: tl.constexpr, T: tl.constexpr,
-                   RS: tl.constexpr = False):
+                   scr_q, scr_dA, red, sBC, cols, BD: tl.constexpr, T: tl.constexpr):
     """State n of one backward tile: recompute its states h from the tile's start state h0,
     walk the adjoint right to left from q, store the new q and dA carries, add the tile's dB
     / dC rows (summed over the channel tile), and return y, d(dt) and sum_n g B updated.
@@ -571,14 +467,8 @@ def _adjoint_state(n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
     tl.store(scr_dA + n * BD, dA_n + _sum(rh * dt, axis=1))
     ddt += rh * (a2 * _LN2)[:, None]
     gsum += gs * brow
-    if RS:  # one sum per lane pair (``_reduce_scatter``); the even lanes add theirs
-        lane = tl.arange(0, BD)
-        sums = _col(_reduce_scatter(gs * dtu, hs * dy), cols, 0, True)
-        tl.atomic_add(red + (lane >> 4) * sBC + n * T + ((lane >> 1) & 7), sums,
-                      mask=(lane & 1) == 0, sem="relaxed")
-    else:
-        tl.atomic_add(red + n * T + cols, _sum(gs * dtu, axis=0)[None, :], sem="relaxed")
-        tl.atomic_add(red + n * T + sBC + cols, _sum(hs * dy, axis=0)[None, :], sem="relaxed")
+    tl.atomic_add(red + n * T + cols, _sum(gs * dtu, axis=0)[None, :], sem="relaxed")
+    tl.atomic_add(red + n * T + sBC + cols, _sum(hs * dy, axis=0)[None, :], sem="relaxed")
     return y, ddt, gsum
 
 
@@ -592,7 +482,7 @@ def _scan_bwd_kernel(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ALIGNED: tl.constexpr, BNS: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
-    RS: tl.constexpr = False, RERUN_BITS: tl.constexpr = False,
+    RERUN_BITS: tl.constexpr = False,
 ):
     """Gradients of every input, by recomputation; a persistent loop over (segment, tile).
 
@@ -697,7 +587,7 @@ def _scan_bwd_kernel(
                             tl.load(C_ptr + bc_off + t0 * N + n * T + cols),
                             tl.load(A2T_ptr + n * dim + d, mask=dmask, other=0.0),
                             tl.load(scr + (i * N + n) * BD), tl.load(scr_q + n * BD),
-                            tl.load(scr_dA + n * BD), scr_q, scr_dA, red, sBC, cols, BD, T, RS)
+                            tl.load(scr_dA + n * BD), scr_q, scr_dA, red, sBC, cols, BD, T)
                 else:
                     # The next state's operands load while this state computes.
                     p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
@@ -717,7 +607,7 @@ def _scan_bwd_kernel(
                         p_dA = tl.load(scr_dA + n1 * BD)
                         y, ddt, gsum = _adjoint_state(
                             n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
-                            scr_q, scr_dA, red, sBC, cols, BD, T, RS)
+                            scr_q, scr_dA, red, sBC, cols, BD, T)
                 du = dt * gsum
                 ddt += u * gsum
                 if HAS_D:

@@ -26,18 +26,13 @@ import torch
 CASES = [
     dict(id="fp32-odd-L-one-segment", batch=2, dim=5, L=37, N=4, segments=1, chunk=16),
     dict(id="fp32-split-3-segments-final-grad", batch=2, dim=5, L=70, N=4, segments=3,
-         chunk=16, final_grad=True, config=dict(bwd_segments=2, bit_picks=True)),
+         chunk=16, final_grad=True, config=dict(bwd_segments=2)),
     dict(id="bf16-split", batch=1, dim=6, L=45, N=4, dtype="bfloat16", segments=2, chunk=16,
-         final_grad=True, config=dict(bit_picks=True)),
+         final_grad=True),
     dict(id="fp32-groups", batch=2, dim=6, L=33, N=4, groups=2, segments=2, chunk=16,
          config=dict(bwd_prefetch=False)),
     dict(id="fp32-plain-no-options", batch=1, dim=3, L=19, N=8, segments=2, chunk=8,
          D=False, z=False, bias=False, softplus=False, init=False),
-    # summary passes with exp2 of 3 of the 4 states on the FMA pipe; A read per state in the
-    # output pass
-    dict(id="fp32-split-fma-exp2-streamed-A", batch=1, dim=5, L=50, N=4, segments=3, chunk=8,
-         final_grad=True,
-         config=dict(summary_fma_exp2=3, bwd_segments=3, fwd_stream_a=True)),
     dict(id="fp16-io-fp32-BC", batch=1, dim=4, L=24, N=4, dtype="float16", bc_dtype="float32",
          segments=3, chunk=8, final_grad=True),
     dict(id="fp32-L1", batch=2, dim=3, L=1, N=4, segments=1, chunk=16, final_grad=True),
@@ -46,11 +41,9 @@ CASES = [
          chunk=8, final_grad=True, config=dict(bwd_segments=19, tile=8)),
     dict(id="fp32-two-channel-tiles", batch=1, dim=40, L=20, N=4, segments=2, chunk=8,
          z=False),
-    # dB / dC by the reduce-scatter's addressing (the interpreter's stand-in for its PTX);
-    # integer picks in the backward's rerun
-    dict(id="fp32-reduce-scatter-two-channel-tiles", batch=2, dim=40, L=27, N=4, groups=2,
-         segments=2, chunk=8, final_grad=True,
-         config=dict(bwd_reduce_scatter=True, tile=8, bwd_rerun_bits=True)),
+    # float column picks everywhere (the picks' other form), groups over two channel tiles
+    dict(id="fp32-float-picks-two-channel-tiles", batch=2, dim=40, L=27, N=4, groups=2,
+         segments=2, chunk=8, final_grad=True, config=dict(bit_picks=False, tile=8)),
     dict(id="bf16-N16-chunk-equals-tile", batch=1, dim=2, L=29, N=16, dtype="bfloat16",
          segments=4, chunk=8, bias=False, config=dict(bwd_segments=3)),
     # the 4-position tiles (default 8), software pipelining; two-warp programs
@@ -162,33 +155,6 @@ def _worker() -> None:
         except Exception as exc:  # reported per case by the parent test
             result = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps({"id": case["id"], **result}), flush=True)
-    print(json.dumps({"id": "exp2_fma", **_exp2_fma_errors()}), flush=True)
-
-
-def _exp2_fma_errors() -> dict:
-    """The summary passes' FMA-pipe exp2 on a grid of arguments, against float64 2^x."""
-    # The interpreter runs a kernel with its module's globals: the names it uses go there.
-    global tl, _kernels
-    import triton
-    import triton.language as tl
-
-    from mambadna.kernels import triton_scan_kernels as _kernels
-
-    @triton.jit
-    def apply(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
-        offs = tl.arange(0, BLOCK)
-        mask = offs < n
-        y = _kernels._exp2_fma(tl.load(x_ptr + offs, mask=mask, other=0.0))
-        tl.store(y_ptr + offs, y, mask=mask)
-
-    x = torch.cat([torch.linspace(-125, 0, 4001), torch.linspace(-1, 1, 999),
-                   torch.tensor([-200.0, -126.0, 0.5, 126.0])])
-    y = torch.empty_like(x)
-    apply[(1,)](x, y, x.numel(), BLOCK=8192)
-    exact = torch.exp2(x.double())
-    inside = (x >= -125) & (x <= 126)
-    rel = ((y.double() - exact).abs() / exact)[inside]
-    return {"max_rel": rel.max().item(), "below": y[x < -125].max().item()}
 
 
 @pytest.fixture(scope="module")
@@ -213,15 +179,6 @@ def interpreted_results() -> dict:
 def test_interpreted_kernels_match_definition(case, interpreted_results):
     assert case["id"] in interpreted_results, "the worker stopped before this case"
     check(case, interpreted_results[case["id"]])
-
-
-def test_fma_exp2_is_as_accurate_as_the_special_function_unit(interpreted_results):
-    """``_exp2_fma`` (the summary passes' exp2 on the FMA pipe): relative error below 2^-21
-    on [-125, 126] (the special-function unit's ex2.approx: 2^-22), a tiny positive number
-    below, never a wrapped exponent."""
-    errors = interpreted_results["exp2_fma"]
-    assert errors["max_rel"] < 2.0 ** -21, errors
-    assert 0.0 < errors["below"] <= 2.0 ** -124, errors
 
 
 def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error():
@@ -306,89 +263,3 @@ def test_sass_report_compiles_for_hopper_without_a_gpu():
     assert row["resident_per_sm"] >= 1
     # 8 positions x 16 states of exp2 per tile, plus the tile's softplus and sigmoid
     assert row["loop_mix"]["MUFU"] >= 128
-
-
-def _run_ptx(ptx: str, lanes: list[dict]) -> None:
-    """Run straight-line PTX of the few kinds ``_reduce_scatter`` uses on 32 simulated lanes
-    (registers per lane in ``lanes``; shfl.sync.bfly reads the partner's register)."""
-    body = ptx.strip().strip("{}")
-    for op in (o.strip() for o in body.split(";")):
-        if not op or op.startswith(".reg"):
-            continue
-        name, rest = op.split(None, 1)
-        args = [a.strip() for a in rest.split(",")]
-
-        def val(lane, x):
-            if x in lanes[lane]:
-                return lanes[lane][x]
-            return 0.0 if x.startswith("0f") else int(x)
-
-        new = []
-        for i, regs in enumerate(lanes):
-            if name == "mov.u32" and args[1] == "%laneid":
-                new.append(i)
-            elif name in ("mov.b32", "mov.f32"):
-                new.append(val(i, args[1]))
-            elif name == "and.b32":
-                new.append(val(i, args[1]) & int(args[2]))
-            elif name == "setp.ne.u32":
-                new.append(val(i, args[1]) != int(args[2]))
-            elif name == "selp.f32":
-                new.append(val(i, args[1]) if regs[args[3]] else val(i, args[2]))
-            elif name == "add.f32":
-                new.append(val(i, args[1]) + val(i, args[2]))
-            elif name == "shfl.sync.bfly.b32":
-                new.append(val(i ^ int(args[2]), args[1]))
-            else:
-                raise AssertionError(f"instruction not simulated: {op}")
-        for regs, v in zip(lanes, new):
-            regs[args[0]] = v
-
-
-def test_reduce_scatter_ptx_sums_every_column_once_per_lane_pair():
-    """The backward's dB / dC sums (inline PTX, which the interpreter cannot run): lane l must
-    end with the warp-wide sum of column (l >> 1) & 7 of a (l < 16) or c (l >= 16)."""
-    pytest.importorskip("triton")
-    from mambadna.kernels import triton_scan_kernels as K
-
-    g = torch.Generator().manual_seed(0)
-    a, c = torch.randn(32, 8, generator=g).double(), torch.randn(32, 8, generator=g).double()
-    lanes = [{**{f"${8 + j}": a[i, j].item() for j in range(8)},
-              **{f"${16 + j}": c[i, j].item() for j in range(8)}} for i in range(32)]
-    ptx = K._reduce_scatter_ptx()
-    _run_ptx(ptx, lanes)
-    sums = torch.cat([a.sum(0), c.sum(0)])
-    for i, regs in enumerate(lanes):
-        assert abs(regs["$0"] - sums[(i >> 1) & 15].item()) < 1e-12
-        assert all(regs[f"${j}"] == 0.0 for j in range(1, 8))
-    assert ptx.count("shfl.sync.bfly") == 16
-
-
-def test_reduce_scatter_needs_one_row_per_lane():
-    """The launcher turns the reduce-scatter on only if the compiled layout gives every lane
-    one whole 8-value row (else the butterfly would add the wrong values)."""
-    pytest.importorskip("triton")
-    from mambadna.kernels.triton_scan import reduce_scatter_layout_ok
-
-    def ttgir(layout):
-        return (f"#blocked = #ttg.blocked<{{{layout}, order = [1, 0]}}>\n"
-                '    %9 = tt.elementwise_inline_asm "{ shfl.sync.bfly.b32 r, s, 16, 31, -1; }" '
-                "{pure = true} %7, %8 : tensor<32x8xf32, #blocked>, tensor<32x8xf32, #blocked>"
-                " -> tensor<32x8xf32, #blocked>\n")
-
-    row = "sizePerThread = [1, 8], threadsPerWarp = [32, 1], warpsPerCTA = [1, 1]"
-    assert reduce_scatter_layout_ok(ttgir(row))
-    # fp32 rows: 4 values per 16-byte load, two lanes per row
-    assert not reduce_scatter_layout_ok(ttgir(
-        "sizePerThread = [1, 4], threadsPerWarp = [16, 2], warpsPerCTA = [1, 1]"))
-    assert not reduce_scatter_layout_ok("#blocked = #ttg.blocked<{" + row + ", order = [1, 0]}>")
-
-
-def test_reduce_scatter_backward_compiles_for_hopper():
-    """ptxas accepts the inline PTX; the state loop keeps 16 shuffles (80 without it)."""
-    _needs_compiler()
-    from mambadna.kernels import sass, triton_scan
-
-    row = sass.report("backward", triton_scan.ScanConfig(bwd_reduce_scatter=True), n_state=16)
-    assert row["loop_mix"]["SHFL"] == 16
-    assert row["spill_bytes"] == 0

@@ -47,21 +47,8 @@ GPU_CASES = [
     dict(id="bf16-4096-previous-forward-float-picks-2-stages", batch=1, dim=64, L=4096, N=16,
          dtype="bfloat16", segments=3, chunk=256, final_grad=True,
          config=dict(bit_picks=False, stages=2, fwd_maxnreg=None)),
-    dict(id="bf16-4096-reduce-scatter-groups", batch=2, dim=128, L=4096, N=16,
-         dtype="bfloat16", groups=2, segments=None, chunk=256, final_grad=True,
-         config=dict(bwd_reduce_scatter=True)),
-    dict(id="fp32-1000-reduce-scatter-refused", batch=2, dim=64, L=1000, N=16, segments=5,
-         chunk=64, config=dict(bwd_reduce_scatter=True, tile=8)),
     dict(id="fp32-4096-default-plan-4-position-tiles", batch=1, dim=128, L=4096, N=16,
          segments=None, chunk=256, final_grad=True),
-    dict(id="bf16-2049-rerun-integer-picks", batch=2, dim=96, L=2049, N=16, dtype="bfloat16",
-         segments=None, chunk=256, final_grad=True, config=dict(bwd_rerun_bits=True)),
-    dict(id="bf16-4099-summary-exp2-on-fma", batch=2, dim=96, L=4099, N=16,
-         dtype="bfloat16", segments=None, chunk=256, final_grad=True,
-         config=dict(summary_fma_exp2=2)),
-    dict(id="bf16-4099-output-pass-streams-A-96-registers", batch=2, dim=96, L=4099, N=16,
-         dtype="bfloat16", segments=None, chunk=256, final_grad=True,
-         config=dict(fwd_stream_a=True, fwd_maxnreg=96)),
     dict(id="bf16-4104-pipelined-state-loop", batch=2, dim=96, L=4104, N=16,
          dtype="bfloat16", segments=None, chunk=256, final_grad=True,
          config=dict(bwd_stages=3)),
@@ -119,16 +106,3 @@ def test_offsets_past_2_to_31_elements(configured):
         delta_softplus=True, return_final_state=True, backend="reference")
     assert ((out[:, tail].float() - ref_out).norm() / ref_out.norm()) < 3e-2
     torch.testing.assert_close(final[:, tail], ref_final, rtol=1e-3, atol=1e-4)
-
-
-def test_reduce_scatter_engages_where_the_layout_allows(configured):
-    """bf16 aligned rows: the compiled backward carries the reduce-scatter; fp32 rows (four
-    values per lane and two rows per thread): the launcher falls back to tl.sum."""
-    case = next(c for c in GPU_CASES if c["id"] == "bf16-4096-reduce-scatter-groups")
-    configured.set_config(configured.ScanConfig(bwd_reduce_scatter=True))
-    check(case, run_case(case, "cuda"))
-    assert "%laneid" in configured.compiled_kernels["backward"].asm["ptx"]
-    case = next(c for c in GPU_CASES if c["id"] == "fp32-1000-reduce-scatter-refused")
-    configured.set_config(configured.ScanConfig(bwd_reduce_scatter=True, tile=8))
-    check(case, run_case(case, "cuda"))
-    assert "%laneid" not in configured.compiled_kernels["backward"].asm["ptx"]

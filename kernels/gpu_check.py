@@ -33,7 +33,6 @@ VARIANTS = {
     "c2": dict(fwd_channels_per_thread=2, bwd_channels_per_thread=2),
     "pps8": dict(programs_per_sm=8, bwd_programs_per_sm=8),
     "pps32": dict(programs_per_sm=32, bwd_programs_per_sm=32),
-    "ch128": dict(chunk=128),
     "ch512": dict(chunk=512),
     "noseg": dict(segments=1),
     "ns1": dict(stages=1),
@@ -56,13 +55,15 @@ VARIANTS = {
     "bn3s96": dict(bit_picks=True, stages=3, fwd_summary_maxnreg=96),
     "bn3mr128s96": dict(bit_picks=True, stages=3, fwd_maxnreg=128, fwd_summary_maxnreg=96),
     "nobp": dict(bwd_prefetch=False),
+    "ft0": dict(fwd_turns=False),
+    "ch128": dict(chunk=128),
     "old": dict(bit_picks=False, stages=2, fwd_maxnreg=None),
     "bns3mr168": dict(bwd_stages=3, bwd_maxnreg=168),
     **{f"bs{n}": dict(bwd_segments=n) for n in (6, 16, 33, 49, 66, 98, 147)},
     "fmr128": dict(fwd_maxnreg=128),
     "bmr128": dict(bwd_maxnreg=128),
     "mr128": dict(fwd_maxnreg=128, bwd_maxnreg=128),
-    **{f"s{n}": dict(segments=n) for n in (49, 98, 99, 132, 198, 264, 396, 528, 1056)},
+    **{f"s{n}": dict(segments=n) for n in (49, 98, 99, 132, 198, 264, 316, 396, 456, 528, 1056)},
 }
 
 

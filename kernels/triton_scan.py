@@ -40,7 +40,11 @@ class ScanConfig:
     bwd_channels_per_thread: int = 1
     chunk: int = 256  # positions between saved states; the backward recomputes one chunk
     min_chunk: int = 64  # smallest chunk chosen for short sequences (more segments)
-    programs_per_sm: int = 16  # forward: L-split until (segments x channel tiles) >= this x SMs
+    # Forward: short sequences get chunks short enough for (segments x channel tiles) >= this
+    # x SMs; the cut itself then fills the resident programs in whole turns (fwd_turns) or,
+    # with fwd_turns off, is that many segments.
+    programs_per_sm: int = 16
+    fwd_turns: bool = True
     # Backward: a persistent grid of as many programs as the SMs hold at once (the compiled
     # kernel's occupancy; 16 per SM under the interpreter) unless set here; its own segments.
     bwd_programs_per_sm: int | None = None
@@ -267,15 +271,27 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
                  ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, num_warps=cfg.fwd_warps)
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
+    common = _common_args(geo, sB)
+    if cfg.fwd_turns and cfg.segments is None and geo.n_chunks > 1:
+        # The cut from the resident programs of both passes (X stands in for dtsum: only
+        # dtypes and alignment compile). The summary pass takes ~0.55 of the output pass's
+        # time per item (H200, 2^20: 6.3 ms over 127 of 128 segments against 11.4).
+        slots = [(_resident_per_sm(K._scan_fwd_kernel, (*ptrs, X, X, final, *common),
+                                   dict(flags, SUMMARY=summary, WRITE_FINAL=not summary,
+                                        **_maxnreg(cap))) or 16) * _num_sms(dev)
+                 for summary, cap in ((False, cfg.fwd_maxnreg), (True, cfg.fwd_summary_maxnreg))]
+        cps = _chunks_per_segment(geo.n_chunks, geo.n_bt, *slots, 0.55)
+        geo = replace(geo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
+        common = _common_args(geo, sB)
     dtsum = X
     if geo.n_seg > 1:
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
         compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
-            *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=True, WRITE_FINAL=False,
+            *ptrs, X, dtsum, final, *common, SUMMARY=True, WRITE_FINAL=False,
             **flags, **_maxnreg(cfg.fwd_summary_maxnreg))
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
     compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
-        *ptrs, X, dtsum, final, *_common_args(geo, sB), SUMMARY=False, WRITE_FINAL=True,
+        *ptrs, X, dtsum, final, *common, SUMMARY=False, WRITE_FINAL=True,
         **flags, **_maxnreg(cfg.fwd_maxnreg))
     return out, final, X, geo, B, C
 
@@ -307,17 +323,18 @@ def _resident_per_sm(kernel, args, flags) -> int | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _bwd_chunks_per_segment(n_chunks: int, n_bt: int, slots: int, summary_slots: int,
-                            forced: int | None = None) -> int:
-    """Chunks per backward segment: the least time when every program that does not fit on
-    the GPU at once waits for a whole turn.
+def _chunks_per_segment(n_chunks: int, n_bt: int, slots: int, summary_slots: int,
+                        summary_weight: float, forced: int | None = None) -> int:
+    """Chunks per segment: the least time when every program that does not fit on the GPU at
+    once waits for a whole turn.
 
-    The backward's programs each walk (segment, channel tile) items of equal length, so a grid
-    of items one over the resident slots costs a second turn of the same length (measured on
-    an H200: 12 resident of 16 per SM took 108 ms where one item per resident program took
-    92). Time in chunk-lengths: turns x (chunks + a per-item overhead of a quarter chunk), for
-    the main kernel and, at a quarter of the weight, the adjoint-summary pass over segments
-    1..S-1.
+    A pass's programs each take (segment, channel tile) items of equal length, so a grid of
+    items one over the resident slots costs a second turn of the same length (measured on an
+    H200: 12 resident of 16 per SM took 108 ms where one item per resident program took 92).
+    Time in chunk-lengths: turns x (chunks + a per-item overhead of a quarter chunk), for the
+    pass over every segment (slots: its programs resident on the GPU) and, at
+    ``summary_weight`` of its time per item, the summary pass over all segments but one
+    (``summary_slots``). The forward and the backward each cut L this way.
     """
     if forced is not None:
         return -(-n_chunks // max(1, min(forced, n_chunks)))
@@ -330,7 +347,7 @@ def _bwd_chunks_per_segment(n_chunks: int, n_bt: int, slots: int, summary_slots:
         item = cps + 0.25
         cost = -(-n_seg * n_bt // slots) * item
         if n_seg > 1:
-            cost += 0.25 * -(-(n_seg - 1) * n_bt // summary_slots) * item
+            cost += summary_weight * -(-(n_seg - 1) * n_bt // summary_slots) * item
         if best_cost is None or cost < best_cost - 1e-9:
             best, best_cost = cps, cost
     return best
@@ -381,8 +398,9 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     per_sm_summary = _resident_per_sm(K._scan_bwd_summary_kernel,
                                       (*summary_args(X, X), *common), summary_flags) or 16
     slots = per_sm * _num_sms(dev)
-    cps = _bwd_chunks_per_segment(geo.n_chunks, bgeo.n_bt, slots,
-                                  per_sm_summary * _num_sms(dev), cfg.bwd_segments)
+    # The adjoint summary takes ~0.13 of the backward's time per item (H200); weighted 0.25.
+    cps = _chunks_per_segment(geo.n_chunks, bgeo.n_bt, slots, per_sm_summary * _num_sms(dev),
+                              0.25, cfg.bwd_segments)
     bgeo = replace(bgeo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
     Q = _empty((batch, bgeo.n_seg, dim, n_state), torch.float32, dev)
     if dfinal is None:

@@ -227,10 +227,14 @@ def test_occupancy_follows_cuda_rules():
     assert resident_programs(64, 1, shared_bytes=100 * 1024) == 2
 
 
-def test_backward_segments_fill_the_gpu_in_whole_turns():
-    """The backward cuts L so that its items fill the resident programs in whole turns."""
+def test_segments_fill_the_gpu_in_whole_turns():
+    """The forward and the backward cut L so that their items fill the resident programs in
+    whole turns."""
     pytest.importorskip("triton")
-    from mambadna.kernels.triton_scan import _bwd_chunks_per_segment as cut
+    from mambadna.kernels.triton_scan import _chunks_per_segment
+
+    def cut(*args, forced=None, weight=0.25):
+        return _chunks_per_segment(*args, weight, forced)
 
     # (1, 1024, 65536): 256 chunks, 32 channel tiles, 12 x 132 resident: 43 segments of 6
     # chunks, one turn (1376 items); 52 segments of 5 would need a second turn.
@@ -243,6 +247,11 @@ def test_backward_segments_fill_the_gpu_in_whole_turns():
         shorter = -(-n_chunks // (cps - 1)) if cps > 1 else None
         assert shorter is None or -(-shorter * n_bt // slots) > turns or shorter == n_seg
     assert cut(70, 2, 32, 64, forced=3) == 24  # forced: 3 segments of 24 chunks
+    # The forward at (1, 1024, 2^20): 4096 chunks, 16 two-warp channel tiles, 8 x 132 output
+    # and 10 x 132 summary programs resident. 128 segments of 32 chunks (the programs-per-SM
+    # rule) leave the summary's second turn half empty; 456 of 9 fill 7 and 6 turns (95 % of
+    # the time by the model).
+    assert cut(4096, 16, 1056, 1320, weight=0.55) == 9
 
 
 def _needs_compiler() -> None:

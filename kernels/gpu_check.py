@@ -57,13 +57,15 @@ VARIANTS = {
     "nobp": dict(bwd_prefetch=False),
     "ft0": dict(fwd_turns=False),
     "ch128": dict(chunk=128),
+    "fs80": dict(fwd_summary_maxnreg=80),
     "old": dict(bit_picks=False, stages=2, fwd_maxnreg=None),
     "bns3mr168": dict(bwd_stages=3, bwd_maxnreg=168),
     **{f"bs{n}": dict(bwd_segments=n) for n in (6, 16, 33, 49, 66, 98, 147)},
     "fmr128": dict(fwd_maxnreg=128),
     "bmr128": dict(bwd_maxnreg=128),
     "mr128": dict(fwd_maxnreg=128, bwd_maxnreg=128),
-    **{f"s{n}": dict(segments=n) for n in (49, 98, 99, 132, 198, 264, 316, 396, 456, 528, 1056)},
+    **{f"s{n}": dict(segments=n)
+       for n in (49, 98, 99, 132, 198, 264, 316, 396, 456, 528, 586, 820, 1056)},
 }
 
 

@@ -205,19 +205,35 @@ def _tile_major(t: torch.Tensor, geo: _Geometry) -> torch.Tensor:
 
     Every thread of a program reads the same B / C rows, so converting them to fp32 once here
     beats converting them in every thread, and tile-major storage puts a tile's N rows at
-    fixed offsets from one pointer.
+    fixed offsets from one pointer. One strided copy does the cast and the transpose (three
+    kernels as cast, pad and transpose: 0.14 ms per tensor at 2^20 on an H200).
     """
     batch, groups, n, tile = geo.batch, geo.groups, geo.n_state, geo.tile
-    padded = geo.n_tiles * tile
-    t = t.reshape(batch, groups, n, geo.length).float()
-    t = torch.nn.functional.pad(t, (0, padded - geo.length))
-    return t.view(batch, groups, n, geo.n_tiles, tile).transpose(2, 3).contiguous()
+    full = geo.length // tile  # whole tiles; the last one may be partial
+    src = t.reshape(batch, groups, n, geo.length)
+    out = torch.empty(batch, groups, geo.n_tiles, n, tile, dtype=torch.float32,
+                      device=t.device)
+    rows = out.transpose(2, 3)  # (batch, G, N, L/T, T): a view in B's own order
+    rows[:, :, :, :full].copy_(src[..., :full * tile].reshape(batch, groups, n, full, tile))
+    if full < geo.n_tiles:
+        rest = geo.length - full * tile
+        rows[:, :, :, full, :rest].copy_(src[..., full * tile:])
+        rows[:, :, :, full, rest:].zero_()
+    return out
 
 
-def _from_tile_major(t: torch.Tensor, geo: _Geometry, shape) -> torch.Tensor:
-    """Inverse of ``_tile_major`` (drops the padding), reshaped to ``shape``."""
-    t = t.transpose(2, 3).reshape(geo.batch, geo.groups, geo.n_state, -1)
-    return t[..., :geo.length].reshape(shape)
+def _from_tile_major(t: torch.Tensor, geo: _Geometry, shape, dtype) -> torch.Tensor:
+    """Inverse of ``_tile_major`` (drops the padding) as ``dtype``, reshaped to ``shape``:
+    one strided copy that casts and transposes."""
+    batch, groups, n, tile = geo.batch, geo.groups, geo.n_state, geo.tile
+    full = geo.length // tile
+    out = torch.empty(shape, dtype=dtype, device=t.device)
+    dst = out.view(batch, groups, n, geo.length)
+    rows = t.transpose(2, 3)
+    dst[..., :full * tile].view(batch, groups, n, full, tile).copy_(rows[:, :, :, :full])
+    if full < geo.n_tiles:
+        dst[..., full * tile:].copy_(rows[:, :, :, full, :geo.length - full * tile])
+    return out
 
 
 def _bc_strides(geo: _Geometry) -> tuple[int, int]:
@@ -455,8 +471,8 @@ class _SelectiveScan(torch.autograd.Function):
             saved, ctx.geo, ctx.softplus, dout, dfinal, ctx.cfg)
         a_t, d_t, b_t, i_t = ctx.dtypes
         (b_shape, b_dtype), (c_shape, c_dtype) = ctx.bc_shapes
-        dB = _from_tile_major(dB, ctx.geo, b_shape).to(b_dtype)
-        dC = _from_tile_major(dC, ctx.geo, c_shape).to(c_dtype)
+        dB = _from_tile_major(dB, ctx.geo, b_shape, b_dtype)
+        dC = _from_tile_major(dC, ctx.geo, c_shape, c_dtype)
         dD = dD.to(d_t) if dD is not None else None
         dbias = dbias.to(b_t) if dbias is not None else None
         dinit = dinit.to(i_t) if i_t is not None else None

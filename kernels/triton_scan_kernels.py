@@ -608,6 +608,10 @@ def _scan_bwd_kernel(
                         y, ddt, gsum = _adjoint_state(
                             n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
                             scr_q, scr_dA, red, sBC, cols, BD, T)
+                # The epilogue reloads what the state loop did not need to keep, all at once
+                # (L1 has usually dropped the lines by now: their latencies overlap).
+                dt, x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
+                dy, dout, zz, sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
                 du = dt * gsum
                 ddt += u * gsum
                 if HAS_D:
@@ -615,8 +619,6 @@ def _scan_bwd_kernel(
                     y += Dv[:, None] * u
                     dD_acc += _sum(dy * u, axis=1)
                 tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=m2)
-                # The epilogue reloads (cache hits) what the state loop did not need to keep.
-                dt, x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)
                 if SOFTPLUS:
                     ddt = tl.where(x > 20.0, ddt, ddt * _sigmoid(x))
                 ddt = tl.where(m2, ddt, 0.0)
@@ -624,7 +626,6 @@ def _scan_bwd_kernel(
                     db_acc += _sum(ddt, axis=1)
                 tl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
                 if HAS_Z:
-                    dy, dout, zz, sz = _load_dy(dout_ptr, z_ptr, offs, m2, HAS_Z)
                     dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
                     tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=m2)
         for n in range(N):

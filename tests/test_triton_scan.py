@@ -254,6 +254,28 @@ def test_segments_fill_the_gpu_in_whole_turns():
     assert cut(4096, 16, 1056, 1320, weight=0.55) == 9
 
 
+def test_bc_tile_major_round_trip():
+    """B / C into the kernels' tile-major fp32 layout and the gradients back: one strided copy
+    each way, zero padding past L, every length (whole tiles, a partial last tile, L < T)."""
+    from mambadna.kernels import triton_scan as ts
+
+    g = torch.Generator().manual_seed(3)
+    for length, tile, groups in ((64, 8, 2), (37, 8, 1), (45, 4, 1), (3, 8, 2), (1, 4, 1)):
+        batch, n = 2, 4
+        geo = ts._Geometry(batch, 8, length, n, groups, tile, 32, 1, 16, 1, 1, 1, True)
+        shape = (batch, groups, n, length) if groups > 1 else (batch, n, length)
+        b = torch.randn(shape, generator=g).to(torch.bfloat16)
+        packed = ts._tile_major(b, geo)
+        padded = -(-length // tile) * tile
+        expected = torch.nn.functional.pad(b.reshape(batch, groups, n, length).float(),
+                                           (0, padded - length))
+        expected = expected.view(batch, groups, n, padded // tile, tile).transpose(2, 3)
+        assert packed.dtype == torch.float32 and packed.is_contiguous()
+        assert torch.equal(packed, expected), (length, tile, groups)
+        back = ts._from_tile_major(packed, geo, b.shape, b.dtype)
+        assert back.dtype == b.dtype and torch.equal(back, b), (length, tile, groups)
+
+
 def _needs_compiler() -> None:
     """Compiling for sm_90 needs Triton without the interpreter in this process (CI: so)."""
     pytest.importorskip("triton")

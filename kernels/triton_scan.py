@@ -264,57 +264,6 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-# ----------------------------------------------------------------------------- forward
-
-
-def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
-    """Launch the forward kernels. Returns out, final state, chunk states X and the geometry."""
-    n_state = A2.shape[1]
-    geo = _geometry(u, B, delta, z, n_state,
-                    32 * cfg.fwd_warps * cfg.fwd_channels_per_thread, cfg)
-    batch, dim, dev = geo.batch, geo.dim, u.device
-    B, C = _tile_major(B, geo), _tile_major(C, geo)
-    X = _empty((batch, geo.n_chunks, dim, n_state), torch.float32, dev)
-    if init is None:
-        X[:, 0].zero_()
-    else:
-        X[:, 0].copy_(init)
-    out = _empty(u.shape, u.dtype, dev)
-    final = _empty((batch, dim, n_state), torch.float32, dev)
-    sB = _bc_strides(geo)
-    flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
-                 HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
-                 ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, num_warps=cfg.fwd_warps)
-    ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
-            D if D is not None else A2, bias if bias is not None else A2)
-    common = _common_args(geo, sB)
-    if cfg.fwd_turns and cfg.segments is None and geo.n_chunks > 1:
-        # The cut from the resident programs of both passes (X stands in for dtsum: only
-        # dtypes and alignment compile). The summary pass takes ~0.55 of the output pass's
-        # time per item (H200, 2^20: 6.3 ms over 127 of 128 segments against 11.4).
-        slots = [(_resident_per_sm(K._scan_fwd_kernel, (*ptrs, X, X, final, *common),
-                                   dict(flags, SUMMARY=summary, WRITE_FINAL=not summary,
-                                        **_maxnreg(cap))) or 16) * _num_sms(dev)
-                 for summary, cap in ((False, cfg.fwd_maxnreg), (True, cfg.fwd_summary_maxnreg))]
-        cps = _chunks_per_segment(geo.n_chunks, geo.n_bt, *slots, 0.55)
-        geo = replace(geo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
-        common = _common_args(geo, sB)
-    dtsum = X
-    if geo.n_seg > 1:
-        dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
-        compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
-            *ptrs, X, dtsum, final, *common, SUMMARY=True, WRITE_FINAL=False,
-            **flags, **_maxnreg(cfg.fwd_summary_maxnreg))
-        _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
-    compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
-        *ptrs, X, dtsum, final, *common, SUMMARY=False, WRITE_FINAL=True,
-        **flags, **_maxnreg(cfg.fwd_maxnreg))
-    return out, final, X, geo, B, C
-
-
-# ----------------------------------------------------------------------------- backward
-
-
 _resident_cache: dict[tuple, int] = {}
 
 
@@ -367,6 +316,57 @@ def _chunks_per_segment(n_chunks: int, n_bt: int, slots: int, summary_slots: int
         if best_cost is None or cost < best_cost - 1e-9:
             best, best_cost = cps, cost
     return best
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
+    """Launch the forward kernels. Returns out, final state, chunk states X and the geometry."""
+    n_state = A2.shape[1]
+    geo = _geometry(u, B, delta, z, n_state,
+                    32 * cfg.fwd_warps * cfg.fwd_channels_per_thread, cfg)
+    batch, dim, dev = geo.batch, geo.dim, u.device
+    B, C = _tile_major(B, geo), _tile_major(C, geo)
+    X = _empty((batch, geo.n_chunks, dim, n_state), torch.float32, dev)
+    if init is None:
+        X[:, 0].zero_()
+    else:
+        X[:, 0].copy_(init)
+    out = _empty(u.shape, u.dtype, dev)
+    final = _empty((batch, dim, n_state), torch.float32, dev)
+    sB = _bc_strides(geo)
+    flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
+                 HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
+                 ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, num_warps=cfg.fwd_warps)
+    ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
+            D if D is not None else A2, bias if bias is not None else A2)
+    common = _common_args(geo, sB)
+    if cfg.fwd_turns and cfg.segments is None and geo.n_chunks > 1:
+        # The cut from the resident programs of both passes (X stands in for dtsum: only
+        # dtypes and alignment compile). The summary pass takes ~0.55 of the output pass's
+        # time per item (H200, 2^20: 6.3 ms over 127 of 128 segments against 11.4).
+        slots = [(_resident_per_sm(K._scan_fwd_kernel, (*ptrs, X, X, final, *common),
+                                   dict(flags, SUMMARY=summary, WRITE_FINAL=not summary,
+                                        **_maxnreg(cap))) or 16) * _num_sms(dev)
+                 for summary, cap in ((False, cfg.fwd_maxnreg), (True, cfg.fwd_summary_maxnreg))]
+        cps = _chunks_per_segment(geo.n_chunks, geo.n_bt, *slots, 0.55)
+        geo = replace(geo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
+        common = _common_args(geo, sB)
+    dtsum = X
+    if geo.n_seg > 1:
+        dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
+        compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
+            *ptrs, X, dtsum, final, *common, SUMMARY=True, WRITE_FINAL=False,
+            **flags, **_maxnreg(cfg.fwd_summary_maxnreg))
+        _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
+    compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
+        *ptrs, X, dtsum, final, *common, SUMMARY=False, WRITE_FINAL=True,
+        **flags, **_maxnreg(cfg.fwd_maxnreg))
+    return out, final, X, geo, B, C
+
+
+# ----------------------------------------------------------------------------- backward
 
 
 def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConfig):

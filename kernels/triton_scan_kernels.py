@@ -61,8 +61,9 @@ def _col(x, cols, j: tl.constexpr, BITS: tl.constexpr = False):
     +0.0: x + 0.0 differs from x at x = -0.0, so every pick stays an add (160 of the forward
     output pass's 1446 instructions per tile there; Triton 3.9 drops them). BITS sums the
     integer bits instead (x + 0 is x for every integer): 1446 -> 1318 instructions at the
-    same occupancy on 3.6. The forward passes and the adjoint summary take it from
-    ScanConfig.bit_picks; the backward kernel keeps float picks (more registers there).
+    same occupancy on 3.6. The forward passes, the adjoint summary and the backward's rerun
+    take it from ScanConfig.bit_picks; the backward's reverse walk keeps float picks (with
+    integer ones its state loop grew 354 -> 365 instructions and spilled 8 bytes).
     """
     if BITS:
         bits = _sum(tl.where(cols == j, x.to(tl.int32, bitcast=True), 0), axis=1)

@@ -64,6 +64,14 @@ VARIANTS = {
     "fmr128": dict(fwd_maxnreg=128),
     "bmr128": dict(bwd_maxnreg=128),
     "mr128": dict(fwd_maxnreg=128, bwd_maxnreg=128),
+    "fu2": dict(fwd_unroll=2),
+    "s2": dict(summary_unroll=2),
+    "fu2s2": dict(fwd_unroll=2, summary_unroll=2),
+    "fu2ns2": dict(fwd_unroll=2, summary_unroll=2, stages=2),
+    "bsu2": dict(bwd_summary_unroll=2),
+    "l0": dict(bwd_lane0_atomics=True),
+    "dfr": dict(bwd_defer_db=True, bwd_maxnreg=168),
+    "l0dfr": dict(bwd_lane0_atomics=True, bwd_defer_db=True, bwd_maxnreg=168),
     **{f"s{n}": dict(segments=n)
        for n in (49, 98, 99, 132, 198, 264, 316, 396, 456, 528, 586, 820, 1056)},
 }

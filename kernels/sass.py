@@ -44,16 +44,18 @@ def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[ob
                NS=cfg.stages, BITS=cfg.bit_picks)
     bwd = dict(common, BD=32 * cfg.bwd_warps * cfg.bwd_channels_per_thread)
     table = {
-        "forward": (K._scan_fwd_kernel, dict(fwd, SUMMARY=False, WRITE_FINAL=True),
-                    cfg.fwd_warps),
-        "forward-summary": (K._scan_fwd_kernel, dict(fwd, SUMMARY=True, WRITE_FINAL=False),
-                            cfg.fwd_warps),
-        "backward-summary": (K._scan_bwd_summary_kernel, dict(bwd, NS=cfg.stages,
-                                                              BITS=cfg.bit_picks),
+        "forward": (K._scan_fwd_kernel, dict(fwd, SUMMARY=False, WRITE_FINAL=True,
+                                             U=cfg.fwd_unroll), cfg.fwd_warps),
+        "forward-summary": (K._scan_fwd_kernel, dict(fwd, SUMMARY=True, WRITE_FINAL=False,
+                                                     U=cfg.summary_unroll), cfg.fwd_warps),
+        "backward-summary": (K._scan_bwd_summary_kernel,
+                             dict(bwd, NS=cfg.stages, BITS=cfg.bit_picks, U=cfg.bwd_summary_unroll),
                              cfg.bwd_warps),
         "backward": (K._scan_bwd_kernel, dict(bwd, HAS_D=True, BNS=cfg.bwd_stages,
                                               PREFETCH=cfg.bwd_prefetch,
-                                              RERUN_BITS=cfg.bit_picks),
+                                              RERUN_BITS=cfg.bit_picks,
+                                              DEFER_DB=cfg.bwd_defer_db,
+                                              LANE0=cfg.bwd_lane0_atomics),
                      cfg.bwd_warps),
     }
     if role not in table:

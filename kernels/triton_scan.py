@@ -57,6 +57,12 @@ class ScanConfig:
     # 3.6's SASS 4502 instructions and 416 spilled bytes per 8 positions, ~1240 and 24 at 4).
     tile: int | None = None
     bwd_stages: int = 1  # > 1: Triton pipelines the backward's state loop (H200: slower)
+    # Tiles per iteration of the pipelined tile loops: the forward's output pass, its summary
+    # pass, the adjoint summary. The warps of a 2-warp program meet at a barrier once per
+    # iteration, where the asynchronous copies change hands.
+    fwd_unroll: int = 1
+    summary_unroll: int = 1
+    bwd_summary_unroll: int = 1
     # Caps on registers per thread (more resident warps). The forward's output pass at 128:
     # 8 programs per SM instead of 6, for 8 bytes of spill outside its loop (H200: -2 %).
     fwd_maxnreg: int | None = 128
@@ -69,6 +75,12 @@ class ScanConfig:
     # backward's rerun of each chunk, whose state loop the compiler then unrolls): Triton 3.6
     # keeps float picks as adds (H200: -3 % forward, -1.4 % forward+backward).
     bit_picks: bool = True
+    # Backward: each state's dB row is summed over the channel tile while the next state
+    # computes (its shuffle chain ended every state's iteration).
+    bwd_defer_db: bool = False
+    # Backward: the dB / dC rows added by the first lane from its registers, not through
+    # Triton's shared-memory hand-over (a store, a barrier and a load per row).
+    bwd_lane0_atomics: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -79,6 +91,9 @@ class ScanConfig:
             if getattr(self, name) not in (1, 2, 4, 8):
                 raise ValueError(f"ScanConfig.{name} must be 1, 2, 4 or 8")
         for name in ("fwd_channels_per_thread", "bwd_channels_per_thread"):
+            if getattr(self, name) not in (1, 2, 4):
+                raise ValueError(f"ScanConfig.{name} must be 1, 2 or 4")
+        for name in ("fwd_unroll", "summary_unroll", "bwd_summary_unroll"):
             if getattr(self, name) not in (1, 2, 4):
                 raise ValueError(f"ScanConfig.{name} must be 1, 2 or 4")
         for name in ("stages", "bwd_stages"):
@@ -165,6 +180,7 @@ class _Geometry:
     chunks_per_seg: int
     n_seg: int
     aligned: bool
+    unroll: int  # tiles per iteration of the pipelined loops (the largest of them)
 
     @property
     def n_bt(self) -> int:
@@ -172,7 +188,9 @@ class _Geometry:
 
     @property
     def n_tiles(self) -> int:
-        return -(-self.length // self.tile)
+        """Tiles of tile-major B / C: L / T, rounded up to whole loop iterations (zeros past
+        L), so that no iteration reads past them."""
+        return -(-self.length // (self.tile * self.unroll)) * self.unroll
 
 
 def _geometry(u, B, delta, z, n_state, block_d, cfg: ScanConfig) -> _Geometry:
@@ -196,12 +214,14 @@ def _geometry(u, B, delta, z, n_state, block_d, cfg: ScanConfig) -> _Geometry:
     aligned = length % tile == 0 and all(
         t.data_ptr() % 16 == 0 for t in (u, delta, z) if t is not None
     )
+    # An iteration of U tiles must not cross a chunk boundary (segments are whole chunks).
+    unroll = min(max(cfg.fwd_unroll, cfg.summary_unroll, cfg.bwd_summary_unroll), chunk // tile)
     return _Geometry(batch, dim, length, n_state, groups, tile, block_d, n_dtiles, chunk,
-                     n_chunks, chunks_per_seg, n_seg, aligned)
+                     n_chunks, chunks_per_seg, n_seg, aligned, unroll)
 
 
 def _tile_major(t: torch.Tensor, geo: _Geometry) -> torch.Tensor:
-    """B or C as fp32 (batch, G, L/T, N, T), L zero-padded to a multiple of T.
+    """B or C as fp32 (batch, G, n_tiles, N, T), zero-padded past L (``_Geometry.n_tiles``).
 
     Every thread of a program reads the same B / C rows, so converting them to fp32 once here
     beats converting them in every thread, and tile-major storage puts a tile's N rows at
@@ -216,9 +236,10 @@ def _tile_major(t: torch.Tensor, geo: _Geometry) -> torch.Tensor:
     rows = out.transpose(2, 3)  # (batch, G, N, L/T, T): a view in B's own order
     rows[:, :, :, :full].copy_(src[..., :full * tile].reshape(batch, groups, n, full, tile))
     if full < geo.n_tiles:
+        out[:, :, full:].zero_()
         rest = geo.length - full * tile
-        rows[:, :, :, full, :rest].copy_(src[..., full * tile:])
-        rows[:, :, :, full, rest:].zero_()
+        if rest:
+            rows[:, :, :, full, :rest].copy_(src[..., full * tile:])
     return out
 
 
@@ -231,7 +252,7 @@ def _from_tile_major(t: torch.Tensor, geo: _Geometry, shape, dtype) -> torch.Ten
     dst = out.view(batch, groups, n, geo.length)
     rows = t.transpose(2, 3)
     dst[..., :full * tile].view(batch, groups, n, full, tile).copy_(rows[:, :, :, :full])
-    if full < geo.n_tiles:
+    if full * tile < geo.length:
         dst[..., full * tile:].copy_(rows[:, :, :, full, :geo.length - full * tile])
     return out
 
@@ -258,6 +279,11 @@ def _chain(S, dtsum, A2, geo: _Geometry, n_slots: int, slot_stride: int, reverse
 
 def _maxnreg(cap: int | None) -> dict:
     return {} if cap is None else {"maxnreg": cap}
+
+
+def _unroll(wanted: int, geo: _Geometry) -> int:
+    """Tiles per loop iteration: ``wanted``, or fewer where a chunk holds fewer tiles."""
+    return min(wanted, geo.unroll)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -341,15 +367,20 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
                  ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, num_warps=cfg.fwd_warps)
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
+    per_pass = {  # SUMMARY -> that pass's own flags
+        False: dict(SUMMARY=False, WRITE_FINAL=True, U=_unroll(cfg.fwd_unroll, geo),
+                    **_maxnreg(cfg.fwd_maxnreg)),
+        True: dict(SUMMARY=True, WRITE_FINAL=False, U=_unroll(cfg.summary_unroll, geo),
+                   **_maxnreg(cfg.fwd_summary_maxnreg)),
+    }
     common = _common_args(geo, sB)
     if cfg.fwd_turns and cfg.segments is None and geo.n_chunks > 1:
         # The cut from the resident programs of both passes (X stands in for dtsum: only
         # dtypes and alignment compile). The summary pass takes ~0.55 of the output pass's
         # time per item (H200, 2^20: 6.3 ms over 127 of 128 segments against 11.4).
         slots = [(_resident_per_sm(K._scan_fwd_kernel, (*ptrs, X, X, final, *common),
-                                   dict(flags, SUMMARY=summary, WRITE_FINAL=not summary,
-                                        **_maxnreg(cap))) or 16) * _num_sms(dev)
-                 for summary, cap in ((False, cfg.fwd_maxnreg), (True, cfg.fwd_summary_maxnreg))]
+                                   dict(flags, **per_pass[summary])) or 16) * _num_sms(dev)
+                 for summary in (False, True)]
         cps = _chunks_per_segment(geo.n_chunks, geo.n_bt, *slots, 0.55)
         geo = replace(geo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
         common = _common_args(geo, sB)
@@ -357,12 +388,10 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     if geo.n_seg > 1:
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
         compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
-            *ptrs, X, dtsum, final, *common, SUMMARY=True, WRITE_FINAL=False,
-            **flags, **_maxnreg(cfg.fwd_summary_maxnreg))
+            *ptrs, X, dtsum, final, *common, **flags, **per_pass[True])
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
     compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
-        *ptrs, X, dtsum, final, *common, SUMMARY=False, WRITE_FINAL=True,
-        **flags, **_maxnreg(cfg.fwd_maxnreg))
+        *ptrs, X, dtsum, final, *common, **flags, **per_pass[False])
     return out, final, X, geo, B, C
 
 
@@ -390,8 +419,10 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
                  num_warps=cfg.bwd_warps, **_maxnreg(cfg.bwd_maxnreg))
     main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
-                      RERUN_BITS=cfg.bit_picks)
-    summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks)
+                      RERUN_BITS=cfg.bit_picks, DEFER_DB=cfg.bwd_defer_db,
+                      LANE0=cfg.bwd_lane0_atomics)
+    summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks,
+                         U=_unroll(cfg.bwd_summary_unroll, geo))
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2
     scratch_slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (the kernel)

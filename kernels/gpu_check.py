@@ -72,6 +72,13 @@ VARIANTS = {
     "l0": dict(bwd_lane0_atomics=True),
     "dfr": dict(bwd_defer_db=True, bwd_maxnreg=168),
     "l0dfr": dict(bwd_lane0_atomics=True, bwd_defer_db=True, bwd_maxnreg=168),
+    "ff": dict(fwd_fma=True),
+    "bsf": dict(bwd_summary_fma=True),
+    "bf": dict(bwd_fma=True),
+    "bq": dict(bwd_q_fma=True),
+    "fbf": dict(fwd_fma=True, bwd_fma=True),
+    "fbfbsf": dict(fwd_fma=True, bwd_fma=True, bwd_summary_fma=True),
+    "bfdfr": dict(bwd_fma=True, bwd_defer_db=True, bwd_maxnreg=168),
     **{f"s{n}": dict(segments=n)
        for n in (49, 98, 99, 132, 198, 264, 316, 396, 456, 528, 586, 820, 1056)},
 }

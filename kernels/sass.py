@@ -41,7 +41,7 @@ def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[ob
     common = dict(N=n_state, T=tile, CH=cfg.chunk, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                   ALIGNED=True)
     fwd = dict(common, BD=32 * cfg.fwd_warps * cfg.fwd_channels_per_thread, HAS_D=True,
-               NS=cfg.stages, BITS=cfg.bit_picks)
+               NS=cfg.stages, BITS=cfg.bit_picks, FMA=cfg.fwd_fma)
     bwd = dict(common, BD=32 * cfg.bwd_warps * cfg.bwd_channels_per_thread)
     table = {
         "forward": (K._scan_fwd_kernel, dict(fwd, SUMMARY=False, WRITE_FINAL=True,
@@ -49,13 +49,15 @@ def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[ob
         "forward-summary": (K._scan_fwd_kernel, dict(fwd, SUMMARY=True, WRITE_FINAL=False,
                                                      U=cfg.summary_unroll), cfg.fwd_warps),
         "backward-summary": (K._scan_bwd_summary_kernel,
-                             dict(bwd, NS=cfg.stages, BITS=cfg.bit_picks, U=cfg.bwd_summary_unroll),
+                             dict(bwd, NS=cfg.stages, BITS=cfg.bit_picks, U=cfg.bwd_summary_unroll,
+                                  FMA=cfg.bwd_summary_fma),
                              cfg.bwd_warps),
         "backward": (K._scan_bwd_kernel, dict(bwd, HAS_D=True, BNS=cfg.bwd_stages,
                                               PREFETCH=cfg.bwd_prefetch,
                                               RERUN_BITS=cfg.bit_picks,
                                               DEFER_DB=cfg.bwd_defer_db,
-                                              LANE0=cfg.bwd_lane0_atomics),
+                                              LANE0=cfg.bwd_lane0_atomics, FMA=cfg.bwd_fma,
+                                              QFMA=cfg.bwd_q_fma),
                      cfg.bwd_warps),
     }
     if role not in table:
@@ -103,8 +105,8 @@ def report(role: str, cfg: triton_scan.ScanConfig, n_state: int = 16, arch: int 
             signature[name] = "i32"
             if name in _DIVISIBLE:
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    cap = {"forward": cfg.fwd_maxnreg, "forward-summary": cfg.fwd_summary_maxnreg}.get(
-        role, cfg.bwd_maxnreg)
+    cap = {"forward": cfg.fwd_maxnreg, "forward-summary": cfg.fwd_summary_maxnreg,
+           "backward": cfg.bwd_maxnreg}.get(role)
     options = {"num_warps": warps, **({"maxnreg": cap} if cap else {})}
     src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)

@@ -81,6 +81,13 @@ class ScanConfig:
     # Backward: the dB / dC rows added by the first lane from its registers, not through
     # Triton's shared-memory hand-over (a store, a barrier and a load per row).
     bwd_lane0_atomics: bool = False
+    # Recurrence steps as one fused multiply-add on the carried state (its chain through the
+    # positions one instruction per step instead of a multiply and an add): the forward
+    # passes, the adjoint summary, the backward's state recurrence, its adjoint.
+    fwd_fma: bool = False
+    bwd_summary_fma: bool = False
+    bwd_fma: bool = False
+    bwd_q_fma: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -364,7 +371,8 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     sB = _bc_strides(geo)
     flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
                  HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
-                 ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, num_warps=cfg.fwd_warps)
+                 ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, FMA=cfg.fwd_fma,
+                 num_warps=cfg.fwd_warps)
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
     per_pass = {  # SUMMARY -> that pass's own flags
@@ -417,11 +425,12 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     sB = _bc_strides(geo)
     flags = dict(N=n_state, BD=bgeo.block_d, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
-                 num_warps=cfg.bwd_warps, **_maxnreg(cfg.bwd_maxnreg))
+                 num_warps=cfg.bwd_warps)
     main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
+                      FMA=cfg.bwd_fma, QFMA=cfg.bwd_q_fma, **_maxnreg(cfg.bwd_maxnreg),
                       RERUN_BITS=cfg.bit_picks, DEFER_DB=cfg.bwd_defer_db,
                       LANE0=cfg.bwd_lane0_atomics)
-    summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks,
+    summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks, FMA=cfg.bwd_summary_fma,
                          U=_unroll(cfg.bwd_summary_unroll, geo))
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2

@@ -72,6 +72,16 @@ def _col(x, cols, j: tl.constexpr, BITS: tl.constexpr = False):
 
 
 @_device
+def _step(a, h, b, FMA: tl.constexpr):
+    """a * h + b, the recurrence's step. FMA: as one fused multiply-add on h, so that the
+    chain through the positions is one instruction per step (a * h + b written out, the
+    compiler may fuse the other product, leaving a multiply and an add on the chain)."""
+    if FMA:
+        return tl.fma(a, h, b)
+    return a * h + b
+
+
+@_device
 def _put(x, cols, j: tl.constexpr, v):
     """``x`` with column j replaced by the [BD] vector ``v``."""
     return tl.where(cols == j, v[:, None], x)
@@ -223,6 +233,7 @@ def _scan_fwd_kernel(
     SUMMARY: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, WRITE_FINAL: tl.constexpr, ALIGNED: tl.constexpr,
     NS: tl.constexpr = 1, BITS: tl.constexpr = False, U: tl.constexpr = 1,
+    FMA: tl.constexpr = False,
 ):
     """One (segment, channel tile) of the forward scan.
 
@@ -287,12 +298,12 @@ def _scan_fwd_kernel(
                 hn = h[n]
                 if SUMMARY:
                     for j in tl.static_range(T):
-                        hn = _col(a, cols, j, BITS) * hn + _col(bx, cols, j, BITS)
+                        hn = _step(_col(a, cols, j, BITS), hn, _col(bx, cols, j, BITS), FMA)
                 else:
                     crow = tl.load(c_base + t0 * N + n * T + cols)
                     hs = tl.zeros([BD, T], tl.float32)
                     for j in tl.static_range(T):
-                        hn = _col(a, cols, j, BITS) * hn + _col(bx, cols, j, BITS)
+                        hn = _step(_col(a, cols, j, BITS), hn, _col(bx, cols, j, BITS), FMA)
                         hs = _put(hs, cols, j, hn)
                     y += hs * crow.to(tl.float32)
                 new = new + (hn,)
@@ -386,6 +397,7 @@ def _scan_bwd_summary_kernel(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ALIGNED: tl.constexpr,
     NS: tl.constexpr = 1, BITS: tl.constexpr = False, U: tl.constexpr = 1,
+    FMA: tl.constexpr = False,
 ):
     """Adjoint summary of segment s = 1 + pid // n_bt, scanned right to left from zero.
 
@@ -435,8 +447,13 @@ def _scan_bwd_summary_kernel(
                 a = tl.exp2(dt * A2[n][:, None])
                 cy = dy * crow
                 qn = q[n]
-                for j in tl.static_range(T - 1, -1, -1):
-                    qn = _col(a, cols, j, BITS) * (qn + _col(cy, cols, j, BITS))
+                if FMA:  # q <- a (q + cy) as a q + (a cy): one instruction on the chain
+                    acy = a * cy
+                    for j in tl.static_range(T - 1, -1, -1):
+                        qn = tl.fma(_col(a, cols, j, BITS), qn, _col(acy, cols, j, BITS))
+                else:
+                    for j in tl.static_range(T - 1, -1, -1):
+                        qn = _col(a, cols, j, BITS) * (qn + _col(cy, cols, j, BITS))
                 new = new + (qn,)
             q = new
     dimN = dim.to(tl.int64) * N
@@ -465,7 +482,8 @@ def _add_row(row_ptr, x, cols, LANE0: tl.constexpr = False):
 @_device
 def _adjoint_state(n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
                    scr_q, scr_dA, red, sBC, cols, BD: tl.constexpr, T: tl.constexpr,
-                   DEFER: tl.constexpr = False, gb_prev=None, LANE0: tl.constexpr = False):
+                   DEFER: tl.constexpr = False, gb_prev=None, LANE0: tl.constexpr = False,
+                   FMA: tl.constexpr = False, QFMA: tl.constexpr = False):
     """State n of one backward tile: recompute its states h from the tile's start state h0,
     walk the adjoint right to left from q, store the new q and dA carries, add the tile's dB
     / dC rows (summed over the channel tile), and return y, d(dt), sum_n g B updated and the
@@ -478,17 +496,22 @@ def _adjoint_state(n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
     hn = h0
     hs = tl.zeros([BD, T], tl.float32)
     for j in tl.static_range(T):
-        hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+        hn = _step(_col(a, cols, j), hn, _col(bx, cols, j), FMA)
         hs = _put(hs, cols, j, hn)
     y += hs * crow
     cy = dy * crow
+    if QFMA:
+        acy = a * cy
     if DEFER:
         _add_row(red + tl.maximum(n - 1, 0) * T, gb_prev, cols, LANE0)
     gs = tl.zeros([BD, T], tl.float32)
     rh = tl.zeros([BD, T], tl.float32)  # a_t * g_t * h_{t-1}
     for j in tl.static_range(T - 1, -1, -1):
         gj = qn + _col(cy, cols, j)
-        qn = _col(a, cols, j) * gj
+        if QFMA:  # q <- a g as a q + (a cy): the chain runs through the fma only
+            qn = tl.fma(_col(a, cols, j), qn, _col(acy, cols, j))
+        else:
+            qn = _col(a, cols, j) * gj
         gs = _put(gs, cols, j, gj)
         if j == 0:
             rh = _put(rh, cols, j, qn * h0)
@@ -516,7 +539,7 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ALIGNED: tl.constexpr, BNS: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
     RERUN_BITS: tl.constexpr = False, DEFER_DB: tl.constexpr = False,
-    LANE0: tl.constexpr = False,
+    LANE0: tl.constexpr = False, FMA: tl.constexpr = False, QFMA: tl.constexpr = False,
 ):
     """Gradients of every input, by recomputation; a persistent loop over (segment, tile).
 
@@ -595,7 +618,8 @@ def _scan_bwd_kernel(
                     a = tl.exp2(dt * a2[:, None])
                     bx = dtu * brow
                     for j in tl.static_range(T):
-                        hn = _col(a, cols, j, RERUN_BITS) * hn + _col(bx, cols, j, RERUN_BITS)
+                        hn = _step(_col(a, cols, j, RERUN_BITS), hn, _col(bx, cols, j, RERUN_BITS),
+                                   FMA)
                     tl.store(scr + ((i + 1) * N + n) * BD, hn)
             # (2) tiles right to left: states, adjoint, gradients
             for ii in range(n_tiles):
@@ -621,7 +645,8 @@ def _scan_bwd_kernel(
                             tl.load(C_ptr + bc_off + t0 * N + n * T + cols),
                             tl.load(A2T_ptr + n * dim + d, mask=dmask, other=0.0),
                             tl.load(scr + (i * N + n) * BD), tl.load(scr_q + n * BD),
-                            tl.load(scr_dA + n * BD), scr_q, scr_dA, red, sBC, cols, BD, T)
+                            tl.load(scr_dA + n * BD), scr_q, scr_dA, red, sBC, cols, BD, T,
+                            False, None, LANE0, FMA, QFMA)
                 else:
                     # The next state's operands load while this state computes.
                     p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
@@ -644,11 +669,13 @@ def _scan_bwd_kernel(
                         if DEFER_DB:
                             y, ddt, gsum, gb = _adjoint_state(
                                 n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
-                                scr_q, scr_dA, red, sBC, cols, BD, T, True, gb, LANE0)
+                                scr_q, scr_dA, red, sBC, cols, BD, T, True, gb, LANE0,
+                                FMA, QFMA)
                         else:
                             y, ddt, gsum, _gb = _adjoint_state(
                                 n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
-                                scr_q, scr_dA, red, sBC, cols, BD, T, False, None, LANE0)
+                                scr_q, scr_dA, red, sBC, cols, BD, T, False, None, LANE0,
+                                FMA, QFMA)
                     if DEFER_DB:
                         _add_row(red + (N - 1) * T, gb, cols, LANE0)
                 # The epilogue reloads what the state loop did not need to keep, all at once

@@ -63,6 +63,11 @@ CASES = [
          chunk=8, final_grad=True, config=dict(bwd_defer_db=True, bwd_lane0_atomics=True)),
     dict(id="bf16-lane0-rows", batch=1, dim=6, L=45, N=4, dtype="bfloat16", segments=2,
          chunk=16, config=dict(bwd_lane0_atomics=True)),
+    # recurrence steps as fused multiply-adds on the carried state, every kernel
+    dict(id="fp32-fma-chains-groups", batch=2, dim=40, L=29, N=4, groups=2, segments=3,
+         chunk=8, final_grad=True,
+         config=dict(fwd_fma=True, bwd_summary_fma=True, bwd_fma=True, bwd_q_fma=True,
+                     bwd_segments=2, tile=8)),
 ]
 
 # Relative errors (norm of the difference over norm of the fp64 reference) allowed.

@@ -79,6 +79,11 @@ VARIANTS = {
     "fbf": dict(fwd_fma=True, bwd_fma=True),
     "fbfbsf": dict(fwd_fma=True, bwd_fma=True, bwd_summary_fma=True),
     "bfdfr": dict(bwd_fma=True, bwd_defer_db=True, bwd_maxnreg=168),
+    "bsw2": dict(bwd_summary_warps=2),
+    "bsw4": dict(bwd_summary_warps=4),
+    "fsw1": dict(fwd_summary_warps=1),
+    "fsw4": dict(fwd_summary_warps=4),
+    "bsw2fsw4": dict(bwd_summary_warps=2, fwd_summary_warps=4),
     **{f"s{n}": dict(segments=n)
        for n in (49, 98, 99, 132, 198, 264, 316, 396, 456, 528, 586, 820, 1056)},
 }

@@ -36,6 +36,10 @@ class ScanConfig:
 
     fwd_warps: int = 2  # warps per forward program
     bwd_warps: int = 1  # warps per backward program
+    # Warps per program of the summary passes (None: as the pass they summarize); their
+    # channel tiles are their own (the chunk states, Q and the dt sums are per channel).
+    fwd_summary_warps: int | None = None
+    bwd_summary_warps: int | None = None
     fwd_channels_per_thread: int = 1  # a program owns 32 * warps * this many channels
     bwd_channels_per_thread: int = 1
     chunk: int = 256  # positions between saved states; the backward recomputes one chunk
@@ -94,8 +98,9 @@ class ScanConfig:
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"ScanConfig.{name} must be a power of two, got {v}")
-        for name in ("fwd_warps", "bwd_warps"):
-            if getattr(self, name) not in (1, 2, 4, 8):
+        for name in ("fwd_warps", "bwd_warps", "fwd_summary_warps", "bwd_summary_warps"):
+            v = getattr(self, name)
+            if v not in (1, 2, 4, 8) and not (v is None and "summary" in name):
                 raise ValueError(f"ScanConfig.{name} must be 1, 2, 4 or 8")
         for name in ("fwd_channels_per_thread", "bwd_channels_per_thread"):
             if getattr(self, name) not in (1, 2, 4):
@@ -264,6 +269,11 @@ def _from_tile_major(t: torch.Tensor, geo: _Geometry, shape, dtype) -> torch.Ten
     return out
 
 
+def _retile(geo: _Geometry, block_d: int) -> _Geometry:
+    """The same cut with channel tiles of ``block_d`` channels."""
+    return replace(geo, block_d=block_d, n_dtiles=-(-(geo.dim // geo.groups) // block_d))
+
+
 def _bc_strides(geo: _Geometry) -> tuple[int, int]:
     """(batch, group) strides of tile-major B / C."""
     per_group = geo.n_tiles * geo.tile * geo.n_state
@@ -375,28 +385,33 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
                  num_warps=cfg.fwd_warps)
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
+    s_warps = cfg.fwd_summary_warps or cfg.fwd_warps
+    sgeo = _retile(geo, 32 * s_warps * cfg.fwd_channels_per_thread)
     per_pass = {  # SUMMARY -> that pass's own flags
         False: dict(SUMMARY=False, WRITE_FINAL=True, U=_unroll(cfg.fwd_unroll, geo),
                     **_maxnreg(cfg.fwd_maxnreg)),
         True: dict(SUMMARY=True, WRITE_FINAL=False, U=_unroll(cfg.summary_unroll, geo),
-                   **_maxnreg(cfg.fwd_summary_maxnreg)),
+                   BD=sgeo.block_d, num_warps=s_warps, **_maxnreg(cfg.fwd_summary_maxnreg)),
     }
-    common = _common_args(geo, sB)
     if cfg.fwd_turns and cfg.segments is None and geo.n_chunks > 1:
         # The cut from the resident programs of both passes (X stands in for dtsum: only
-        # dtypes and alignment compile). The summary pass takes ~0.55 of the output pass's
-        # time per item (H200, 2^20: 6.3 ms over 127 of 128 segments against 11.4).
-        slots = [(_resident_per_sm(K._scan_fwd_kernel, (*ptrs, X, X, final, *common),
-                                   dict(flags, **per_pass[summary])) or 16) * _num_sms(dev)
-                 for summary in (False, True)]
+        # dtypes and alignment compile), the summary's counted in the output pass's channel
+        # tiles. The summary pass takes ~0.55 of the output pass's time per channel (H200,
+        # 2^20: 6.3 ms over 127 of 128 segments against 11.4).
+        slots = [(_resident_per_sm(K._scan_fwd_kernel,
+                                   (*ptrs, X, X, final, *_common_args(g, sB)),
+                                   dict(flags, **per_pass[summary])) or 16)
+                 * _num_sms(dev) * g.block_d // geo.block_d
+                 for summary, g in ((False, geo), (True, sgeo))]
         cps = _chunks_per_segment(geo.n_chunks, geo.n_bt, *slots, 0.55)
         geo = replace(geo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
-        common = _common_args(geo, sB)
+        sgeo = replace(sgeo, chunks_per_seg=cps, n_seg=geo.n_seg)
+    common = _common_args(geo, sB)
     dtsum = X
     if geo.n_seg > 1:
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
-        compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * geo.n_bt,)](
-            *ptrs, X, dtsum, final, *common, **flags, **per_pass[True])
+        compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * sgeo.n_bt,)](
+            *ptrs, X, dtsum, final, *_common_args(sgeo, sB), **dict(flags, **per_pass[True]))
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
     compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
         *ptrs, X, dtsum, final, *common, **flags, **per_pass[False])
@@ -412,7 +427,9 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     batch, dim, n_state, dev = geo.batch, geo.dim, geo.n_state, u.device
     # The backward may use other warps than the forward; the channel tiles must then change.
     block_d = 32 * cfg.bwd_warps * cfg.bwd_channels_per_thread
-    bgeo = replace(geo, block_d=block_d, n_dtiles=triton_cdiv(dim // geo.groups, block_d))
+    bgeo = _retile(geo, block_d)
+    s_warps = cfg.bwd_summary_warps or cfg.bwd_warps
+    sgeo = _retile(geo, 32 * s_warps * cfg.bwd_channels_per_thread)
     du = _empty(u.shape, u.dtype, dev)
     ddelta = _empty(delta.shape, delta.dtype, dev)
     dz = _empty(z.shape, z.dtype, dev) if z is not None else None
@@ -430,7 +447,8 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
                       FMA=cfg.bwd_fma, QFMA=cfg.bwd_q_fma, **_maxnreg(cfg.bwd_maxnreg),
                       RERUN_BITS=cfg.bit_picks, DEFER_DB=cfg.bwd_defer_db,
                       LANE0=cfg.bwd_lane0_atomics)
-    summary_flags = dict(flags, NS=cfg.stages, BITS=cfg.bit_picks, FMA=cfg.bwd_summary_fma,
+    summary_flags = dict(flags, BD=sgeo.block_d, num_warps=s_warps,
+                         NS=cfg.stages, BITS=cfg.bit_picks, FMA=cfg.bwd_summary_fma,
                          U=_unroll(cfg.bwd_summary_unroll, geo))
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2
@@ -452,12 +470,16 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(K._scan_bwd_kernel, probe,
                                                          main_flags) or 16
     per_sm_summary = _resident_per_sm(K._scan_bwd_summary_kernel,
-                                      (*summary_args(X, X), *common), summary_flags) or 16
+                                      (*summary_args(X, X), *_common_args(sgeo, sB)),
+                                      summary_flags) or 16
     slots = per_sm * _num_sms(dev)
-    # The adjoint summary takes ~0.13 of the backward's time per item (H200); weighted 0.25.
-    cps = _chunks_per_segment(geo.n_chunks, bgeo.n_bt, slots, per_sm_summary * _num_sms(dev),
+    # The adjoint summary takes ~0.13 of the backward's time per channel (H200); weighted
+    # 0.25, its resident programs counted in the backward's channel tiles.
+    cps = _chunks_per_segment(geo.n_chunks, bgeo.n_bt, slots,
+                              per_sm_summary * _num_sms(dev) * sgeo.block_d // bgeo.block_d,
                               0.25, cfg.bwd_segments)
     bgeo = replace(bgeo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
+    sgeo = replace(sgeo, chunks_per_seg=cps, n_seg=bgeo.n_seg)
     Q = _empty((batch, bgeo.n_seg, dim, n_state), torch.float32, dev)
     if dfinal is None:
         Q[:, -1].zero_()
@@ -466,8 +488,8 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     if bgeo.n_seg > 1:
         dtsum = _empty((batch, bgeo.n_seg, dim), torch.float32, dev)
         compiled_kernels["backward summary"] = K._scan_bwd_summary_kernel[
-            ((bgeo.n_seg - 1) * bgeo.n_bt,)](
-            *summary_args(Q, dtsum), *_common_args(bgeo, sB), **summary_flags)
+            ((sgeo.n_seg - 1) * sgeo.n_bt,)](
+            *summary_args(Q, dtsum), *_common_args(sgeo, sB), **summary_flags)
         _chain(Q, dtsum, A2, bgeo, bgeo.n_seg, 1, reverse=True)
     n_items = bgeo.n_seg * bgeo.n_bt
     nprog = max(1, min(n_items, slots))

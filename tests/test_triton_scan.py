@@ -63,6 +63,12 @@ CASES = [
          chunk=8, final_grad=True, config=dict(bwd_defer_db=True, bwd_lane0_atomics=True)),
     dict(id="bf16-lane0-rows", batch=1, dim=6, L=45, N=4, dtype="bfloat16", segments=2,
          chunk=16, config=dict(bwd_lane0_atomics=True)),
+    # summary passes with channel tiles of their own (wider, narrower than their pass's)
+    dict(id="fp32-summary-channel-tiles-of-their-own", batch=2, dim=70, L=40, N=4, segments=3,
+         chunk=8, final_grad=True,
+         config=dict(fwd_warps=1, fwd_summary_warps=2, bwd_summary_warps=2, bwd_segments=3)),
+    dict(id="bf16-narrow-forward-summary", batch=1, dim=70, L=37, N=4, dtype="bfloat16",
+         segments=2, chunk=16, config=dict(fwd_warps=2, fwd_summary_warps=1)),
     # recurrence steps as fused multiply-adds on the carried state, every kernel
     dict(id="fp32-fma-chains-groups", batch=2, dim=40, L=29, N=4, groups=2, segments=3,
          chunk=8, final_grad=True,

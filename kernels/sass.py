@@ -41,26 +41,22 @@ def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[ob
     common = dict(N=n_state, T=tile, CH=cfg.chunk, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                   ALIGNED=True)
     fwd = dict(common, BD=32 * cfg.fwd_warps * cfg.fwd_channels_per_thread, HAS_D=True,
-               NS=cfg.stages, BITS=cfg.bit_picks, FMA=cfg.fwd_fma)
+               NS=cfg.stages, BITS=cfg.bit_picks)
     bwd = dict(common, BD=32 * cfg.bwd_warps * cfg.bwd_channels_per_thread)
     fsw = cfg.fwd_summary_warps or cfg.fwd_warps
     bsw = cfg.bwd_summary_warps or cfg.bwd_warps
     table = {
-        "forward": (K._scan_fwd_kernel, dict(fwd, SUMMARY=False, WRITE_FINAL=True,
-                                             U=cfg.fwd_unroll), cfg.fwd_warps),
+        "forward": (K._scan_fwd_kernel, dict(fwd, SUMMARY=False, WRITE_FINAL=True),
+                    cfg.fwd_warps),
         "forward-summary": (K._scan_fwd_kernel,
-                            dict(fwd, SUMMARY=True, WRITE_FINAL=False, U=cfg.summary_unroll,
+                            dict(fwd, SUMMARY=True, WRITE_FINAL=False,
                                  BD=32 * fsw * cfg.fwd_channels_per_thread), fsw),
         "backward-summary": (K._scan_bwd_summary_kernel,
-                             dict(bwd, NS=cfg.stages, BITS=cfg.bit_picks, U=cfg.bwd_summary_unroll,
-                                  FMA=cfg.bwd_summary_fma,
+                             dict(bwd, NS=cfg.stages, BITS=cfg.bit_picks,
                                   BD=32 * bsw * cfg.bwd_channels_per_thread), bsw),
         "backward": (K._scan_bwd_kernel, dict(bwd, HAS_D=True, BNS=cfg.bwd_stages,
                                               PREFETCH=cfg.bwd_prefetch,
-                                              RERUN_BITS=cfg.bit_picks,
-                                              DEFER_DB=cfg.bwd_defer_db,
-                                              LANE0=cfg.bwd_lane0_atomics, FMA=cfg.bwd_fma,
-                                              QFMA=cfg.bwd_q_fma),
+                                              RERUN_BITS=cfg.bit_picks),
                      cfg.bwd_warps),
     }
     if role not in table:

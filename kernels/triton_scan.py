@@ -37,8 +37,10 @@ class ScanConfig:
     fwd_warps: int = 2  # warps per forward program
     bwd_warps: int = 1  # warps per backward program
     # Warps per program of the summary passes (None: as the pass they summarize); their
-    # channel tiles are their own (the chunk states, Q and the dt sums are per channel).
-    fwd_summary_warps: int | None = None
+    # channel tiles are their own (the chunk states, Q and the dt sums are per channel). The
+    # forward summary in 1-warp programs: no barrier between warps at the copies' hand-over,
+    # 20 programs per SM (H200, 2^20: forward -0.65 %).
+    fwd_summary_warps: int | None = 1
     bwd_summary_warps: int | None = None
     fwd_channels_per_thread: int = 1  # a program owns 32 * warps * this many channels
     bwd_channels_per_thread: int = 1
@@ -61,12 +63,6 @@ class ScanConfig:
     # 3.6's SASS 4502 instructions and 416 spilled bytes per 8 positions, ~1240 and 24 at 4).
     tile: int | None = None
     bwd_stages: int = 1  # > 1: Triton pipelines the backward's state loop (H200: slower)
-    # Tiles per iteration of the pipelined tile loops: the forward's output pass, its summary
-    # pass, the adjoint summary. The warps of a 2-warp program meet at a barrier once per
-    # iteration, where the asynchronous copies change hands.
-    fwd_unroll: int = 1
-    summary_unroll: int = 1
-    bwd_summary_unroll: int = 1
     # Caps on registers per thread (more resident warps). The forward's output pass at 128:
     # 8 programs per SM instead of 6, for 8 bytes of spill outside its loop (H200: -2 %).
     fwd_maxnreg: int | None = 128
@@ -79,19 +75,6 @@ class ScanConfig:
     # backward's rerun of each chunk, whose state loop the compiler then unrolls): Triton 3.6
     # keeps float picks as adds (H200: -3 % forward, -1.4 % forward+backward).
     bit_picks: bool = True
-    # Backward: each state's dB row is summed over the channel tile while the next state
-    # computes (its shuffle chain ended every state's iteration).
-    bwd_defer_db: bool = False
-    # Backward: the dB / dC rows added by the first lane from its registers, not through
-    # Triton's shared-memory hand-over (a store, a barrier and a load per row).
-    bwd_lane0_atomics: bool = False
-    # Recurrence steps as one fused multiply-add on the carried state (its chain through the
-    # positions one instruction per step instead of a multiply and an add): the forward
-    # passes, the adjoint summary, the backward's state recurrence, its adjoint.
-    fwd_fma: bool = False
-    bwd_summary_fma: bool = False
-    bwd_fma: bool = False
-    bwd_q_fma: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -103,9 +86,6 @@ class ScanConfig:
             if v not in (1, 2, 4, 8) and not (v is None and "summary" in name):
                 raise ValueError(f"ScanConfig.{name} must be 1, 2, 4 or 8")
         for name in ("fwd_channels_per_thread", "bwd_channels_per_thread"):
-            if getattr(self, name) not in (1, 2, 4):
-                raise ValueError(f"ScanConfig.{name} must be 1, 2 or 4")
-        for name in ("fwd_unroll", "summary_unroll", "bwd_summary_unroll"):
             if getattr(self, name) not in (1, 2, 4):
                 raise ValueError(f"ScanConfig.{name} must be 1, 2 or 4")
         for name in ("stages", "bwd_stages"):
@@ -192,7 +172,6 @@ class _Geometry:
     chunks_per_seg: int
     n_seg: int
     aligned: bool
-    unroll: int  # tiles per iteration of the pipelined loops (the largest of them)
 
     @property
     def n_bt(self) -> int:
@@ -200,9 +179,7 @@ class _Geometry:
 
     @property
     def n_tiles(self) -> int:
-        """Tiles of tile-major B / C: L / T, rounded up to whole loop iterations (zeros past
-        L), so that no iteration reads past them."""
-        return -(-self.length // (self.tile * self.unroll)) * self.unroll
+        return -(-self.length // self.tile)
 
 
 def _geometry(u, B, delta, z, n_state, block_d, cfg: ScanConfig) -> _Geometry:
@@ -226,14 +203,12 @@ def _geometry(u, B, delta, z, n_state, block_d, cfg: ScanConfig) -> _Geometry:
     aligned = length % tile == 0 and all(
         t.data_ptr() % 16 == 0 for t in (u, delta, z) if t is not None
     )
-    # An iteration of U tiles must not cross a chunk boundary (segments are whole chunks).
-    unroll = min(max(cfg.fwd_unroll, cfg.summary_unroll, cfg.bwd_summary_unroll), chunk // tile)
     return _Geometry(batch, dim, length, n_state, groups, tile, block_d, n_dtiles, chunk,
-                     n_chunks, chunks_per_seg, n_seg, aligned, unroll)
+                     n_chunks, chunks_per_seg, n_seg, aligned)
 
 
 def _tile_major(t: torch.Tensor, geo: _Geometry) -> torch.Tensor:
-    """B or C as fp32 (batch, G, n_tiles, N, T), zero-padded past L (``_Geometry.n_tiles``).
+    """B or C as fp32 (batch, G, L/T, N, T), L zero-padded to a multiple of T.
 
     Every thread of a program reads the same B / C rows, so converting them to fp32 once here
     beats converting them in every thread, and tile-major storage puts a tile's N rows at
@@ -248,10 +223,9 @@ def _tile_major(t: torch.Tensor, geo: _Geometry) -> torch.Tensor:
     rows = out.transpose(2, 3)  # (batch, G, N, L/T, T): a view in B's own order
     rows[:, :, :, :full].copy_(src[..., :full * tile].reshape(batch, groups, n, full, tile))
     if full < geo.n_tiles:
-        out[:, :, full:].zero_()
         rest = geo.length - full * tile
-        if rest:
-            rows[:, :, :, full, :rest].copy_(src[..., full * tile:])
+        rows[:, :, :, full, :rest].copy_(src[..., full * tile:])
+        rows[:, :, :, full, rest:].zero_()
     return out
 
 
@@ -264,7 +238,7 @@ def _from_tile_major(t: torch.Tensor, geo: _Geometry, shape, dtype) -> torch.Ten
     dst = out.view(batch, groups, n, geo.length)
     rows = t.transpose(2, 3)
     dst[..., :full * tile].view(batch, groups, n, full, tile).copy_(rows[:, :, :, :full])
-    if full * tile < geo.length:
+    if full < geo.n_tiles:
         dst[..., full * tile:].copy_(rows[:, :, :, full, :geo.length - full * tile])
     return out
 
@@ -296,11 +270,6 @@ def _chain(S, dtsum, A2, geo: _Geometry, n_slots: int, slot_stride: int, reverse
 
 def _maxnreg(cap: int | None) -> dict:
     return {} if cap is None else {"maxnreg": cap}
-
-
-def _unroll(wanted: int, geo: _Geometry) -> int:
-    """Tiles per loop iteration: ``wanted``, or fewer where a chunk holds fewer tiles."""
-    return min(wanted, geo.unroll)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -381,17 +350,15 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     sB = _bc_strides(geo)
     flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
                  HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
-                 ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, FMA=cfg.fwd_fma,
-                 num_warps=cfg.fwd_warps)
+                 ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, num_warps=cfg.fwd_warps)
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
     s_warps = cfg.fwd_summary_warps or cfg.fwd_warps
     sgeo = _retile(geo, 32 * s_warps * cfg.fwd_channels_per_thread)
     per_pass = {  # SUMMARY -> that pass's own flags
-        False: dict(SUMMARY=False, WRITE_FINAL=True, U=_unroll(cfg.fwd_unroll, geo),
-                    **_maxnreg(cfg.fwd_maxnreg)),
-        True: dict(SUMMARY=True, WRITE_FINAL=False, U=_unroll(cfg.summary_unroll, geo),
-                   BD=sgeo.block_d, num_warps=s_warps, **_maxnreg(cfg.fwd_summary_maxnreg)),
+        False: dict(SUMMARY=False, WRITE_FINAL=True, **_maxnreg(cfg.fwd_maxnreg)),
+        True: dict(SUMMARY=True, WRITE_FINAL=False, BD=sgeo.block_d, num_warps=s_warps,
+                   **_maxnreg(cfg.fwd_summary_maxnreg)),
     }
     if cfg.fwd_turns and cfg.segments is None and geo.n_chunks > 1:
         # The cut from the resident programs of both passes (X stands in for dtsum: only
@@ -444,12 +411,9 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
                  num_warps=cfg.bwd_warps)
     main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
-                      FMA=cfg.bwd_fma, QFMA=cfg.bwd_q_fma, **_maxnreg(cfg.bwd_maxnreg),
-                      RERUN_BITS=cfg.bit_picks, DEFER_DB=cfg.bwd_defer_db,
-                      LANE0=cfg.bwd_lane0_atomics)
-    summary_flags = dict(flags, BD=sgeo.block_d, num_warps=s_warps,
-                         NS=cfg.stages, BITS=cfg.bit_picks, FMA=cfg.bwd_summary_fma,
-                         U=_unroll(cfg.bwd_summary_unroll, geo))
+                      RERUN_BITS=cfg.bit_picks, **_maxnreg(cfg.bwd_maxnreg))
+    summary_flags = dict(flags, BD=sgeo.block_d, num_warps=s_warps, NS=cfg.stages,
+                         BITS=cfg.bit_picks)
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2
     scratch_slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (the kernel)

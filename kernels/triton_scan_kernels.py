@@ -72,16 +72,6 @@ def _col(x, cols, j: tl.constexpr, BITS: tl.constexpr = False):
 
 
 @_device
-def _step(a, h, b, FMA: tl.constexpr):
-    """a * h + b, the recurrence's step. FMA: as one fused multiply-add on h, so that the
-    chain through the positions is one instruction per step (a * h + b written out, the
-    compiler may fuse the other product, leaving a multiply and an add on the chain)."""
-    if FMA:
-        return tl.fma(a, h, b)
-    return a * h + b
-
-
-@_device
 def _put(x, cols, j: tl.constexpr, v):
     """``x`` with column j replaced by the [BD] vector ``v``."""
     return tl.where(cols == j, v[:, None], x)
@@ -232,8 +222,7 @@ def _scan_fwd_kernel(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     SUMMARY: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, WRITE_FINAL: tl.constexpr, ALIGNED: tl.constexpr,
-    NS: tl.constexpr = 1, BITS: tl.constexpr = False, U: tl.constexpr = 1,
-    FMA: tl.constexpr = False,
+    NS: tl.constexpr = 1, BITS: tl.constexpr = False,
 ):
     """One (segment, channel tile) of the forward scan.
 
@@ -274,47 +263,42 @@ def _scan_fwd_kernel(
     dts = tl.zeros([BD], tl.float32)
 
     # Software-pipelined by Triton (NS > 1): the tile loads are asynchronous copies into
-    # shared memory issued NS - 1 iterations ahead. An iteration walks U tiles: the warps of
-    # a program meet at a barrier once per iteration, where their copies change hands.
-    # Segments are whole chunks and CH is a multiple of U T, so only the sequence's end can
-    # leave tiles past the segment; those are masked (dt = 0 keeps the state).
-    for t00 in tl.range(t_lo, t_hi, T * U, num_stages=NS):
+    # shared memory issued NS - 1 tiles ahead.
+    for t0 in tl.range(t_lo, t_hi, T, num_stages=NS):
         if not SUMMARY:
-            if (t00 % CH == 0) & (t00 != t_lo):
+            if (t0 % CH == 0) & (t0 != t_lo):
                 for n in tl.static_range(N):
-                    tl.store(X_ptr + x_row + (t00 // CH) * dimN + n, h[n], mask=dmask)
-        for k in tl.static_range(U):
-            t0 = t00 + k * T
-            m2, offs, dt, u, dtu = _load_inputs(u_ptr, delta_ptr, row, t0, L, cols, dmask,
-                                                bias, HAS_BIAS, SOFTPLUS)
+                    tl.store(X_ptr + x_row + (t0 // CH) * dimN + n, h[n], mask=dmask)
+        m2, offs, dt, u, dtu = _load_inputs(u_ptr, delta_ptr, row, t0, L, cols, dmask, bias,
+                                            HAS_BIAS, SOFTPLUS)
+        if SUMMARY:
+            dts += _sum(dt, axis=1)
+        y = tl.zeros([BD, T], tl.float32)
+        new = ()
+        for n in tl.static_range(N):
+            brow = tl.load(b_base + t0 * N + n * T + cols).to(tl.float32)
+            a = tl.exp2(dt * A2[n][:, None])
+            bx = dtu * brow
+            hn = h[n]
             if SUMMARY:
-                dts += _sum(dt, axis=1)
-            y = tl.zeros([BD, T], tl.float32)
-            new = ()
-            for n in tl.static_range(N):
-                brow = tl.load(b_base + t0 * N + n * T + cols).to(tl.float32)
-                a = tl.exp2(dt * A2[n][:, None])
-                bx = dtu * brow
-                hn = h[n]
-                if SUMMARY:
-                    for j in tl.static_range(T):
-                        hn = _step(_col(a, cols, j, BITS), hn, _col(bx, cols, j, BITS), FMA)
-                else:
-                    crow = tl.load(c_base + t0 * N + n * T + cols)
-                    hs = tl.zeros([BD, T], tl.float32)
-                    for j in tl.static_range(T):
-                        hn = _step(_col(a, cols, j, BITS), hn, _col(bx, cols, j, BITS), FMA)
-                        hs = _put(hs, cols, j, hn)
-                    y += hs * crow.to(tl.float32)
-                new = new + (hn,)
-            h = new
-            if not SUMMARY:
-                if HAS_D:
-                    y += Dv[:, None] * u
-                if HAS_Z:
-                    zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(tl.float32)
-                    y = y * zz * _sigmoid(zz)
-                tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=m2)
+                for j in tl.static_range(T):
+                    hn = _col(a, cols, j, BITS) * hn + _col(bx, cols, j, BITS)
+            else:
+                crow = tl.load(c_base + t0 * N + n * T + cols)
+                hs = tl.zeros([BD, T], tl.float32)
+                for j in tl.static_range(T):
+                    hn = _col(a, cols, j, BITS) * hn + _col(bx, cols, j, BITS)
+                    hs = _put(hs, cols, j, hn)
+                y += hs * crow.to(tl.float32)
+            new = new + (hn,)
+        h = new
+        if not SUMMARY:
+            if HAS_D:
+                y += Dv[:, None] * u
+            if HAS_Z:
+                zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+                y = y * zz * _sigmoid(zz)
+            tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=m2)
 
     if SUMMARY:
         c_next = c_lo + chunks_per_seg
@@ -396,8 +380,7 @@ def _scan_bwd_summary_kernel(
     sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ALIGNED: tl.constexpr,
-    NS: tl.constexpr = 1, BITS: tl.constexpr = False, U: tl.constexpr = 1,
-    FMA: tl.constexpr = False,
+    NS: tl.constexpr = 1, BITS: tl.constexpr = False,
 ):
     """Adjoint summary of segment s = 1 + pid // n_bt, scanned right to left from zero.
 
@@ -425,37 +408,29 @@ def _scan_bwd_summary_kernel(
         bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
     dts = tl.zeros([BD], tl.float32)
     # Software-pipelined by Triton (NS > 1): the tile loads are asynchronous copies into
-    # shared memory issued NS - 1 iterations ahead, so each tile's operands are on chip when
-    # used. An iteration walks U tiles right to left; when the segment's tiles are not a
-    # multiple of U (only at the sequence's end) the walk starts U T past them, masked.
-    t_top = t_lo + tl.cdiv(n_tiles, U) * U * T
-    for i in tl.range(0, tl.cdiv(n_tiles, U), num_stages=NS):
-        for k in tl.static_range(U):
-            t0 = t_top - (i * U + k + 1) * T
-            r_o, r_d, r_z = _load_tile(dout_ptr, delta_ptr, z_ptr, row, t0, t_hi, cols, dmask,
-                                       HAS_Z)
-            m2 = dmask[:, None] & ((t0 + cols) < t_hi)
-            dt, _x = _dt_of(r_d, m2, bias, HAS_BIAS, SOFTPLUS)
-            dy = r_o.to(tl.float32)
-            if HAS_Z:
-                zz = r_z.to(tl.float32)
-                dy = dy * zz * _sigmoid(zz)
-            dts += _sum(dt, axis=1)
-            new = ()
-            for n in tl.static_range(N):
-                crow = tl.load(c_base + t0 * N + n * T + cols).to(tl.float32)
-                a = tl.exp2(dt * A2[n][:, None])
-                cy = dy * crow
-                qn = q[n]
-                if FMA:  # q <- a (q + cy) as a q + (a cy): one instruction on the chain
-                    acy = a * cy
-                    for j in tl.static_range(T - 1, -1, -1):
-                        qn = tl.fma(_col(a, cols, j, BITS), qn, _col(acy, cols, j, BITS))
-                else:
-                    for j in tl.static_range(T - 1, -1, -1):
-                        qn = _col(a, cols, j, BITS) * (qn + _col(cy, cols, j, BITS))
-                new = new + (qn,)
-            q = new
+    # shared memory issued NS - 1 tiles ahead, so each tile's operands are on chip when used.
+    for i in tl.range(0, n_tiles, num_stages=NS):
+        t0 = t_lo + (n_tiles - 1 - i) * T
+        r_o, r_d, r_z = _load_tile(dout_ptr, delta_ptr, z_ptr, row, t0, t_hi, cols, dmask,
+                                   HAS_Z)
+        tmask = (t0 + cols) < L
+        m2 = dmask[:, None] & tmask
+        dt, _x = _dt_of(r_d, m2, bias, HAS_BIAS, SOFTPLUS)
+        dy = r_o.to(tl.float32)
+        if HAS_Z:
+            zz = r_z.to(tl.float32)
+            dy = dy * zz * _sigmoid(zz)
+        dts += _sum(dt, axis=1)
+        new = ()
+        for n in tl.static_range(N):
+            crow = tl.load(c_base + t0 * N + n * T + cols).to(tl.float32)
+            a = tl.exp2(dt * A2[n][:, None])
+            cy = dy * crow
+            qn = q[n]
+            for j in tl.static_range(T - 1, -1, -1):
+                qn = _col(a, cols, j, BITS) * (qn + _col(cy, cols, j, BITS))
+            new = new + (qn,)
+        q = new
     dimN = dim.to(tl.int64) * N
     q_row = (b.to(tl.int64) * n_seg * dim + d) * N + (seg - 1) * dimN
     for n in tl.static_range(N):
@@ -464,54 +439,26 @@ def _scan_bwd_summary_kernel(
 
 
 @_device
-def _add_row(row_ptr, x, cols, LANE0: tl.constexpr = False):
-    """Atomically add the channel sum of ``x`` [BD, T] to the T values at ``row_ptr``.
-
-    The sum ends replicated in every lane; the atomics take one owner per value, which
-    Triton makes by a round trip through shared memory (a store, a barrier, a load) unless
-    LANE0: the first channel's lane then adds the whole row from its own registers."""
-    total = _sum(x, axis=0)[None, :]
-    if LANE0:
-        first = tl.arange(0, x.shape[0])[:, None] == 0
-        tl.atomic_add(row_ptr + cols + 0 * first, total + tl.zeros_like(x), mask=first & (cols >= 0),
-                      sem="relaxed")
-    else:
-        tl.atomic_add(row_ptr + cols, total, sem="relaxed")
-
-
-@_device
 def _adjoint_state(n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
-                   scr_q, scr_dA, red, sBC, cols, BD: tl.constexpr, T: tl.constexpr,
-                   DEFER: tl.constexpr = False, gb_prev=None, LANE0: tl.constexpr = False,
-                   FMA: tl.constexpr = False, QFMA: tl.constexpr = False):
+                   scr_q, scr_dA, red, sBC, cols, BD: tl.constexpr, T: tl.constexpr):
     """State n of one backward tile: recompute its states h from the tile's start state h0,
     walk the adjoint right to left from q, store the new q and dA carries, add the tile's dB
-    / dC rows (summed over the channel tile), and return y, d(dt), sum_n g B updated and the
-    dB contributions [BD, T]. ``red``: the tile's dB block (a scalar pointer; dC is sBC
-    elements further). DEFER: this state's dB row is left to the next state's call, which
-    sums ``gb_prev`` (zeros at n = 0) between its two chains, where the sum's shuffles have
-    the reverse walk's arithmetic to overlap with; the caller adds the last state's."""
+    / dC rows (summed over the channel tile), and return y, d(dt) and sum_n g B updated.
+    ``red``: the tile's dB block (a scalar pointer; dC is sBC elements further)."""
     a = tl.exp2(dt * a2[:, None])
     bx = dtu * brow
     hn = h0
     hs = tl.zeros([BD, T], tl.float32)
     for j in tl.static_range(T):
-        hn = _step(_col(a, cols, j), hn, _col(bx, cols, j), FMA)
+        hn = _col(a, cols, j) * hn + _col(bx, cols, j)
         hs = _put(hs, cols, j, hn)
     y += hs * crow
     cy = dy * crow
-    if QFMA:
-        acy = a * cy
-    if DEFER:
-        _add_row(red + tl.maximum(n - 1, 0) * T, gb_prev, cols, LANE0)
     gs = tl.zeros([BD, T], tl.float32)
     rh = tl.zeros([BD, T], tl.float32)  # a_t * g_t * h_{t-1}
     for j in tl.static_range(T - 1, -1, -1):
         gj = qn + _col(cy, cols, j)
-        if QFMA:  # q <- a g as a q + (a cy): the chain runs through the fma only
-            qn = tl.fma(_col(a, cols, j), qn, _col(acy, cols, j))
-        else:
-            qn = _col(a, cols, j) * gj
+        qn = _col(a, cols, j) * gj
         gs = _put(gs, cols, j, gj)
         if j == 0:
             rh = _put(rh, cols, j, qn * h0)
@@ -521,11 +468,9 @@ def _adjoint_state(n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
     tl.store(scr_dA + n * BD, dA_n + _sum(rh * dt, axis=1))
     ddt += rh * (a2 * _LN2)[:, None]
     gsum += gs * brow
-    gb = gs * dtu
-    if not DEFER:
-        _add_row(red + n * T, gb, cols, LANE0)
-    _add_row(red + n * T + sBC, hs * dy, cols, LANE0)
-    return y, ddt, gsum, gb
+    tl.atomic_add(red + n * T + cols, _sum(gs * dtu, axis=0)[None, :], sem="relaxed")
+    tl.atomic_add(red + n * T + sBC + cols, _sum(hs * dy, axis=0)[None, :], sem="relaxed")
+    return y, ddt, gsum
 
 
 @triton.jit(do_not_specialize=_GEOMETRY_ARGS)
@@ -538,8 +483,7 @@ def _scan_bwd_kernel(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ALIGNED: tl.constexpr, BNS: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
-    RERUN_BITS: tl.constexpr = False, DEFER_DB: tl.constexpr = False,
-    LANE0: tl.constexpr = False, FMA: tl.constexpr = False, QFMA: tl.constexpr = False,
+    RERUN_BITS: tl.constexpr = False,
 ):
     """Gradients of every input, by recomputation; a persistent loop over (segment, tile).
 
@@ -618,8 +562,7 @@ def _scan_bwd_kernel(
                     a = tl.exp2(dt * a2[:, None])
                     bx = dtu * brow
                     for j in tl.static_range(T):
-                        hn = _step(_col(a, cols, j, RERUN_BITS), hn, _col(bx, cols, j, RERUN_BITS),
-                                   FMA)
+                        hn = _col(a, cols, j, RERUN_BITS) * hn + _col(bx, cols, j, RERUN_BITS)
                     tl.store(scr + ((i + 1) * N + n) * BD, hn)
             # (2) tiles right to left: states, adjoint, gradients
             for ii in range(n_tiles):
@@ -639,14 +582,13 @@ def _scan_bwd_kernel(
                     # Triton pipelines the run-time state loop: each state's operands are
                     # copied into shared memory BNS - 1 states ahead.
                     for n in tl.range(0, N, num_stages=BNS):
-                        y, ddt, gsum, _gb = _adjoint_state(
+                        y, ddt, gsum = _adjoint_state(
                             n, dt, dtu, dy, y, ddt, gsum,
                             tl.load(B_ptr + bc_off + t0 * N + n * T + cols),
                             tl.load(C_ptr + bc_off + t0 * N + n * T + cols),
                             tl.load(A2T_ptr + n * dim + d, mask=dmask, other=0.0),
                             tl.load(scr + (i * N + n) * BD), tl.load(scr_q + n * BD),
-                            tl.load(scr_dA + n * BD), scr_q, scr_dA, red, sBC, cols, BD, T,
-                            False, None, LANE0, FMA, QFMA)
+                            tl.load(scr_dA + n * BD), scr_q, scr_dA, red, sBC, cols, BD, T)
                 else:
                     # The next state's operands load while this state computes.
                     p_b = tl.load(B_ptr + bc_off + t0 * N + cols)
@@ -655,8 +597,6 @@ def _scan_bwd_kernel(
                     p_h = tl.load(scr + (i * N) * BD)
                     p_q = tl.load(scr_q)
                     p_dA = tl.load(scr_dA)
-                    if DEFER_DB:
-                        gb = tl.zeros([BD, T], tl.float32)
                     for n in range(N):
                         brow, crow, a2, h0, qn, dA_n = p_b, p_c, p_a2, p_h, p_q, p_dA
                         n1 = (n + 1) % N
@@ -666,18 +606,9 @@ def _scan_bwd_kernel(
                         p_h = tl.load(scr + (i * N + n1) * BD)
                         p_q = tl.load(scr_q + n1 * BD)
                         p_dA = tl.load(scr_dA + n1 * BD)
-                        if DEFER_DB:
-                            y, ddt, gsum, gb = _adjoint_state(
-                                n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
-                                scr_q, scr_dA, red, sBC, cols, BD, T, True, gb, LANE0,
-                                FMA, QFMA)
-                        else:
-                            y, ddt, gsum, _gb = _adjoint_state(
-                                n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
-                                scr_q, scr_dA, red, sBC, cols, BD, T, False, None, LANE0,
-                                FMA, QFMA)
-                    if DEFER_DB:
-                        _add_row(red + (N - 1) * T, gb, cols, LANE0)
+                        y, ddt, gsum = _adjoint_state(
+                            n, dt, dtu, dy, y, ddt, gsum, brow, crow, a2, h0, qn, dA_n,
+                            scr_q, scr_dA, red, sBC, cols, BD, T)
                 # The epilogue reloads what the state loop did not need to keep, all at once
                 # (L1 has usually dropped the lines by now: their latencies overlap).
                 dt, x = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS)

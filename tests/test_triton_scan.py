@@ -51,29 +51,12 @@ CASES = [
          final_grad=True, config=dict(tile=4, stages=1, fwd_warps=1)),
     dict(id="fp32-two-warps-pipelined-states", batch=1, dim=70, L=22, N=4, segments=2,
          chunk=8, final_grad=True, config=dict(fwd_warps=2, bwd_warps=2, bwd_stages=3)),
-    # several tiles per loop iteration; the last segment's tiles not a multiple of them
-    dict(id="fp32-unrolled-tile-loops", batch=1, dim=5, L=75, N=4, segments=3, chunk=16,
-         final_grad=True, config=dict(tile=4, fwd_unroll=2, summary_unroll=4,
-                                      bwd_summary_unroll=2, bwd_segments=3)),
-    dict(id="bf16-unrolled-uneven-end", batch=1, dim=6, L=75, N=4, dtype="bfloat16",
-         segments=2, chunk=32, final_grad=True,
-         config=dict(fwd_unroll=4, summary_unroll=2, bwd_summary_unroll=4, bwd_segments=2)),
-    # backward dB rows summed one state late; rows added from the first lane's registers
-    dict(id="fp32-deferred-dB-rows-groups", batch=2, dim=40, L=27, N=4, groups=2, segments=2,
-         chunk=8, final_grad=True, config=dict(bwd_defer_db=True, bwd_lane0_atomics=True)),
-    dict(id="bf16-lane0-rows", batch=1, dim=6, L=45, N=4, dtype="bfloat16", segments=2,
-         chunk=16, config=dict(bwd_lane0_atomics=True)),
     # summary passes with channel tiles of their own (wider, narrower than their pass's)
     dict(id="fp32-summary-channel-tiles-of-their-own", batch=2, dim=70, L=40, N=4, segments=3,
          chunk=8, final_grad=True,
          config=dict(fwd_warps=1, fwd_summary_warps=2, bwd_summary_warps=2, bwd_segments=3)),
     dict(id="bf16-narrow-forward-summary", batch=1, dim=70, L=37, N=4, dtype="bfloat16",
          segments=2, chunk=16, config=dict(fwd_warps=2, fwd_summary_warps=1)),
-    # recurrence steps as fused multiply-adds on the carried state, every kernel
-    dict(id="fp32-fma-chains-groups", batch=2, dim=40, L=29, N=4, groups=2, segments=3,
-         chunk=8, final_grad=True,
-         config=dict(fwd_fma=True, bwd_summary_fma=True, bwd_fma=True, bwd_q_fma=True,
-                     bwd_segments=2, tile=8)),
 ]
 
 # Relative errors (norm of the difference over norm of the fp64 reference) allowed.
@@ -292,20 +275,17 @@ def test_segments_fill_the_gpu_in_whole_turns():
 
 def test_bc_tile_major_round_trip():
     """B / C into the kernels' tile-major fp32 layout and the gradients back: one strided copy
-    each way, zero padding past L (to whole loop iterations of ``unroll`` tiles), every
-    length (whole tiles, a partial last tile, L < T)."""
+    each way, zero padding past L, every length (whole tiles, a partial last tile, L < T)."""
     from mambadna.kernels import triton_scan as ts
 
     g = torch.Generator().manual_seed(3)
-    for length, tile, groups, unroll in ((64, 8, 2, 1), (37, 8, 1, 1), (45, 4, 1, 1),
-                                         (3, 8, 2, 1), (1, 4, 1, 1), (64, 8, 1, 2),
-                                         (72, 8, 2, 4), (37, 4, 1, 2)):
+    for length, tile, groups in ((64, 8, 2), (37, 8, 1), (45, 4, 1), (3, 8, 2), (1, 4, 1)):
         batch, n = 2, 4
-        geo = ts._Geometry(batch, 8, length, n, groups, tile, 32, 1, 16, 1, 1, 1, True, unroll)
+        geo = ts._Geometry(batch, 8, length, n, groups, tile, 32, 1, 16, 1, 1, 1, True)
         shape = (batch, groups, n, length) if groups > 1 else (batch, n, length)
         b = torch.randn(shape, generator=g).to(torch.bfloat16)
         packed = ts._tile_major(b, geo)
-        padded = -(-length // (tile * unroll)) * tile * unroll
+        padded = -(-length // tile) * tile
         expected = torch.nn.functional.pad(b.reshape(batch, groups, n, length).float(),
                                            (0, padded - length))
         expected = expected.view(batch, groups, n, padded // tile, tile).transpose(2, 3)

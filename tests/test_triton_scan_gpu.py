@@ -52,15 +52,9 @@ GPU_CASES = [
     dict(id="bf16-4104-pipelined-state-loop", batch=2, dim=96, L=4104, N=16,
          dtype="bfloat16", segments=None, chunk=256, final_grad=True,
          config=dict(bwd_stages=3)),
-    dict(id="bf16-4099-unrolled-tile-loops", batch=2, dim=96, L=4099, N=16, dtype="bfloat16",
-         segments=None, chunk=256, final_grad=True,
-         config=dict(fwd_unroll=2, summary_unroll=2, bwd_summary_unroll=2)),
-    dict(id="bf16-4099-deferred-lane0-dB-rows-groups", batch=2, dim=128, L=4099, N=16,
-         dtype="bfloat16", groups=2, segments=None, chunk=256, final_grad=True,
-         config=dict(bwd_defer_db=True, bwd_lane0_atomics=True, bwd_maxnreg=168)),
-    dict(id="bf16-4099-fma-chains", batch=2, dim=96, L=4099, N=16, dtype="bfloat16",
-         segments=None, chunk=256, final_grad=True,
-         config=dict(fwd_fma=True, bwd_summary_fma=True, bwd_fma=True, bwd_q_fma=True)),
+    dict(id="bf16-4099-summaries-in-their-own-tiles", batch=2, dim=192, L=4099, N=16,
+         dtype="bfloat16", segments=None, chunk=256, final_grad=True,
+         config=dict(fwd_summary_warps=4, bwd_summary_warps=2)),
 ]
 
 

@@ -57,6 +57,7 @@ VARIANTS = {
     "nobp": dict(bwd_prefetch=False),
     "ft0": dict(fwd_turns=False),
     "ch128": dict(chunk=128),
+    "ch128s456": dict(chunk=128, segments=456),  # the 256-chunk forward's cut, X every 128
     "fs80": dict(fwd_summary_maxnreg=80),
     "old": dict(bit_picks=False, stages=2, fwd_maxnreg=None),
     "bns3mr168": dict(bwd_stages=3, bwd_maxnreg=168),

@@ -75,6 +75,9 @@ class ScanConfig:
     # backward's rerun of each chunk, whose state loop the compiler then unrolls): Triton 3.6
     # keeps float picks as adds (H200: -3 % forward, -1.4 % forward+backward).
     bit_picks: bool = True
+    # The forward's output pass in Gluon (``triton_scan_gluon.py``: each tile's B / C block
+    # one copy per thread) where it applies: CUDA, aligned rows, N a power of two.
+    gluon_output: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -380,9 +383,30 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
         compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * sgeo.n_bt,)](
             *ptrs, X, dtsum, final, *_common_args(sgeo, sB), **dict(flags, **per_pass[True]))
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
-    compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
-        *ptrs, X, dtsum, final, *common, **flags, **per_pass[False])
+    G = _gluon_output(geo, cfg)
+    if G is not None:
+        compiled_kernels["forward"] = G._scan_fwd_out_kernel[(geo.n_seg * geo.n_bt,)](
+            *ptrs, X, final, *common, N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None,
+            SOFTPLUS=softplus, NS=cfg.stages, W=cfg.fwd_warps, num_warps=cfg.fwd_warps,
+            **_maxnreg(cfg.fwd_maxnreg))
+    else:
+        compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
+            *ptrs, X, dtsum, final, *common, **flags, **per_pass[False])
     return out, final, X, geo, B, C
+
+
+def _gluon_output(geo: _Geometry, cfg: ScanConfig):
+    """The Gluon output-pass module if it applies to this call, else None."""
+    n = geo.n_state
+    if not (cfg.gluon_output and geo.aligned and n & (n - 1) == 0 and cfg.stages >= 2
+            and cfg.fwd_channels_per_thread == 1 and not _interpreting()):
+        return None
+    try:
+        from mambadna.kernels import triton_scan_gluon
+    except ImportError:  # a Triton without Gluon
+        return None
+    return triton_scan_gluon
 
 
 # ----------------------------------------------------------------------------- backward

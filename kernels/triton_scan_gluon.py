@@ -1,0 +1,190 @@
+# Triton's JIT frontend builds tuples by concatenation, not by starred unpacking:
+# ruff: noqa: RUF005
+"""The forward scan's output pass in Gluon, Triton's explicit-layout dialect (CUDA only).
+
+Same math, tiling and arguments as ``_scan_fwd_kernel`` with SUMMARY off (the output pass of
+``triton_scan_kernels.py``): a program owns one (segment, channel tile), a thread one channel
+and its N states, and the segment is walked in tiles of T positions. What Gluon changes is
+how each tile's operands reach the threads. ``tl`` software pipelining copies every B / C
+row of a tile on its own (32 asynchronous copies per tile, each issued by the lanes that
+own the row, inside its own branch, ~300 of the loop's ~1340 instructions on Triton 3.6).
+Here the tile's whole B and C blocks (2 x N x T fp32, 1 KB, contiguous in the tile-major
+layout) are one 16-byte copy per thread into a ring of NS shared-memory stages, with the
+tile's u / delta / z rows (one 16-byte copy per thread each); each state then reads its two
+rows from shared memory (every lane the same address: a broadcast). One barrier per tile.
+
+Under ``TRITON_INTERPRET=1`` there is no Gluon; the launcher then runs the Triton kernel.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
+
+_LOG2E = gl.constexpr(1.4426950408889634)
+_LN2 = gl.constexpr(0.6931471805599453)
+
+
+@gluon.jit
+def _lg2(x):
+    return gl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x],
+                                     dtype=gl.float32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _rcp(x):
+    return gl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x],
+                                     dtype=gl.float32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _softplus(x):
+    """As ``triton_scan_kernels._softplus`` (torch's threshold 20, relative error < 1e-5)."""
+    e = gl.exp2(gl.abs(x) * -_LOG2E)
+    series = e * (1.0 - e * (0.5 - e * (0.3333333333333333 - e * 0.25)))
+    lp = gl.where(e < 0.015625, series, _lg2(1.0 + e) * _LN2)
+    return gl.where(x > 20.0, x, gl.maximum(x, 0.0) + lp)
+
+
+@gluon.jit
+def _col(x, cols, j: gl.constexpr):
+    """Column j of an in-thread [BD, T] fp32 tile, picked by an integer sum (a register
+    move; see ``triton_scan_kernels._col``)."""
+    bits = gl.sum(gl.where(cols == j, x.to(gl.int32, bitcast=True), 0), axis=1)
+    return bits.to(gl.float32, bitcast=True)
+
+
+@gluon.jit
+def _issue(bc_s, u_s, d_s, z_s, stage, t0, t_hi, bc_base_b, bc_base_c, r2, i2, row, cols,
+           dmask, u_ptr, delta_ptr, z_ptr, N: gl.constexpr, T: gl.constexpr, HAS_Z: gl.constexpr):
+    """Start the copies of the tile at t0 into ``stage`` (masked off past the segment)."""
+    live = t0 < t_hi
+    at = t0 * N + (r2 % N) * T + i2
+    src = gl.where(r2 < N, bc_base_b + at, bc_base_c + at)  # rows 0..N-1: B's, then C's
+    cp.async_copy_global_to_shared(bc_s.index(stage), src, mask=(r2 >= 0) & (i2 >= 0) & live)
+    m2 = dmask[:, None] & ((t0 + cols) < t_hi)
+    offs = row[:, None] + t0 + cols
+    cp.async_copy_global_to_shared(u_s.index(stage), u_ptr + offs, mask=m2)
+    cp.async_copy_global_to_shared(d_s.index(stage), delta_ptr + offs, mask=m2)
+    if HAS_Z:
+        cp.async_copy_global_to_shared(z_s.index(stage), z_ptr + offs, mask=m2)
+
+
+@gluon.jit(do_not_specialize=["n_dtiles", "n_bt", "n_chunks", "chunks_per_seg", "n_seg"])
+def _scan_fwd_out_kernel(
+    u_ptr, delta_ptr, z_ptr, out_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
+    X_ptr, final_ptr,
+    dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
+    sB_b, sB_g,
+    N: gl.constexpr, BD: gl.constexpr, T: gl.constexpr, CH: gl.constexpr,
+    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
+    NS: gl.constexpr, W: gl.constexpr,
+):
+    """One (segment, channel tile) of the forward's output pass: from X[b, first chunk],
+    write out, X at every later chunk boundary and the final state after the last position.
+    X: (batch, n_chunks, dim, N) fp32; A2 = A * log2(e); B, C tile-major fp32."""
+    blk: gl.constexpr = gl.BlockedLayout([1, T], [32, 1], [W, 1], [1, 0])
+    chl: gl.constexpr = gl.SliceLayout(1, blk)
+    coll: gl.constexpr = gl.SliceLayout(0, blk)
+    # The B / C blocks' copy: [2 N, T] fp32 (B's N rows, then C's), 4 floats per lane.
+    cpl: gl.constexpr = gl.BlockedLayout([1, 4], [32 * 4 // T, T // 4], [W, 1], [1, 0])
+    rows2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+
+    pid = gl.program_id(0)
+    seg = pid // n_bt
+    bt = pid % n_bt
+    dtile = bt % n_dtiles
+    bg = bt // n_dtiles
+    g = bg % groups
+    b = bg // groups
+    dl = dtile * BD + gl.arange(0, BD, chl)
+    dmask = dl < dim_per_group
+    d = g * dim_per_group + dl
+    row = (b.to(gl.int64) * dim + d) * L
+    cols = gl.arange(0, T, coll)[None, :]
+    bc_off = b.to(gl.int64) * sB_b + g.to(gl.int64) * sB_g
+    r2 = gl.arange(0, 2 * N, gl.SliceLayout(1, cpl))[:, None]
+    i2 = gl.arange(0, T, gl.SliceLayout(0, cpl))[None, :]
+    bc_base_b = B_ptr + bc_off
+    bc_base_c = C_ptr + bc_off
+    c_lo = seg * chunks_per_seg
+    t_lo = c_lo * CH
+    t_hi = gl.minimum(t_lo + chunks_per_seg * CH, L)
+    x_row = (b.to(gl.int64) * n_chunks * dim + d) * N
+    dimN = dim.to(gl.int64) * N
+
+    A2 = ()
+    h = ()
+    for n in gl.static_range(N):
+        A2 = A2 + (gl.load(A2_ptr + d * N + n, mask=dmask, other=0.0),)
+        h = h + (gl.load(X_ptr + x_row + c_lo * dimN + n, mask=dmask, other=0.0),)
+    bias = gl.zeros([BD], gl.float32, chl)
+    if HAS_BIAS:
+        bias = gl.load(bias_ptr + d, mask=dmask, other=0.0)
+    Dv = gl.zeros([BD], gl.float32, chl)
+    if HAS_D:
+        Dv = gl.load(D_ptr + d, mask=dmask, other=0.0)
+
+    bc_s = gl.allocate_shared_memory(gl.float32, [NS, 2 * N, T], rows2)
+    u_s = gl.allocate_shared_memory(u_ptr.dtype.element_ty, [NS, BD, T], rows2)
+    d_s = gl.allocate_shared_memory(delta_ptr.dtype.element_ty, [NS, BD, T], rows2)
+    z_s = gl.allocate_shared_memory(z_ptr.dtype.element_ty, [NS, BD, T], rows2)
+
+    for k in gl.static_range(NS - 1):
+        _issue(bc_s, u_s, d_s, z_s, k, t_lo + k * T, t_hi, bc_base_b, bc_base_c, r2, i2, row,
+               cols, dmask, u_ptr, delta_ptr, z_ptr, N, T, HAS_Z)
+        cp.commit_group()
+
+    n_tiles = gl.cdiv(t_hi - t_lo, T)
+    for i in range(n_tiles):
+        t0 = t_lo + i * T
+        # This thread's copies of tile i have landed; the barrier makes every thread's
+        # visible and frees the stage of tile i - 1 for the copy of tile i + NS - 1.
+        cp.wait_group(NS - 2)
+        gl.thread_barrier()
+        _issue(bc_s, u_s, d_s, z_s, (i + NS - 1) % NS, t0 + (NS - 1) * T, t_hi, bc_base_b,
+               bc_base_c, r2, i2, row, cols, dmask, u_ptr, delta_ptr, z_ptr, N, T, HAS_Z)
+        cp.commit_group()
+        s = i % NS
+        if (t0 % CH == 0) & (t0 != t_lo):
+            for n in gl.static_range(N):
+                gl.store(X_ptr + x_row + (t0 // CH) * dimN + n, h[n], mask=dmask)
+        m2 = dmask[:, None] & ((t0 + cols) < t_hi)
+        offs = row[:, None] + t0 + cols
+        x = d_s.index(s).load(blk).to(gl.float32)
+        if HAS_BIAS:
+            x = x + bias[:, None]
+        dt = x
+        if SOFTPLUS:
+            dt = _softplus(x)
+        dt = gl.where(m2, dt, 0.0)
+        u = u_s.index(s).load(blk).to(gl.float32)
+        dtu = dt * u
+        y = gl.zeros([BD, T], gl.float32, blk)
+        new = ()
+        for n in gl.static_range(N):
+            brow = bc_s.index(s).slice(n, 1).load(blk)  # [1, T]: every lane reads the row
+            crow = bc_s.index(s).slice(N + n, 1).load(blk)
+            a = gl.exp2(dt * A2[n][:, None])
+            bx = dtu * brow
+            hn = h[n]
+            hs = gl.zeros([BD, T], gl.float32, blk)
+            for j in gl.static_range(T):
+                hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                hs = gl.where(cols == j, hn[:, None], hs)
+            y += hs * crow
+            new = new + (hn,)
+        h = new
+        if HAS_D:
+            y += Dv[:, None] * u
+        if HAS_Z:
+            zz = z_s.index(s).load(blk).to(gl.float32)
+            y = y * zz * _rcp(1.0 + gl.exp2(zz * -_LOG2E))
+        gl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=m2)
+    cp.wait_group(0)
+
+    if t_hi == L:
+        f_row = (b.to(gl.int64) * dim + d) * N
+        for n in gl.static_range(N):
+            gl.store(final_ptr + f_row + n, h[n], mask=dmask)

@@ -69,10 +69,10 @@ VARIANTS = {
     "bsw4": dict(bwd_summary_warps=4),
     "fsw2": dict(fwd_summary_warps=2),  # the fifth session's default
     "fsw4": dict(fwd_summary_warps=4),
-    "glu": dict(gluon_output=True),
-    "glu2": dict(gluon_output=True, stages=2),
-    "glu4": dict(gluon_output=True, stages=4),
-    "glu120": dict(gluon_output=True, fwd_maxnreg=120),
+    "tri": dict(gluon=False),  # the Triton kernels everywhere (the sixth session's first)
+    "s96": dict(fwd_summary_maxnreg=96),
+    "s80": dict(fwd_summary_maxnreg=80),
+    "ns2": dict(stages=2),
     **{f"s{n}": dict(segments=n)
        for n in (49, 98, 99, 132, 198, 264, 316, 396, 456, 528, 586, 820, 1056)},
 }

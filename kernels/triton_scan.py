@@ -75,9 +75,10 @@ class ScanConfig:
     # backward's rerun of each chunk, whose state loop the compiler then unrolls): Triton 3.6
     # keeps float picks as adds (H200: -3 % forward, -1.4 % forward+backward).
     bit_picks: bool = True
-    # The forward's output pass in Gluon (``triton_scan_gluon.py``: each tile's B / C block
-    # one copy per thread) where it applies: CUDA, aligned rows, N a power of two.
-    gluon_output: bool = False
+    # The forward passes and the adjoint summary in Gluon (``triton_scan_gluon.py``: each
+    # tile's B / C block one copy per thread) where they apply: CUDA, aligned rows, N a power
+    # of two (``_gluon``); elsewhere, and under the interpreter, the Triton kernels.
+    gluon: bool = True
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -291,7 +292,7 @@ def _resident_per_sm(kernel, args, flags) -> int | None:
     """
     if _interpreting():
         return None
-    key = (kernel.fn.__name__, tuple(sorted(flags.items())),
+    key = (kernel.fn.__module__, kernel.fn.__name__, tuple(sorted(flags.items())),
            tuple((str(a.dtype), a.device.index, a.data_ptr() % 16 == 0)
                  for a in args if isinstance(a, torch.Tensor)))
     if key not in _resident_cache:
@@ -351,56 +352,57 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig):
     out = _empty(u.shape, u.dtype, dev)
     final = _empty((batch, dim, n_state), torch.float32, dev)
     sB = _bc_strides(geo)
-    flags = dict(N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
-                 HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
-                 ALIGNED=geo.aligned, NS=cfg.stages, BITS=cfg.bit_picks, num_warps=cfg.fwd_warps)
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
     s_warps = cfg.fwd_summary_warps or cfg.fwd_warps
     sgeo = _retile(geo, 32 * s_warps * cfg.fwd_channels_per_thread)
-    per_pass = {  # SUMMARY -> that pass's own flags
-        False: dict(SUMMARY=False, WRITE_FINAL=True, **_maxnreg(cfg.fwd_maxnreg)),
-        True: dict(SUMMARY=True, WRITE_FINAL=False, BD=sgeo.block_d, num_warps=s_warps,
-                   **_maxnreg(cfg.fwd_summary_maxnreg)),
-    }
+    G = _gluon(geo, cfg, cfg.fwd_channels_per_thread)
+    common_flags = dict(N=n_state, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
+                        HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
+                        NS=cfg.stages)
+    passes = {}  # SUMMARY -> (kernel, its flags)
+    for summary, g, warps, cap in ((False, geo, cfg.fwd_warps, cfg.fwd_maxnreg),
+                                   (True, sgeo, s_warps, cfg.fwd_summary_maxnreg)):
+        flags = dict(common_flags, BD=g.block_d, SUMMARY=summary, num_warps=warps,
+                     **_maxnreg(cap))
+        if G is not None:
+            passes[summary] = G._scan_fwd_kernel, dict(flags, W=warps)
+        else:
+            passes[summary] = K._scan_fwd_kernel, dict(flags, WRITE_FINAL=not summary,
+                                                       ALIGNED=geo.aligned, BITS=cfg.bit_picks)
     if cfg.fwd_turns and cfg.segments is None and geo.n_chunks > 1:
         # The cut from the resident programs of both passes (X stands in for dtsum: only
         # dtypes and alignment compile), the summary's counted in the output pass's channel
         # tiles. The summary pass takes ~0.55 of the output pass's time per channel (H200,
         # 2^20: 6.3 ms over 127 of 128 segments against 11.4).
-        slots = [(_resident_per_sm(K._scan_fwd_kernel,
+        slots = [(_resident_per_sm(passes[summary][0],
                                    (*ptrs, X, X, final, *_common_args(g, sB)),
-                                   dict(flags, **per_pass[summary])) or 16)
+                                   passes[summary][1]) or 16)
                  * _num_sms(dev) * g.block_d // geo.block_d
                  for summary, g in ((False, geo), (True, sgeo))]
         cps = _chunks_per_segment(geo.n_chunks, geo.n_bt, *slots, 0.55)
         geo = replace(geo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
         sgeo = replace(sgeo, chunks_per_seg=cps, n_seg=geo.n_seg)
-    common = _common_args(geo, sB)
     dtsum = X
     if geo.n_seg > 1:
         dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
-        compiled_kernels["forward summary"] = K._scan_fwd_kernel[((geo.n_seg - 1) * sgeo.n_bt,)](
-            *ptrs, X, dtsum, final, *_common_args(sgeo, sB), **dict(flags, **per_pass[True]))
+        kernel, flags = passes[True]
+        compiled_kernels["forward summary"] = kernel[((geo.n_seg - 1) * sgeo.n_bt,)](
+            *ptrs, X, dtsum, final, *_common_args(sgeo, sB), **flags)
         _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
-    G = _gluon_output(geo, cfg)
-    if G is not None:
-        compiled_kernels["forward"] = G._scan_fwd_out_kernel[(geo.n_seg * geo.n_bt,)](
-            *ptrs, X, final, *common, N=n_state, BD=geo.block_d, T=geo.tile, CH=geo.chunk,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None,
-            SOFTPLUS=softplus, NS=cfg.stages, W=cfg.fwd_warps, num_warps=cfg.fwd_warps,
-            **_maxnreg(cfg.fwd_maxnreg))
-    else:
-        compiled_kernels["forward"] = K._scan_fwd_kernel[(geo.n_seg * geo.n_bt,)](
-            *ptrs, X, dtsum, final, *common, **flags, **per_pass[False])
+    kernel, flags = passes[False]
+    compiled_kernels["forward"] = kernel[(geo.n_seg * geo.n_bt,)](
+        *ptrs, X, dtsum, final, *_common_args(geo, sB), **flags)
     return out, final, X, geo, B, C
 
 
-def _gluon_output(geo: _Geometry, cfg: ScanConfig):
-    """The Gluon output-pass module if it applies to this call, else None."""
+def _gluon(geo: _Geometry, cfg: ScanConfig, channels_per_thread: int):
+    """The Gluon kernels' module (``triton_scan_gluon``) if they apply to this call, else
+    None: they copy 16-byte rows (aligned rows only), lay B / C blocks of N rows over the
+    threads (N a power of two) and give a thread one channel; the interpreter has no Gluon."""
     n = geo.n_state
-    if not (cfg.gluon_output and geo.aligned and n & (n - 1) == 0 and cfg.stages >= 2
-            and cfg.fwd_channels_per_thread == 1 and not _interpreting()):
+    if not (cfg.gluon and geo.aligned and n & (n - 1) == 0 and cfg.stages >= 2
+            and channels_per_thread == 1 and not _interpreting()):
         return None
     try:
         from mambadna.kernels import triton_scan_gluon
@@ -436,8 +438,14 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
                  num_warps=cfg.bwd_warps)
     main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
                       RERUN_BITS=cfg.bit_picks, **_maxnreg(cfg.bwd_maxnreg))
-    summary_flags = dict(flags, BD=sgeo.block_d, num_warps=s_warps, NS=cfg.stages,
-                         BITS=cfg.bit_picks)
+    G = _gluon(geo, cfg, cfg.bwd_channels_per_thread)
+    summary_kernel = K._scan_bwd_summary_kernel if G is None else G._scan_bwd_summary_kernel
+    summary_flags = dict(flags, BD=sgeo.block_d, num_warps=s_warps, NS=cfg.stages)
+    if G is None:
+        summary_flags.update(BITS=cfg.bit_picks)
+    else:
+        del summary_flags["ALIGNED"]
+        summary_flags.update(W=s_warps)
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2
     scratch_slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (the kernel)
@@ -457,7 +465,7 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     probe = (*main_args(X, X), *common, B.numel())
     per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(K._scan_bwd_kernel, probe,
                                                          main_flags) or 16
-    per_sm_summary = _resident_per_sm(K._scan_bwd_summary_kernel,
+    per_sm_summary = _resident_per_sm(summary_kernel,
                                       (*summary_args(X, X), *_common_args(sgeo, sB)),
                                       summary_flags) or 16
     slots = per_sm * _num_sms(dev)
@@ -475,7 +483,7 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
         Q[:, -1].copy_(dfinal)
     if bgeo.n_seg > 1:
         dtsum = _empty((batch, bgeo.n_seg, dim), torch.float32, dev)
-        compiled_kernels["backward summary"] = K._scan_bwd_summary_kernel[
+        compiled_kernels["backward summary"] = summary_kernel[
             ((sgeo.n_seg - 1) * sgeo.n_bt,)](
             *summary_args(Q, dtsum), *_common_args(sgeo, sB), **summary_flags)
         _chain(Q, dtsum, A2, bgeo, bgeo.n_seg, 1, reverse=True)

@@ -56,14 +56,17 @@ def _col(x, cols, j: gl.constexpr):
 
 
 @gluon.jit
-def _issue(bc_s, u_s, d_s, z_s, stage, t0, t_hi, bc_base_b, bc_base_c, r2, i2, row, cols,
-           dmask, u_ptr, delta_ptr, z_ptr, N: gl.constexpr, T: gl.constexpr, HAS_Z: gl.constexpr):
-    """Start the copies of the tile at t0 into ``stage`` (masked off past the segment)."""
-    live = t0 < t_hi
+def _issue(bc_s, u_s, d_s, z_s, stage, t0, t_lo, t_hi, bc_base_b, bc_base_c, r2, i2, row,
+           cols, dmask, u_ptr, delta_ptr, z_ptr, N: gl.constexpr, T: gl.constexpr,
+           HAS_Z: gl.constexpr):
+    """Start the copies of the tile at t0 into ``stage``: the block's rows r2 (from
+    ``bc_base_b`` below N, ``bc_base_c`` from N) and the rows of u, delta and z (or the
+    adjoint's dout, delta, z), masked off outside [t_lo, t_hi)."""
+    live = (t0 >= t_lo) & (t0 < t_hi)
     at = t0 * N + (r2 % N) * T + i2
     src = gl.where(r2 < N, bc_base_b + at, bc_base_c + at)  # rows 0..N-1: B's, then C's
     cp.async_copy_global_to_shared(bc_s.index(stage), src, mask=(r2 >= 0) & (i2 >= 0) & live)
-    m2 = dmask[:, None] & ((t0 + cols) < t_hi)
+    m2 = dmask[:, None] & ((t0 + cols) < t_hi) & live
     offs = row[:, None] + t0 + cols
     cp.async_copy_global_to_shared(u_s.index(stage), u_ptr + offs, mask=m2)
     cp.async_copy_global_to_shared(d_s.index(stage), delta_ptr + offs, mask=m2)
@@ -72,22 +75,27 @@ def _issue(bc_s, u_s, d_s, z_s, stage, t0, t_hi, bc_base_b, bc_base_c, r2, i2, r
 
 
 @gluon.jit(do_not_specialize=["n_dtiles", "n_bt", "n_chunks", "chunks_per_seg", "n_seg"])
-def _scan_fwd_out_kernel(
+def _scan_fwd_kernel(
     u_ptr, delta_ptr, z_ptr, out_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
-    X_ptr, final_ptr,
+    X_ptr, dtsum_ptr, final_ptr,
     dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
     sB_b, sB_g,
-    N: gl.constexpr, BD: gl.constexpr, T: gl.constexpr, CH: gl.constexpr,
+    N: gl.constexpr, BD: gl.constexpr, T: gl.constexpr, CH: gl.constexpr, SUMMARY: gl.constexpr,
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
     NS: gl.constexpr, W: gl.constexpr,
 ):
-    """One (segment, channel tile) of the forward's output pass: from X[b, first chunk],
-    write out, X at every later chunk boundary and the final state after the last position.
+    """One (segment, channel tile) of the forward scan, as ``triton_scan_kernels.
+    _scan_fwd_kernel``. SUMMARY: scan from a zero state; write the end state into the chunk
+    slot of the next segment's first chunk and the per-channel sum of dt into ``dtsum``
+    (batch, n_seg, dim). Otherwise: from X[b, first chunk], write out, X at every later
+    chunk boundary and the final state after the last position.
     X: (batch, n_chunks, dim, N) fp32; A2 = A * log2(e); B, C tile-major fp32."""
     blk: gl.constexpr = gl.BlockedLayout([1, T], [32, 1], [W, 1], [1, 0])
     chl: gl.constexpr = gl.SliceLayout(1, blk)
     coll: gl.constexpr = gl.SliceLayout(0, blk)
-    # The B / C blocks' copy: [2 N, T] fp32 (B's N rows, then C's), 4 floats per lane.
+    # The tile's B (and C) block as [ROWS, T] fp32 (B's N rows, then C's), 4 floats a lane.
+    ROWS: gl.constexpr = N if SUMMARY else 2 * N
+    LOAD_Z: gl.constexpr = HAS_Z and not SUMMARY
     cpl: gl.constexpr = gl.BlockedLayout([1, 4], [32 * 4 // T, T // 4], [W, 1], [1, 0])
     rows2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
 
@@ -104,7 +112,7 @@ def _scan_fwd_out_kernel(
     row = (b.to(gl.int64) * dim + d) * L
     cols = gl.arange(0, T, coll)[None, :]
     bc_off = b.to(gl.int64) * sB_b + g.to(gl.int64) * sB_g
-    r2 = gl.arange(0, 2 * N, gl.SliceLayout(1, cpl))[:, None]
+    r2 = gl.arange(0, ROWS, gl.SliceLayout(1, cpl))[:, None]
     i2 = gl.arange(0, T, gl.SliceLayout(0, cpl))[None, :]
     bc_base_b = B_ptr + bc_off
     bc_base_c = C_ptr + bc_off
@@ -118,7 +126,10 @@ def _scan_fwd_out_kernel(
     h = ()
     for n in gl.static_range(N):
         A2 = A2 + (gl.load(A2_ptr + d * N + n, mask=dmask, other=0.0),)
-        h = h + (gl.load(X_ptr + x_row + c_lo * dimN + n, mask=dmask, other=0.0),)
+        if SUMMARY:
+            h = h + (gl.zeros([BD], gl.float32, chl),)
+        else:
+            h = h + (gl.load(X_ptr + x_row + c_lo * dimN + n, mask=dmask, other=0.0),)
     bias = gl.zeros([BD], gl.float32, chl)
     if HAS_BIAS:
         bias = gl.load(bias_ptr + d, mask=dmask, other=0.0)
@@ -126,14 +137,15 @@ def _scan_fwd_out_kernel(
     if HAS_D:
         Dv = gl.load(D_ptr + d, mask=dmask, other=0.0)
 
-    bc_s = gl.allocate_shared_memory(gl.float32, [NS, 2 * N, T], rows2)
+    dts = gl.zeros([BD], gl.float32, chl)
+    bc_s = gl.allocate_shared_memory(gl.float32, [NS, ROWS, T], rows2)
     u_s = gl.allocate_shared_memory(u_ptr.dtype.element_ty, [NS, BD, T], rows2)
     d_s = gl.allocate_shared_memory(delta_ptr.dtype.element_ty, [NS, BD, T], rows2)
     z_s = gl.allocate_shared_memory(z_ptr.dtype.element_ty, [NS, BD, T], rows2)
 
     for k in gl.static_range(NS - 1):
-        _issue(bc_s, u_s, d_s, z_s, k, t_lo + k * T, t_hi, bc_base_b, bc_base_c, r2, i2, row,
-               cols, dmask, u_ptr, delta_ptr, z_ptr, N, T, HAS_Z)
+        _issue(bc_s, u_s, d_s, z_s, k, t_lo + k * T, t_lo, t_hi, bc_base_b, bc_base_c, r2, i2, row,
+               cols, dmask, u_ptr, delta_ptr, z_ptr, N, T, LOAD_Z)
         cp.commit_group()
 
     n_tiles = gl.cdiv(t_hi - t_lo, T)
@@ -143,13 +155,14 @@ def _scan_fwd_out_kernel(
         # visible and frees the stage of tile i - 1 for the copy of tile i + NS - 1.
         cp.wait_group(NS - 2)
         gl.thread_barrier()
-        _issue(bc_s, u_s, d_s, z_s, (i + NS - 1) % NS, t0 + (NS - 1) * T, t_hi, bc_base_b,
-               bc_base_c, r2, i2, row, cols, dmask, u_ptr, delta_ptr, z_ptr, N, T, HAS_Z)
+        _issue(bc_s, u_s, d_s, z_s, (i + NS - 1) % NS, t0 + (NS - 1) * T, t_lo, t_hi, bc_base_b,
+               bc_base_c, r2, i2, row, cols, dmask, u_ptr, delta_ptr, z_ptr, N, T, LOAD_Z)
         cp.commit_group()
         s = i % NS
-        if (t0 % CH == 0) & (t0 != t_lo):
-            for n in gl.static_range(N):
-                gl.store(X_ptr + x_row + (t0 // CH) * dimN + n, h[n], mask=dmask)
+        if not SUMMARY:
+            if (t0 % CH == 0) & (t0 != t_lo):
+                for n in gl.static_range(N):
+                    gl.store(X_ptr + x_row + (t0 // CH) * dimN + n, h[n], mask=dmask)
         m2 = dmask[:, None] & ((t0 + cols) < t_hi)
         offs = row[:, None] + t0 + cols
         x = d_s.index(s).load(blk).to(gl.float32)
@@ -159,32 +172,143 @@ def _scan_fwd_out_kernel(
         if SOFTPLUS:
             dt = _softplus(x)
         dt = gl.where(m2, dt, 0.0)
+        if SUMMARY:
+            dts += gl.sum(dt, axis=1)
         u = u_s.index(s).load(blk).to(gl.float32)
         dtu = dt * u
         y = gl.zeros([BD, T], gl.float32, blk)
         new = ()
         for n in gl.static_range(N):
             brow = bc_s.index(s).slice(n, 1).load(blk)  # [1, T]: every lane reads the row
-            crow = bc_s.index(s).slice(N + n, 1).load(blk)
             a = gl.exp2(dt * A2[n][:, None])
             bx = dtu * brow
             hn = h[n]
-            hs = gl.zeros([BD, T], gl.float32, blk)
-            for j in gl.static_range(T):
-                hn = _col(a, cols, j) * hn + _col(bx, cols, j)
-                hs = gl.where(cols == j, hn[:, None], hs)
-            y += hs * crow
+            if SUMMARY:
+                for j in gl.static_range(T):
+                    hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+            else:
+                crow = bc_s.index(s).slice(N + n, 1).load(blk)
+                hs = gl.zeros([BD, T], gl.float32, blk)
+                for j in gl.static_range(T):
+                    hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                    hs = gl.where(cols == j, hn[:, None], hs)
+                y += hs * crow
             new = new + (hn,)
         h = new
-        if HAS_D:
-            y += Dv[:, None] * u
-        if HAS_Z:
-            zz = z_s.index(s).load(blk).to(gl.float32)
-            y = y * zz * _rcp(1.0 + gl.exp2(zz * -_LOG2E))
-        gl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=m2)
+        if not SUMMARY:
+            if HAS_D:
+                y += Dv[:, None] * u
+            if HAS_Z:
+                zz = z_s.index(s).load(blk).to(gl.float32)
+                y = y * zz * _rcp(1.0 + gl.exp2(zz * -_LOG2E))
+            gl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=m2)
     cp.wait_group(0)
 
-    if t_hi == L:
+    if SUMMARY:
+        c_next = c_lo + chunks_per_seg
+        for n in gl.static_range(N):
+            gl.store(X_ptr + x_row + c_next * dimN + n, h[n], mask=dmask)
+        gl.store(dtsum_ptr + (b.to(gl.int64) * n_seg + seg) * dim + d, dts, mask=dmask)
+    elif t_hi == L:
         f_row = (b.to(gl.int64) * dim + d) * N
         for n in gl.static_range(N):
             gl.store(final_ptr + f_row + n, h[n], mask=dmask)
+
+
+@gluon.jit(do_not_specialize=["n_dtiles", "n_bt", "n_chunks", "chunks_per_seg", "n_seg"])
+def _scan_bwd_summary_kernel(
+    dout_ptr, z_ptr, delta_ptr, A2_ptr, C_ptr, bias_ptr, Q_ptr, dtsum_ptr,
+    dim, L, dim_per_group, n_dtiles, groups, n_bt, n_chunks, chunks_per_seg, n_seg,
+    sB_b, sB_g,
+    N: gl.constexpr, BD: gl.constexpr, T: gl.constexpr, CH: gl.constexpr,
+    HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
+    NS: gl.constexpr, W: gl.constexpr,
+):
+    """Adjoint summary of segment s = 1 + pid // n_bt, scanned right to left from zero, as
+    ``triton_scan_kernels._scan_bwd_summary_kernel``: q = a[t_lo] g[t_lo] into slot s - 1
+    of Q (batch, n_seg, dim, N), the per-channel sum of dt into dtsum[b, s]. Tiles are
+    copied right to left, each with its C block (one copy per thread)."""
+    blk: gl.constexpr = gl.BlockedLayout([1, T], [32, 1], [W, 1], [1, 0])
+    chl: gl.constexpr = gl.SliceLayout(1, blk)
+    coll: gl.constexpr = gl.SliceLayout(0, blk)
+    cpl: gl.constexpr = gl.BlockedLayout([1, 4], [32 * 4 // T, T // 4], [W, 1], [1, 0])
+    rows2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+
+    pid = gl.program_id(0)
+    seg = pid // n_bt + 1
+    bt = pid % n_bt
+    dtile = bt % n_dtiles
+    bg = bt // n_dtiles
+    g = bg % groups
+    b = bg // groups
+    dl = dtile * BD + gl.arange(0, BD, chl)
+    dmask = dl < dim_per_group
+    d = g * dim_per_group + dl
+    row = (b.to(gl.int64) * dim + d) * L
+    cols = gl.arange(0, T, coll)[None, :]
+    c_base = C_ptr + b.to(gl.int64) * sB_b + g.to(gl.int64) * sB_g
+    r2 = gl.arange(0, N, gl.SliceLayout(1, cpl))[:, None]
+    i2 = gl.arange(0, T, gl.SliceLayout(0, cpl))[None, :]
+    t_lo = seg * chunks_per_seg * CH
+    t_hi = gl.minimum(t_lo + chunks_per_seg * CH, L)
+    n_tiles = gl.cdiv(t_hi - t_lo, T)
+    t_top = t_lo + (n_tiles - 1) * T  # the first tile of the walk
+
+    A2 = ()
+    q = ()
+    for n in gl.static_range(N):
+        A2 = A2 + (gl.load(A2_ptr + d * N + n, mask=dmask, other=0.0),)
+        q = q + (gl.zeros([BD], gl.float32, chl),)
+    bias = gl.zeros([BD], gl.float32, chl)
+    if HAS_BIAS:
+        bias = gl.load(bias_ptr + d, mask=dmask, other=0.0)
+    dts = gl.zeros([BD], gl.float32, chl)
+
+    c_s = gl.allocate_shared_memory(gl.float32, [NS, N, T], rows2)
+    o_s = gl.allocate_shared_memory(dout_ptr.dtype.element_ty, [NS, BD, T], rows2)
+    d_s = gl.allocate_shared_memory(delta_ptr.dtype.element_ty, [NS, BD, T], rows2)
+    z_s = gl.allocate_shared_memory(z_ptr.dtype.element_ty, [NS, BD, T], rows2)
+
+    for k in gl.static_range(NS - 1):
+        _issue(c_s, o_s, d_s, z_s, k, t_top - k * T, t_lo, t_hi, c_base, c_base, r2, i2, row,
+               cols, dmask, dout_ptr, delta_ptr, z_ptr, N, T, HAS_Z)
+        cp.commit_group()
+
+    for i in range(n_tiles):
+        t0 = t_top - i * T
+        cp.wait_group(NS - 2)
+        gl.thread_barrier()
+        _issue(c_s, o_s, d_s, z_s, (i + NS - 1) % NS, t0 - (NS - 1) * T, t_lo, t_hi, c_base,
+               c_base, r2, i2, row, cols, dmask, dout_ptr, delta_ptr, z_ptr, N, T, HAS_Z)
+        cp.commit_group()
+        s = i % NS
+        m2 = dmask[:, None] & ((t0 + cols) < t_hi)
+        x = d_s.index(s).load(blk).to(gl.float32)
+        if HAS_BIAS:
+            x = x + bias[:, None]
+        dt = x
+        if SOFTPLUS:
+            dt = _softplus(x)
+        dt = gl.where(m2, dt, 0.0)
+        dy = o_s.index(s).load(blk).to(gl.float32)
+        if HAS_Z:
+            zz = z_s.index(s).load(blk).to(gl.float32)
+            dy = dy * zz * _rcp(1.0 + gl.exp2(zz * -_LOG2E))
+        dts += gl.sum(dt, axis=1)
+        new = ()
+        for n in gl.static_range(N):
+            crow = c_s.index(s).slice(n, 1).load(blk)
+            a = gl.exp2(dt * A2[n][:, None])
+            cy = dy * crow
+            qn = q[n]
+            for j in gl.static_range(T - 1, -1, -1):
+                qn = _col(a, cols, j) * (qn + _col(cy, cols, j))
+            new = new + (qn,)
+        q = new
+    cp.wait_group(0)
+
+    dimN = dim.to(gl.int64) * N
+    q_row = (b.to(gl.int64) * n_seg * dim + d) * N + (seg - 1) * dimN
+    for n in gl.static_range(N):
+        gl.store(Q_ptr + q_row + n, q[n], mask=dmask)
+    gl.store(dtsum_ptr + (b.to(gl.int64) * n_seg + seg) * dim + d, dts, mask=dmask)

@@ -57,6 +57,10 @@ CASES = [
          config=dict(fwd_warps=1, fwd_summary_warps=2, bwd_summary_warps=2, bwd_segments=3)),
     dict(id="bf16-narrow-forward-summary", batch=1, dim=70, L=37, N=4, dtype="bfloat16",
          segments=2, chunk=16, config=dict(fwd_warps=2, fwd_summary_warps=1)),
+    # the Gluon kernels are the default on CUDA; aligned rows here, so only the interpreter
+    # (no Gluon) sends this case to the Triton kernels
+    dict(id="bf16-aligned-rows-gluon-default", batch=1, dim=40, L=64, N=4, dtype="bfloat16",
+         segments=2, chunk=16, final_grad=True, config=dict(gluon=True)),
 ]
 
 # Relative errors (norm of the difference over norm of the fp64 reference) allowed.

@@ -58,12 +58,12 @@ GPU_CASES = [
     # the output pass in Gluon (aligned rows only: 16-byte copies)
     dict(id="bf16-4096-gluon-output-pass-groups", batch=2, dim=192, L=4096, N=16,
          dtype="bfloat16", groups=2, segments=None, chunk=256, final_grad=True,
-         config=dict(gluon_output=True)),
+         config=dict(gluon=True)),
     dict(id="fp32-2048-gluon-output-pass", batch=1, dim=96, L=2048, N=16, segments=3,
-         chunk=128, config=dict(gluon_output=True)),
+         chunk=128, config=dict(gluon=True)),
     dict(id="bf16-1024-gluon-output-pass-N8-plain", batch=1, dim=64, L=1024, N=8,
          dtype="bfloat16", segments=2, chunk=64, D=False, z=False, bias=False,
-         softplus=False, init=False, config=dict(gluon_output=True, stages=2)),
+         softplus=False, init=False, config=dict(gluon=True, stages=2)),
 ]
 
 

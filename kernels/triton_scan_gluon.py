@@ -66,8 +66,10 @@ def _issue(bc_s, u_s, d_s, z_s, stage, t0, t_lo, t_hi, bc_base_b, bc_base_c, r2,
     at = t0 * N + (r2 % N) * T + i2
     src = gl.where(r2 < N, bc_base_b + at, bc_base_c + at)  # rows 0..N-1: B's, then C's
     cp.async_copy_global_to_shared(bc_s.index(stage), src, mask=(r2 >= 0) & (i2 >= 0) & live)
-    m2 = dmask[:, None] & ((t0 + cols) < t_hi) & live
-    offs = row[:, None] + t0 + cols
+    # Aligned rows: t0, t_lo and t_hi are multiples of T, so a tile is inside the segment
+    # or outside it as a whole (a per-position mask would cut the copies to 2 bytes).
+    m2 = dmask[:, None] & (cols < T) & live
+    offs = gl.max_contiguous(gl.multiple_of(row[:, None] + t0 + cols, [1, T]), [1, T])
     cp.async_copy_global_to_shared(u_s.index(stage), u_ptr + offs, mask=m2)
     cp.async_copy_global_to_shared(d_s.index(stage), delta_ptr + offs, mask=m2)
     if HAS_Z:
@@ -109,6 +111,9 @@ def _scan_fwd_kernel(
     dl = dtile * BD + gl.arange(0, BD, chl)
     dmask = dl < dim_per_group
     d = g * dim_per_group + dl
+    # The launcher sends only aligned rows (L a multiple of T, 16-byte aligned bases), so
+    # every row's tile is one 16-byte copy.
+    L = gl.multiple_of(L, T)  # the launcher sends only aligned rows
     row = (b.to(gl.int64) * dim + d) * L
     cols = gl.arange(0, T, coll)[None, :]
     bc_off = b.to(gl.int64) * sB_b + g.to(gl.int64) * sB_g
@@ -163,8 +168,8 @@ def _scan_fwd_kernel(
             if (t0 % CH == 0) & (t0 != t_lo):
                 for n in gl.static_range(N):
                     gl.store(X_ptr + x_row + (t0 // CH) * dimN + n, h[n], mask=dmask)
-        m2 = dmask[:, None] & ((t0 + cols) < t_hi)
-        offs = row[:, None] + t0 + cols
+        m2 = dmask[:, None] & (cols < T)  # whole tiles (aligned rows)
+        offs = gl.max_contiguous(gl.multiple_of(row[:, None] + t0 + cols, [1, T]), [1, T])
         x = d_s.index(s).load(blk).to(gl.float32)
         if HAS_BIAS:
             x = x + bias[:, None]
@@ -244,6 +249,9 @@ def _scan_bwd_summary_kernel(
     dl = dtile * BD + gl.arange(0, BD, chl)
     dmask = dl < dim_per_group
     d = g * dim_per_group + dl
+    # The launcher sends only aligned rows (L a multiple of T, 16-byte aligned bases), so
+    # every row's tile is one 16-byte copy.
+    L = gl.multiple_of(L, T)  # the launcher sends only aligned rows
     row = (b.to(gl.int64) * dim + d) * L
     cols = gl.arange(0, T, coll)[None, :]
     c_base = C_ptr + b.to(gl.int64) * sB_b + g.to(gl.int64) * sB_g
@@ -282,7 +290,7 @@ def _scan_bwd_summary_kernel(
                c_base, r2, i2, row, cols, dmask, dout_ptr, delta_ptr, z_ptr, N, T, HAS_Z)
         cp.commit_group()
         s = i % NS
-        m2 = dmask[:, None] & ((t0 + cols) < t_hi)
+        m2 = dmask[:, None] & (cols < T)  # whole tiles (aligned rows)
         x = d_s.index(s).load(blk).to(gl.float32)
         if HAS_BIAS:
             x = x + bias[:, None]

@@ -8,7 +8,9 @@ z gate, D, delta_bias and softplus on, sizes divisible by 16 as at the benchmark
 prints registers, spilled bytes, shared memory, the programs one SM holds at once, and the
 instruction mix of the longest innermost loop of the SASS (per tile, or per state and tile).
 Registers decide the resident programs (kernels/README.md: 168 -> 12 one-warp programs per SM),
-so a variant can be checked here before it costs GPU time. The counts depend on the Triton
+so a variant can be checked here before it costs GPU time. The forward passes and the adjoint
+summary compile as the Gluon kernels the launcher runs on aligned rows (``--config gluon=0``:
+the Triton ones). The counts depend on the Triton
 version: compile with the version the GPU machine runs (Triton 3.6 here reproduced the H200
 run's registers to within one; 3.9 made other code).
 """
@@ -61,7 +63,21 @@ def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[ob
     }
     if role not in table:
         raise SystemExit(f"unknown kernel {role!r}; choose from {', '.join(table)}")
-    return table[role]
+    G = triton_scan._gluon(_aligned_geometry(n_state), cfg, 1) if role != "backward" else None
+    if G is None:
+        return table[role]
+    # The Gluon kernels the launcher runs for these passes on aligned rows (``cfg.gluon``).
+    _triton_fn, constants, warps = table[role]
+    constants = {k: v for k, v in constants.items()
+                 if k not in ("ALIGNED", "BITS", "WRITE_FINAL")}
+    gfn = G._scan_bwd_summary_kernel if role == "backward-summary" else G._scan_fwd_kernel
+    return gfn, dict(constants, NS=cfg.stages, W=warps), warps
+
+
+def _aligned_geometry(n_state: int):
+    """A geometry with aligned rows (what this tool compiles for), for ``_gluon``'s test."""
+    return triton_scan._Geometry(1, 1024, 1 << 20, n_state, 1, 8, 64, 16, 256, 4096, 9, 456,
+                                 True)
 
 
 def _tool(name: str) -> str:
@@ -107,7 +123,11 @@ def report(role: str, cfg: triton_scan.ScanConfig, n_state: int = 16, arch: int 
     cap = {"forward": cfg.fwd_maxnreg, "forward-summary": cfg.fwd_summary_maxnreg,
            "backward": cfg.bwd_maxnreg}.get(role)
     options = {"num_warps": warps, **({"maxnreg": cap} if cap else {})}
-    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
+    if getattr(fn, "is_gluon", lambda: False)():
+        from triton.experimental.gluon._runtime import GluonASTSource as source
+    else:
+        source = triton.compiler.ASTSource
+    src = source(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "kernel.cubin")

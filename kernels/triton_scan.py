@@ -433,18 +433,18 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     dBC = torch.zeros((2, *B.shape), **f32)  # tile-major, like B
     dinit = _empty((batch, dim, n_state), torch.float32, dev)
     sB = _bc_strides(geo)
-    flags = dict(N=n_state, BD=bgeo.block_d, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
-                 HAS_BIAS=bias is not None, SOFTPLUS=softplus, ALIGNED=geo.aligned,
-                 num_warps=cfg.bwd_warps)
-    main_flags = dict(flags, HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
+    flags = dict(N=n_state, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
+                 HAS_BIAS=bias is not None, SOFTPLUS=softplus)
+    main_flags = dict(flags, BD=bgeo.block_d, ALIGNED=geo.aligned, num_warps=cfg.bwd_warps,
+                      HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
                       RERUN_BITS=cfg.bit_picks, **_maxnreg(cfg.bwd_maxnreg))
-    G = _gluon(geo, cfg, cfg.bwd_channels_per_thread)
-    summary_kernel = K._scan_bwd_summary_kernel if G is None else G._scan_bwd_summary_kernel
     summary_flags = dict(flags, BD=sgeo.block_d, num_warps=s_warps, NS=cfg.stages)
+    G = _gluon(geo, cfg, cfg.bwd_channels_per_thread)
     if G is None:
-        summary_flags.update(BITS=cfg.bit_picks)
+        summary_kernel = K._scan_bwd_summary_kernel
+        summary_flags.update(ALIGNED=geo.aligned, BITS=cfg.bit_picks)
     else:
-        del summary_flags["ALIGNED"]
+        summary_kernel = G._scan_bwd_summary_kernel
         summary_flags.update(W=s_warps)
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2

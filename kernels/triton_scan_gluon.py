@@ -22,6 +22,11 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
 
+# The asynchronous global-to-shared copy: `async_load` from Triton 3.7 on,
+# `async_copy_global_to_shared` before (which later versions keep only to raise).
+_copy = getattr(cp, "async_load", None) or cp.async_copy_global_to_shared
+# The barrier of the program's threads: `barrier` from Triton 3.7 on, `thread_barrier` before.
+_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 _LOG2E = gl.constexpr(1.4426950408889634)
 _LN2 = gl.constexpr(0.6931471805599453)
 
@@ -65,15 +70,15 @@ def _issue(bc_s, u_s, d_s, z_s, stage, t0, t_lo, t_hi, bc_base_b, bc_base_c, r2,
     live = (t0 >= t_lo) & (t0 < t_hi)
     at = t0 * N + (r2 % N) * T + i2
     src = gl.where(r2 < N, bc_base_b + at, bc_base_c + at)  # rows 0..N-1: B's, then C's
-    cp.async_copy_global_to_shared(bc_s.index(stage), src, mask=(r2 >= 0) & (i2 >= 0) & live)
+    _copy(bc_s.index(stage), src, mask=(r2 >= 0) & (i2 >= 0) & live)
     # Aligned rows: t0, t_lo and t_hi are multiples of T, so a tile is inside the segment
     # or outside it as a whole (a per-position mask would cut the copies to 2 bytes).
     m2 = dmask[:, None] & (cols < T) & live
     offs = gl.max_contiguous(gl.multiple_of(row[:, None] + t0 + cols, [1, T]), [1, T])
-    cp.async_copy_global_to_shared(u_s.index(stage), u_ptr + offs, mask=m2)
-    cp.async_copy_global_to_shared(d_s.index(stage), delta_ptr + offs, mask=m2)
+    _copy(u_s.index(stage), u_ptr + offs, mask=m2)
+    _copy(d_s.index(stage), delta_ptr + offs, mask=m2)
     if HAS_Z:
-        cp.async_copy_global_to_shared(z_s.index(stage), z_ptr + offs, mask=m2)
+        _copy(z_s.index(stage), z_ptr + offs, mask=m2)
 
 
 @gluon.jit(do_not_specialize=["n_dtiles", "n_bt", "n_chunks", "chunks_per_seg", "n_seg"])
@@ -159,7 +164,7 @@ def _scan_fwd_kernel(
         # This thread's copies of tile i have landed; the barrier makes every thread's
         # visible and frees the stage of tile i - 1 for the copy of tile i + NS - 1.
         cp.wait_group(NS - 2)
-        gl.thread_barrier()
+        _barrier()
         _issue(bc_s, u_s, d_s, z_s, (i + NS - 1) % NS, t0 + (NS - 1) * T, t_lo, t_hi, bc_base_b,
                bc_base_c, r2, i2, row, cols, dmask, u_ptr, delta_ptr, z_ptr, N, T, LOAD_Z)
         cp.commit_group()
@@ -285,7 +290,7 @@ def _scan_bwd_summary_kernel(
     for i in range(n_tiles):
         t0 = t_top - i * T
         cp.wait_group(NS - 2)
-        gl.thread_barrier()
+        _barrier()
         _issue(c_s, o_s, d_s, z_s, (i + NS - 1) % NS, t0 - (NS - 1) * T, t_lo, t_hi, c_base,
                c_base, r2, i2, row, cols, dmask, dout_ptr, delta_ptr, z_ptr, N, T, HAS_Z)
         cp.commit_group()

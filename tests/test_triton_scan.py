@@ -299,6 +299,22 @@ def test_bc_tile_major_round_trip():
         assert back.dtype == b.dtype and torch.equal(back, b), (length, tile, groups)
 
 
+def test_gluon_output_pass_compiles_for_hopper_with_fewer_instructions():
+    """The Gluon output pass (the CUDA default on aligned rows; the interpreter cannot run
+    it) compiles for sm_90 with the installed Triton: within the 128-register cap, no spill,
+    one exp2 per (position, state), and a shorter tile loop than the Triton kernel's (the
+    point of copying each tile's B / C block in one piece)."""
+    rows = json.loads(_without_interpreter(
+        "import json\n"
+        "from mambadna.kernels import sass, triton_scan\n"
+        "print(json.dumps([sass.report('forward', triton_scan.ScanConfig(gluon=g), 16)\n"
+        "                  for g in (True, False)]))\n"))
+    gluon, triton_ = rows
+    assert gluon["registers"] <= 128 and gluon["spill_bytes"] == 0, gluon
+    assert gluon["loop_mix"]["MUFU"] >= 128
+    assert gluon["loop_instructions"] < triton_["loop_instructions"], rows
+
+
 def test_sass_report_compiles_for_hopper_without_a_gpu():
     """The development tool that predicts registers before GPU time is spent: the adjoint
     summary compiles for sm_90 here, one exp2 per (position, state) of its tile loop."""

@@ -1,19 +1,22 @@
 # Triton's JIT frontend builds tuples by concatenation, not by starred unpacking:
 # ruff: noqa: RUF005
-"""The forward scan's output pass in Gluon, Triton's explicit-layout dialect (CUDA only).
+"""The selective scan's pipelined passes in Gluon, Triton's explicit-layout dialect (CUDA only).
 
-Same math, tiling and arguments as ``_scan_fwd_kernel`` with SUMMARY off (the output pass of
-``triton_scan_kernels.py``): a program owns one (segment, channel tile), a thread one channel
-and its N states, and the segment is walked in tiles of T positions. What Gluon changes is
-how each tile's operands reach the threads. ``tl`` software pipelining copies every B / C
-row of a tile on its own (32 asynchronous copies per tile, each issued by the lanes that
-own the row, inside its own branch, ~300 of the loop's ~1340 instructions on Triton 3.6).
-Here the tile's whole B and C blocks (2 x N x T fp32, 1 KB, contiguous in the tile-major
-layout) are one 16-byte copy per thread into a ring of NS shared-memory stages, with the
-tile's u / delta / z rows (one 16-byte copy per thread each); each state then reads its two
-rows from shared memory (every lane the same address: a broadcast). One barrier per tile.
+The forward summary and output passes (``_scan_fwd_kernel``) and the adjoint summary
+(``_scan_bwd_summary_kernel``) with the math, tiling and arguments of their Triton versions
+in ``triton_scan_kernels.py``: a program owns one (segment, channel tile), a thread one
+channel and its N states, and the segment is walked in tiles of T positions. What Gluon
+changes is how each tile's operands reach the threads. ``tl`` software pipelining copies
+every B / C row of a tile on its own (in the output pass 32 asynchronous copies per tile,
+each issued by the lanes that own the row inside its own branch: ~300 of the loop's 1336
+instructions on Triton 3.6). Here the tile's B (and C) block, N x T fp32 contiguous in the
+tile-major layout, is one 16-byte copy per thread into a ring of NS shared-memory stages,
+with the tile's u / delta / z rows (one 16-byte copy per thread each); each state then reads
+its rows from shared memory (every lane the same address: a broadcast). One barrier per tile.
 
-Under ``TRITON_INTERPRET=1`` there is no Gluon; the launcher then runs the Triton kernel.
+The launcher uses them for aligned rows only (L a multiple of T, 16-byte aligned bases: every
+copy is 16 bytes and a tile is inside its segment or outside it as a whole) and N a power of
+two. Under ``TRITON_INTERPRET=1`` there is no Gluon; the Triton kernels run instead.
 """
 
 from __future__ import annotations
@@ -116,9 +119,7 @@ def _scan_fwd_kernel(
     dl = dtile * BD + gl.arange(0, BD, chl)
     dmask = dl < dim_per_group
     d = g * dim_per_group + dl
-    # The launcher sends only aligned rows (L a multiple of T, 16-byte aligned bases), so
-    # every row's tile is one 16-byte copy.
-    L = gl.multiple_of(L, T)  # the launcher sends only aligned rows
+    L = gl.multiple_of(L, T)  # aligned rows only (the module's docstring)
     row = (b.to(gl.int64) * dim + d) * L
     cols = gl.arange(0, T, coll)[None, :]
     bc_off = b.to(gl.int64) * sB_b + g.to(gl.int64) * sB_g
@@ -254,9 +255,7 @@ def _scan_bwd_summary_kernel(
     dl = dtile * BD + gl.arange(0, BD, chl)
     dmask = dl < dim_per_group
     d = g * dim_per_group + dl
-    # The launcher sends only aligned rows (L a multiple of T, 16-byte aligned bases), so
-    # every row's tile is one 16-byte copy.
-    L = gl.multiple_of(L, T)  # the launcher sends only aligned rows
+    L = gl.multiple_of(L, T)  # aligned rows only (the module's docstring)
     row = (b.to(gl.int64) * dim + d) * L
     cols = gl.arange(0, T, coll)[None, :]
     c_base = C_ptr + b.to(gl.int64) * sB_b + g.to(gl.int64) * sB_g

@@ -2,15 +2,16 @@
 
 ``selective_scan_triton`` is what ``mambadna.kernels.selective_scan`` calls for CUDA tensors
 and for ``backend="triton"`` (arguments already validated). The kernels live in
-``triton_scan_kernels.py``; the math, the layout and the measured speed are in
-kernels/README.md.
+``triton_scan_kernels.py``, and the Gluon versions of the three pipelined passes (run on CUDA
+for aligned rows) in ``triton_scan_gluon.py``; the math, the layout and the measured speed are
+in kernels/README.md.
 
 What is kept between forward and backward: the inputs and the fp32 state at every chunk
 boundary, ``X`` (batch, L / chunk, dim, N) — 64 / chunk bytes per (batch, channel, position).
 The output is recomputed, never saved.
 
-Under ``TRITON_INTERPRET=1`` (set before Triton is imported) the same kernels run on CPU
-tensors; that is how CI tests them.
+Under ``TRITON_INTERPRET=1`` (set before Triton is imported) the Triton kernels run on CPU
+tensors; that is how CI tests them (Gluon has no interpreter).
 """
 
 from __future__ import annotations

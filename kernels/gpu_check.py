@@ -70,6 +70,9 @@ VARIANTS = {
     "fsw2": dict(fwd_summary_warps=2),  # the fifth session's default
     "fsw4": dict(fwd_summary_warps=4),
     "tri": dict(gluon=False),  # the Triton kernels everywhere (the sixth session's first)
+    "gbw": dict(gluon_backward=True),
+    "gbw168": dict(gluon_backward=True, bwd_maxnreg=168),
+    "gbw128": dict(gluon_backward=True, bwd_maxnreg=128),
     "s96": dict(fwd_summary_maxnreg=96),
     "s80": dict(fwd_summary_maxnreg=80),
     "ns2": dict(stages=2),

@@ -80,6 +80,10 @@ class ScanConfig:
     # tile's B / C block one copy per thread) where they apply: CUDA, aligned rows, N a power
     # of two (``_gluon``); elsewhere, and under the interpreter, the Triton kernels.
     gluon: bool = True
+    # The backward kernel in Gluon too (its tiles' rows and B / C blocks staged in shared
+    # memory, the q / dA carries there): compiled and checked on the CPU compiler only, not
+    # yet run on a GPU, so off until the GPU tests and timings have seen it.
+    gluon_backward: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunk", "min_chunk"):
@@ -436,11 +440,17 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     sB = _bc_strides(geo)
     flags = dict(N=n_state, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus)
-    main_flags = dict(flags, BD=bgeo.block_d, ALIGNED=geo.aligned, num_warps=cfg.bwd_warps,
-                      HAS_D=D is not None, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
-                      RERUN_BITS=cfg.bit_picks, **_maxnreg(cfg.bwd_maxnreg))
+    main_flags = dict(flags, BD=bgeo.block_d, num_warps=cfg.bwd_warps, HAS_D=D is not None,
+                      **_maxnreg(cfg.bwd_maxnreg))
     summary_flags = dict(flags, BD=sgeo.block_d, num_warps=s_warps, NS=cfg.stages)
     G = _gluon(geo, cfg, cfg.bwd_channels_per_thread)
+    if G is not None and cfg.gluon_backward:
+        main_kernel = G._scan_bwd_kernel
+        main_flags.update(W=cfg.bwd_warps)
+    else:
+        main_kernel = K._scan_bwd_kernel
+        main_flags.update(ALIGNED=geo.aligned, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
+                          RERUN_BITS=cfg.bit_picks)
     if G is None:
         summary_kernel = K._scan_bwd_summary_kernel
         summary_flags.update(ALIGNED=geo.aligned, BITS=cfg.bit_picks)
@@ -464,8 +474,7 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     # X stands in for the buffers sized by that choice: only dtypes and alignment compile.
     common = _common_args(bgeo, sB)
     probe = (*main_args(X, X), *common, B.numel())
-    per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(K._scan_bwd_kernel, probe,
-                                                         main_flags) or 16
+    per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(main_kernel, probe, main_flags) or 16
     per_sm_summary = _resident_per_sm(summary_kernel,
                                       (*summary_args(X, X), *_common_args(sgeo, sB)),
                                       summary_flags) or 16
@@ -491,7 +500,7 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     n_items = bgeo.n_seg * bgeo.n_bt
     nprog = max(1, min(n_items, slots))
     scratch = torch.empty(nprog * scratch_slots * n_state * bgeo.block_d, **f32)
-    compiled_kernels["backward"] = K._scan_bwd_kernel[(nprog,)](
+    compiled_kernels["backward"] = main_kernel[(nprog,)](
         *main_args(Q, scratch), *_common_args(bgeo, sB), B.numel(), **main_flags)
     return (du, ddelta, dA, dBC[0], dBC[1],
             dD if D is not None else None,

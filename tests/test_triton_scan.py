@@ -315,6 +315,19 @@ def test_gluon_output_pass_compiles_for_hopper_with_fewer_instructions():
     assert gluon["loop_instructions"] < triton_["loop_instructions"], rows
 
 
+def test_gluon_backward_compiles_for_hopper():
+    """The opt-in Gluon backward (``gluon_backward``) compiles for sm_90 with the installed
+    Triton under the register cap that keeps 12 programs per SM: 16 states' exp2 per tile in
+    its reverse walk, and the dB / dC rows' channel sums."""
+    row = json.loads(_without_interpreter(
+        "import json\n"
+        "from mambadna.kernels import sass, triton_scan\n"
+        "cfg = triton_scan.ScanConfig(gluon_backward=True, bwd_maxnreg=168)\n"
+        "print(json.dumps(sass.report('backward', cfg, 16)))\n"))
+    assert row["registers"] <= 168 and row["resident_per_sm"] >= 12, row
+    assert row["loop_mix"]["MUFU"] >= 128 and row["loop_mix"]["SHFL"] >= 16 * 8, row
+
+
 def test_sass_report_compiles_for_hopper_without_a_gpu():
     """The development tool that predicts registers before GPU time is spent: the adjoint
     summary compiles for sm_90 here, one exp2 per (position, state) of its tile loop."""

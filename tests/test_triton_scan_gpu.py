@@ -64,6 +64,15 @@ GPU_CASES = [
     dict(id="bf16-1024-gluon-output-pass-N8-plain", batch=1, dim=64, L=1024, N=8,
          dtype="bfloat16", segments=2, chunk=64, D=False, z=False, bias=False,
          softplus=False, init=False, config=dict(gluon=True, stages=2)),
+    # the backward in Gluon (opt-in)
+    dict(id="bf16-4096-gluon-backward-groups", batch=2, dim=192, L=4096, N=16,
+         dtype="bfloat16", groups=2, segments=None, chunk=256, final_grad=True,
+         config=dict(gluon_backward=True)),
+    dict(id="fp32-2048-gluon-backward", batch=1, dim=96, L=2048, N=16, segments=3,
+         chunk=128, final_grad=True, config=dict(gluon_backward=True, bwd_maxnreg=168)),
+    dict(id="bf16-1024-gluon-backward-N8-plain", batch=1, dim=64, L=1024, N=8,
+         dtype="bfloat16", segments=2, chunk=64, D=False, z=False, bias=False,
+         softplus=False, init=False, config=dict(gluon_backward=True)),
 ]
 
 

@@ -25,42 +25,39 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
 
+# The element-wise helpers are the Triton kernels' own (no layouts in them; a Gluon kernel
+# calls them and compiles to the same SASS as with Gluon copies of them).
+from mambadna.kernels.triton_scan_kernels import _LN2, _col, _sigmoid, _softplus
+
 # The asynchronous global-to-shared copy: `async_load` from Triton 3.7 on,
 # `async_copy_global_to_shared` before (which later versions keep only to raise).
 _copy = getattr(cp, "async_load", None) or cp.async_copy_global_to_shared
 # The barrier of the program's threads: `barrier` from Triton 3.7 on, `thread_barrier` before.
 _barrier = getattr(gl, "barrier", None) or gl.thread_barrier
-_LOG2E = gl.constexpr(1.4426950408889634)
-_LN2 = gl.constexpr(0.6931471805599453)
 
 
 @gluon.jit
-def _lg2(x):
-    return gl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x],
-                                     dtype=gl.float32, is_pure=True, pack=1)
+def _channel_tile(bt, n_dtiles, groups, dim_per_group, BD: gl.constexpr, layout: gl.constexpr):
+    """(batch row, group, channel ids [BD], channel mask [BD]) of channel tile ``bt``."""
+    dtile = bt % n_dtiles
+    bg = bt // n_dtiles
+    g = bg % groups
+    b = bg // groups
+    dl = dtile * BD + gl.arange(0, BD, layout)
+    return b, g, g * dim_per_group + dl, dl < dim_per_group
 
 
 @gluon.jit
-def _rcp(x):
-    return gl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x],
-                                     dtype=gl.float32, is_pure=True, pack=1)
-
-
-@gluon.jit
-def _softplus(x):
-    """As ``triton_scan_kernels._softplus`` (torch's threshold 20, relative error < 1e-5)."""
-    e = gl.exp2(gl.abs(x) * -_LOG2E)
-    series = e * (1.0 - e * (0.5 - e * (0.3333333333333333 - e * 0.25)))
-    lp = gl.where(e < 0.015625, series, _lg2(1.0 + e) * _LN2)
-    return gl.where(x > 20.0, x, gl.maximum(x, 0.0) + lp)
-
-
-@gluon.jit
-def _col(x, cols, j: gl.constexpr):
-    """Column j of an in-thread [BD, T] fp32 tile, picked by an integer sum (a register
-    move; see ``triton_scan_kernels._col``)."""
-    bits = gl.sum(gl.where(cols == j, x.to(gl.int32, bitcast=True), 0), axis=1)
-    return bits.to(gl.float32, bitcast=True)
+def _dt_of(raw, bias, m2, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr):
+    """dt tile from a delta tile (bias, softplus; 0 outside the channels) and the
+    pre-softplus value."""
+    x = raw.to(gl.float32)
+    if HAS_BIAS:
+        x = x + bias[:, None]
+    dt = x
+    if SOFTPLUS:
+        dt = _softplus(x)
+    return gl.where(m2, dt, 0.0), x
 
 
 @gluon.jit
@@ -111,14 +108,7 @@ def _scan_fwd_kernel(
 
     pid = gl.program_id(0)
     seg = pid // n_bt
-    bt = pid % n_bt
-    dtile = bt % n_dtiles
-    bg = bt // n_dtiles
-    g = bg % groups
-    b = bg // groups
-    dl = dtile * BD + gl.arange(0, BD, chl)
-    dmask = dl < dim_per_group
-    d = g * dim_per_group + dl
+    b, g, d, dmask = _channel_tile(pid % n_bt, n_dtiles, groups, dim_per_group, BD, chl)
     L = gl.multiple_of(L, T)  # aligned rows only (the module's docstring)
     row = (b.to(gl.int64) * dim + d) * L
     cols = gl.arange(0, T, coll)[None, :]
@@ -176,13 +166,7 @@ def _scan_fwd_kernel(
                     gl.store(X_ptr + x_row + (t0 // CH) * dimN + n, h[n], mask=dmask)
         m2 = dmask[:, None] & (cols < T)  # whole tiles (aligned rows)
         offs = gl.max_contiguous(gl.multiple_of(row[:, None] + t0 + cols, [1, T]), [1, T])
-        x = d_s.index(s).load(blk).to(gl.float32)
-        if HAS_BIAS:
-            x = x + bias[:, None]
-        dt = x
-        if SOFTPLUS:
-            dt = _softplus(x)
-        dt = gl.where(m2, dt, 0.0)
+        dt, _x = _dt_of(d_s.index(s).load(blk), bias, m2, HAS_BIAS, SOFTPLUS)
         if SUMMARY:
             dts += gl.sum(dt, axis=1)
         u = u_s.index(s).load(blk).to(gl.float32)
@@ -196,12 +180,12 @@ def _scan_fwd_kernel(
             hn = h[n]
             if SUMMARY:
                 for j in gl.static_range(T):
-                    hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                    hn = _col(a, cols, j, True) * hn + _col(bx, cols, j, True)
             else:
                 crow = bc_s.index(s).slice(N + n, 1).load(blk)
                 hs = gl.zeros([BD, T], gl.float32, blk)
                 for j in gl.static_range(T):
-                    hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                    hn = _col(a, cols, j, True) * hn + _col(bx, cols, j, True)
                     hs = gl.where(cols == j, hn[:, None], hs)
                 y += hs * crow
             new = new + (hn,)
@@ -211,7 +195,7 @@ def _scan_fwd_kernel(
                 y += Dv[:, None] * u
             if HAS_Z:
                 zz = z_s.index(s).load(blk).to(gl.float32)
-                y = y * zz * _rcp(1.0 + gl.exp2(zz * -_LOG2E))
+                y = y * zz * _sigmoid(zz)
             gl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=m2)
     cp.wait_group(0)
 
@@ -247,14 +231,7 @@ def _scan_bwd_summary_kernel(
 
     pid = gl.program_id(0)
     seg = pid // n_bt + 1
-    bt = pid % n_bt
-    dtile = bt % n_dtiles
-    bg = bt // n_dtiles
-    g = bg % groups
-    b = bg // groups
-    dl = dtile * BD + gl.arange(0, BD, chl)
-    dmask = dl < dim_per_group
-    d = g * dim_per_group + dl
+    b, g, d, dmask = _channel_tile(pid % n_bt, n_dtiles, groups, dim_per_group, BD, chl)
     L = gl.multiple_of(L, T)  # aligned rows only (the module's docstring)
     row = (b.to(gl.int64) * dim + d) * L
     cols = gl.arange(0, T, coll)[None, :]
@@ -295,17 +272,11 @@ def _scan_bwd_summary_kernel(
         cp.commit_group()
         s = i % NS
         m2 = dmask[:, None] & (cols < T)  # whole tiles (aligned rows)
-        x = d_s.index(s).load(blk).to(gl.float32)
-        if HAS_BIAS:
-            x = x + bias[:, None]
-        dt = x
-        if SOFTPLUS:
-            dt = _softplus(x)
-        dt = gl.where(m2, dt, 0.0)
+        dt, _x = _dt_of(d_s.index(s).load(blk), bias, m2, HAS_BIAS, SOFTPLUS)
         dy = o_s.index(s).load(blk).to(gl.float32)
         if HAS_Z:
             zz = z_s.index(s).load(blk).to(gl.float32)
-            dy = dy * zz * _rcp(1.0 + gl.exp2(zz * -_LOG2E))
+            dy = dy * zz * _sigmoid(zz)
         dts += gl.sum(dt, axis=1)
         new = ()
         for n in gl.static_range(N):
@@ -314,7 +285,7 @@ def _scan_bwd_summary_kernel(
             cy = dy * crow
             qn = q[n]
             for j in gl.static_range(T - 1, -1, -1):
-                qn = _col(a, cols, j) * (qn + _col(cy, cols, j))
+                qn = _col(a, cols, j, True) * (qn + _col(cy, cols, j, True))
             new = new + (qn,)
         q = new
     cp.wait_group(0)
@@ -395,14 +366,7 @@ def _scan_bwd_kernel(
 
     for w in range(pid, n_seg * n_bt, nprog):
         seg = w // n_bt
-        bt = w % n_bt
-        dtile = bt % n_dtiles
-        bg = bt // n_dtiles
-        g = bg % groups
-        b = bg // groups
-        dl = dtile * BD + lane
-        dmask = dl < dim_per_group
-        d = g * dim_per_group + dl
+        b, g, d, dmask = _channel_tile(w % n_bt, n_dtiles, groups, dim_per_group, BD, chl)
         row = (b.to(gl.int64) * dim + d) * L
         bc_off = b.to(gl.int64) * sB_b + g.to(gl.int64) * sB_g
         x_row = (b.to(gl.int64) * n_chunks * dim + d) * N
@@ -435,13 +399,8 @@ def _scan_bwd_kernel(
                 offs = gl.max_contiguous(gl.multiple_of(row[:, None] + t0 + cols, [1, T]),
                                          [1, T])
                 m2 = dmask[:, None] & (cols < T)
-                x = gl.load(delta_ptr + offs, mask=m2, other=0.0).to(gl.float32)
-                if HAS_BIAS:
-                    x = x + bias[:, None]
-                dt = x
-                if SOFTPLUS:
-                    dt = _softplus(x)
-                dt = gl.where(m2, dt, 0.0)
+                dt, _x = _dt_of(gl.load(delta_ptr + offs, mask=m2, other=0.0), bias, m2,
+                                HAS_BIAS, SOFTPLUS)
                 dtu = dt * gl.load(u_ptr + offs, mask=m2, other=0.0).to(gl.float32)
                 for n in gl.static_range(N):
                     brow = gl.load(B_ptr + bc_off + t0 * N + n * T + cols)
@@ -449,7 +408,7 @@ def _scan_bwd_kernel(
                     bx = dtu * brow
                     hn = gl.load(scr + (i * N + n) * BD)
                     for j in gl.static_range(T):
-                        hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                        hn = _col(a, cols, j, True) * hn + _col(bx, cols, j, True)
                     gl.store(scr + ((i + 1) * N + n) * BD, hn)
             # (2) tiles right to left, each copied in while the one before it computes
             t_top = t_lo + (n_tiles - 1) * T
@@ -470,20 +429,14 @@ def _scan_bwd_kernel(
                 m2 = dmask[:, None] & (cols < T)
                 offs = gl.max_contiguous(gl.multiple_of(row[:, None] + t0 + cols, [1, T]),
                                          [1, T])
-                x = d_s.index(s).load(blk).to(gl.float32)
-                if HAS_BIAS:
-                    x = x + bias[:, None]
-                dt = x
-                if SOFTPLUS:
-                    dt = _softplus(x)
-                dt = gl.where(m2, dt, 0.0)
+                dt, x = _dt_of(d_s.index(s).load(blk), bias, m2, HAS_BIAS, SOFTPLUS)
                 u = u_s.index(s).load(blk).to(gl.float32)
                 dtu = dt * u
                 dout = o_s.index(s).load(blk).to(gl.float32)
                 dy = dout
                 if HAS_Z:
                     zz = z_s.index(s).load(blk).to(gl.float32)
-                    sz = _rcp(1.0 + gl.exp2(zz * -_LOG2E))
+                    sz = _sigmoid(zz)
                     dy = dout * zz * sz
                 gsum = gl.zeros([BD, T], gl.float32, blk)  # sum_n g * B
                 ddt = gl.zeros([BD, T], gl.float32, blk)  # sum_n a * g * h_prev * A
@@ -499,7 +452,7 @@ def _scan_bwd_kernel(
                     hn = h0
                     hs = gl.zeros([BD, T], gl.float32, blk)
                     for j in gl.static_range(T):
-                        hn = _col(a, cols, j) * hn + _col(bx, cols, j)
+                        hn = _col(a, cols, j, True) * hn + _col(bx, cols, j, True)
                         hs = gl.where(cols == j, hn[:, None], hs)
                     y += hs * crow
                     cy = dy * crow
@@ -507,13 +460,14 @@ def _scan_bwd_kernel(
                     gs = gl.zeros([BD, T], gl.float32, blk)
                     rh = gl.zeros([BD, T], gl.float32, blk)  # a_t * g_t * h_{t-1}
                     for j in gl.static_range(T - 1, -1, -1):
-                        gj = qn + _col(cy, cols, j)
-                        qn = _col(a, cols, j) * gj
+                        gj = qn + _col(cy, cols, j, True)
+                        qn = _col(a, cols, j, True) * gj
                         gs = gl.where(cols == j, gj[:, None], gs)
                         if j == 0:
                             rh = gl.where(cols == j, (qn * h0)[:, None], rh)
                         else:
-                            rh = gl.where(cols == j, (qn * _col(hs, cols, j - 1))[:, None], rh)
+                            hp = _col(hs, cols, j - 1, True)
+                            rh = gl.where(cols == j, (qn * hp)[:, None], rh)
                     q_s.index(n).store(qn)
                     dA_s.index(n).store(dA_s.index(n).load(chl) + gl.sum(rh * dt, axis=1))
                     ddt += rh * (a2 * _LN2)[:, None]
@@ -530,7 +484,7 @@ def _scan_bwd_kernel(
                     dD_acc += gl.sum(dy * u, axis=1)
                 gl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=m2)
                 if SOFTPLUS:
-                    ddt = gl.where(x > 20.0, ddt, ddt * _rcp(1.0 + gl.exp2(x * -_LOG2E)))
+                    ddt = gl.where(x > 20.0, ddt, ddt * _sigmoid(x))
                 ddt = gl.where(m2, ddt, 0.0)
                 if HAS_BIAS:
                     db_acc += gl.sum(ddt, axis=1)

@@ -25,9 +25,9 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
 
-# The element-wise helpers are the Triton kernels' own (no layouts in them; a Gluon kernel
-# calls them and compiles to the same SASS as with Gluon copies of them).
-from mambadna.kernels.triton_scan_kernels import _LN2, _col, _sigmoid, _softplus
+# The element-wise helpers (and the dt tile) are the Triton kernels' own: no layouts in them; a
+# Gluon kernel calls them and compiles to the same SASS as with Gluon copies of them.
+from mambadna.kernels.triton_scan_kernels import _LN2, _col, _dt_of, _sigmoid
 
 # The asynchronous global-to-shared copy: `async_load` from Triton 3.7 on,
 # `async_copy_global_to_shared` before (which later versions keep only to raise).
@@ -45,19 +45,6 @@ def _channel_tile(bt, n_dtiles, groups, dim_per_group, BD: gl.constexpr, layout:
     b = bg // groups
     dl = dtile * BD + gl.arange(0, BD, layout)
     return b, g, g * dim_per_group + dl, dl < dim_per_group
-
-
-@gluon.jit
-def _dt_of(raw, bias, m2, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr):
-    """dt tile from a delta tile (bias, softplus; 0 outside the channels) and the
-    pre-softplus value."""
-    x = raw.to(gl.float32)
-    if HAS_BIAS:
-        x = x + bias[:, None]
-    dt = x
-    if SOFTPLUS:
-        dt = _softplus(x)
-    return gl.where(m2, dt, 0.0), x
 
 
 @gluon.jit
@@ -166,7 +153,7 @@ def _scan_fwd_kernel(
                     gl.store(X_ptr + x_row + (t0 // CH) * dimN + n, h[n], mask=dmask)
         m2 = dmask[:, None] & (cols < T)  # whole tiles (aligned rows)
         offs = gl.max_contiguous(gl.multiple_of(row[:, None] + t0 + cols, [1, T]), [1, T])
-        dt, _x = _dt_of(d_s.index(s).load(blk), bias, m2, HAS_BIAS, SOFTPLUS)
+        dt, _x = _dt_of(d_s.index(s).load(blk), m2, bias, HAS_BIAS, SOFTPLUS)
         if SUMMARY:
             dts += gl.sum(dt, axis=1)
         u = u_s.index(s).load(blk).to(gl.float32)
@@ -272,7 +259,7 @@ def _scan_bwd_summary_kernel(
         cp.commit_group()
         s = i % NS
         m2 = dmask[:, None] & (cols < T)  # whole tiles (aligned rows)
-        dt, _x = _dt_of(d_s.index(s).load(blk), bias, m2, HAS_BIAS, SOFTPLUS)
+        dt, _x = _dt_of(d_s.index(s).load(blk), m2, bias, HAS_BIAS, SOFTPLUS)
         dy = o_s.index(s).load(blk).to(gl.float32)
         if HAS_Z:
             zz = z_s.index(s).load(blk).to(gl.float32)
@@ -399,7 +386,7 @@ def _scan_bwd_kernel(
                 offs = gl.max_contiguous(gl.multiple_of(row[:, None] + t0 + cols, [1, T]),
                                          [1, T])
                 m2 = dmask[:, None] & (cols < T)
-                dt, _x = _dt_of(gl.load(delta_ptr + offs, mask=m2, other=0.0), bias, m2,
+                dt, _x = _dt_of(gl.load(delta_ptr + offs, mask=m2, other=0.0), m2, bias,
                                 HAS_BIAS, SOFTPLUS)
                 dtu = dt * gl.load(u_ptr + offs, mask=m2, other=0.0).to(gl.float32)
                 for n in gl.static_range(N):
@@ -429,7 +416,7 @@ def _scan_bwd_kernel(
                 m2 = dmask[:, None] & (cols < T)
                 offs = gl.max_contiguous(gl.multiple_of(row[:, None] + t0 + cols, [1, T]),
                                          [1, T])
-                dt, x = _dt_of(d_s.index(s).load(blk), bias, m2, HAS_BIAS, SOFTPLUS)
+                dt, x = _dt_of(d_s.index(s).load(blk), m2, bias, HAS_BIAS, SOFTPLUS)
                 u = u_s.index(s).load(blk).to(gl.float32)
                 dtu = dt * u
                 dout = o_s.index(s).load(blk).to(gl.float32)

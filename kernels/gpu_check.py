@@ -57,6 +57,10 @@ VARIANTS = {
     "nobp": dict(bwd_prefetch=False),
     "ft0": dict(fwd_turns=False),
     "ch128": dict(chunk=128),
+    "ch64": dict(chunk=64),
+    "ch32": dict(chunk=32, min_chunk=32),
+    "ch256": dict(chunk=256),  # the sixth session's default
+    "fc64": dict(fwd_cut=64),  # the forward cut in chunks of 64 too (timed as "ch64" first)
     "ch128s456": dict(chunk=128, segments=456),  # the 256-chunk forward's cut, X every 128
     "fs80": dict(fwd_summary_maxnreg=80),
     "old": dict(bit_picks=False, stages=2, fwd_maxnreg=None),
@@ -70,9 +74,6 @@ VARIANTS = {
     "fsw2": dict(fwd_summary_warps=2),  # the fifth session's default
     "fsw4": dict(fwd_summary_warps=4),
     "tri": dict(gluon=False),  # the Triton kernels everywhere (the sixth session's first)
-    "gbw": dict(gluon_backward=True),
-    "gbw168": dict(gluon_backward=True, bwd_maxnreg=168),
-    "gbw128": dict(gluon_backward=True, bwd_maxnreg=128),
     "s96": dict(fwd_summary_maxnreg=96),
     "s80": dict(fwd_summary_maxnreg=80),
     "ns2": dict(stages=2),

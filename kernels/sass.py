@@ -64,15 +64,12 @@ def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[ob
     if role not in table:
         raise SystemExit(f"unknown kernel {role!r}; choose from {', '.join(table)}")
     G = triton_scan._gluon(_aligned_geometry(n_state), cfg, 1)
-    if G is None or (role == "backward" and not cfg.gluon_backward):
+    if G is None or role == "backward":
         return table[role]
-    # The Gluon kernels the launcher runs for these passes on aligned rows (``cfg.gluon``,
-    # ``cfg.gluon_backward``).
+    # The Gluon kernels the launcher runs for these passes on aligned rows (``cfg.gluon``).
     _triton_fn, constants, warps = table[role]
     constants = {k: v for k, v in constants.items()
                  if k not in ("ALIGNED", "BITS", "WRITE_FINAL", "BNS", "PREFETCH", "RERUN_BITS")}
-    if role == "backward":
-        return G._scan_bwd_kernel, dict(constants, W=warps), warps
     gfn = G._scan_bwd_summary_kernel if role == "backward-summary" else G._scan_fwd_kernel
     return gfn, dict(constants, NS=cfg.stages, W=warps), warps
 

@@ -222,14 +222,14 @@ def _scan_fwd_kernel(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, CH: tl.constexpr,
     SUMMARY: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, WRITE_FINAL: tl.constexpr, ALIGNED: tl.constexpr,
-    NS: tl.constexpr = 1, BITS: tl.constexpr = False,
+    NS: tl.constexpr = 1, BITS: tl.constexpr = False, SAVE_X: tl.constexpr = True,
 ):
     """One (segment, channel tile) of the forward scan.
 
     SUMMARY: scan from a zero state; write the end state into the chunk-state slot of the next
     segment's first chunk and the per-channel sum of dt into ``dtsum`` (batch, n_seg, dim).
-    Otherwise: start from X[b, first chunk], write out and X at every later chunk boundary, and
-    the final state after the last position.
+    Otherwise: start from X[b, first chunk], write out and X at every later chunk boundary
+    (SAVE_X: only the backward reads those), and the final state after the last position.
     X: (batch, n_chunks, dim, N) fp32. A2 = A * log2(e).
     """
     pid = tl.program_id(0)
@@ -265,7 +265,7 @@ def _scan_fwd_kernel(
     # Software-pipelined by Triton (NS > 1): the tile loads are asynchronous copies into
     # shared memory issued NS - 1 tiles ahead.
     for t0 in tl.range(t_lo, t_hi, T, num_stages=NS):
-        if not SUMMARY:
+        if SAVE_X and not SUMMARY:
             if (t0 % CH == 0) & (t0 != t_lo):
                 for n in tl.static_range(N):
                     tl.store(X_ptr + x_row + (t0 // CH) * dimN + n, h[n], mask=dmask)

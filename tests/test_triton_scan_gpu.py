@@ -21,6 +21,9 @@ GPU_CASES = [
     *[dict(c, id="small-" + c["id"]) for c in CASES],
     dict(id="bf16-2049-default-plan", batch=2, dim=96, L=2049, N=16, dtype="bfloat16",
          segments=None, chunk=256, final_grad=True),
+    # the default chunk (64) under the forward's cut in 256-position units
+    dict(id="bf16-16384-default-chunks", batch=1, dim=256, L=16384, N=16, dtype="bfloat16",
+         segments=None, chunk=64, final_grad=True),
     dict(id="fp32-1000-split", batch=2, dim=64, L=1000, N=16, segments=5, chunk=64),
     dict(id="bf16-4099-split-groups", batch=1, dim=128, L=4099, N=16, dtype="bfloat16",
          groups=4, segments=7, chunk=128, final_grad=True),
@@ -64,15 +67,6 @@ GPU_CASES = [
     dict(id="bf16-1024-gluon-output-pass-N8-plain", batch=1, dim=64, L=1024, N=8,
          dtype="bfloat16", segments=2, chunk=64, D=False, z=False, bias=False,
          softplus=False, init=False, config=dict(gluon=True, stages=2)),
-    # the backward in Gluon (opt-in)
-    dict(id="bf16-4096-gluon-backward-groups", batch=2, dim=192, L=4096, N=16,
-         dtype="bfloat16", groups=2, segments=None, chunk=256, final_grad=True,
-         config=dict(gluon_backward=True)),
-    dict(id="fp32-2048-gluon-backward", batch=1, dim=96, L=2048, N=16, segments=3,
-         chunk=128, final_grad=True, config=dict(gluon_backward=True, bwd_maxnreg=168)),
-    dict(id="bf16-1024-gluon-backward-N8-plain", batch=1, dim=64, L=1024, N=8,
-         dtype="bfloat16", segments=2, chunk=64, D=False, z=False, bias=False,
-         softplus=False, init=False, config=dict(gluon_backward=True)),
 ]
 
 

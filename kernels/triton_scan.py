@@ -7,8 +7,9 @@ for aligned rows) in ``triton_scan_gluon.py``; the math, the layout and the meas
 in kernels/README.md.
 
 What is kept between forward and backward: the inputs and the fp32 state at every chunk
-boundary, ``X`` (batch, L / chunk, dim, N) — 64 / chunk bytes per (batch, channel, position).
-The output is recomputed, never saved.
+boundary, ``X`` (batch, L / chunk, dim, N) — 64 / chunk bytes per (batch, channel, position);
+a call that no gradient will follow writes only the segments' start states into it. The
+output is recomputed, never saved.
 
 Under ``TRITON_INTERPRET=1`` (set before Triton is imported) the Triton kernels run on CPU
 tensors; that is how CI tests them (Gluon has no interpreter).
@@ -47,9 +48,9 @@ class ScanConfig:
     bwd_channels_per_thread: int = 1
     # Positions between the states the forward saves for the backward, which reruns one chunk
     # at a time and keeps its tiles' start states in the program's scratch: at 64 that is 22
-    # KB per program (12 per SM), at 256 it was 67 (H200, 2^20: backward kernel 58.6 -> 57.0
-    # ms, forward+backward -1.1 to -1.2 ms, for X 1 byte per (channel, position) instead of
-    # 0.25 and 0.6 ms more in the forward's output pass when it stores them).
+    # KB per program with the carries (12 per SM), at 256 it was 70 (H200, 2^20: backward
+    # kernel 58.6 -> 56.4 ms, forward+backward -1.2 ms, for X 1 byte per (channel, position)
+    # instead of 0.25 and 0.4 ms more in the forward's output pass when it stores them).
     chunk: int = 64
     min_chunk: int = 64  # smallest chunk chosen for short sequences (more segments)
     # The forward cuts L in whole units of this many positions (at least one chunk): its
@@ -214,11 +215,13 @@ def _geometry(u, B, delta, z, n_state, block_d, cfg: ScanConfig) -> _Geometry:
     n_seg = min(wanted, n_chunks)
     chunks_per_seg = -(-n_chunks // n_seg)
     n_seg = -(-n_chunks // chunks_per_seg)
-    aligned = length % tile == 0 and all(
-        t.data_ptr() % 16 == 0 for t in (u, delta, z) if t is not None
-    )
+    aligned = length % tile == 0 and _rows_aligned(u, delta, z)
     return _Geometry(batch, dim, length, n_state, groups, tile, block_d, n_dtiles, chunk,
                      n_chunks, chunks_per_seg, n_seg, aligned)
+
+
+def _rows_aligned(u, delta, z) -> bool:
+    return all(t.data_ptr() % 16 == 0 for t in (u, delta, z) if t is not None)
 
 
 def _tile_major(t: torch.Tensor, geo: _Geometry) -> torch.Tensor:
@@ -292,6 +295,20 @@ def triton_cdiv(a: int, b: int) -> int:
 
 _resident_cache: dict[tuple, int] = {}
 
+# The cut and kernels of a call, per (direction, config, what of the call they depend on):
+# planning takes about as long on the host as launching (occupancy lookups, geometry, the
+# flags), and a short call (4096 positions) spends more time on the host than on the GPU.
+_plans: dict[tuple, object] = {}
+
+
+def _plan(key: tuple, make):
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= 256:  # many shapes (variable-length batches): start over
+            _plans.clear()
+        plan = _plans[key] = make()
+    return plan
+
 
 def _resident_per_sm(kernel, args, flags) -> int | None:
     """Programs of ``kernel``, compiled for these arguments, that one SM holds at once.
@@ -347,13 +364,25 @@ def _chunks_per_segment(n_chunks: int, n_bt: int, slots: int, summary_slots: int
 # ----------------------------------------------------------------------------- forward
 
 
+@dataclass(frozen=True)
+class _ForwardPlan:
+    geo: _Geometry  # the output pass's channel tiles and the cut
+    sgeo: _Geometry  # the summary pass's channel tiles, the same cut
+    summary: tuple  # (kernel, flags)
+    output: tuple
+
+
 def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig,
              save_states: bool = True):
     """Launch the forward kernels. Returns out, final state, chunk states X and the geometry.
     Without ``save_states`` (no gradient to come) X holds only the segments' start states."""
     n_state = A2.shape[1]
-    geo = _geometry(u, B, delta, z, n_state,
-                    32 * cfg.fwd_warps * cfg.fwd_channels_per_thread, cfg)
+    key = ("forward", cfg, save_states, softplus, tuple(u.shape), tuple(B.shape), n_state,
+           u.dtype, delta.dtype, z.dtype if z is not None else None, D is None, bias is None,
+           _rows_aligned(u, delta, z), u.device)
+    plan = _plans.get(key)
+    geo = plan.geo if plan is not None else _geometry(
+        u, B, delta, z, n_state, 32 * cfg.fwd_warps * cfg.fwd_channels_per_thread, cfg)
     batch, dim, dev = geo.batch, geo.dim, u.device
     B, C = _tile_major(B, geo), _tile_major(C, geo)
     X = _empty((batch, geo.n_chunks, dim, n_state), torch.float32, dev)
@@ -366,10 +395,30 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig,
     sB = _bc_strides(geo)
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
+    plan = _plan(key, lambda: _forward_plan(geo, cfg, save_states, softplus, D, z, bias,
+                                            (*ptrs, X, X, final), sB))
+    geo, sgeo = plan.geo, plan.sgeo
+    dtsum = X
+    if geo.n_seg > 1:
+        dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
+        kernel, flags = plan.summary
+        compiled_kernels["forward summary"] = kernel[((geo.n_seg - 1) * sgeo.n_bt,)](
+            *ptrs, X, dtsum, final, *_common_args(sgeo, sB), **flags)
+        _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
+    kernel, flags = plan.output
+    compiled_kernels["forward"] = kernel[(geo.n_seg * geo.n_bt,)](
+        *ptrs, X, dtsum, final, *_common_args(geo, sB), **flags)
+    return out, final, X, geo, B, C
+
+
+def _forward_plan(geo: _Geometry, cfg: ScanConfig, save_states: bool, softplus: bool, D, z,
+                  bias, args: tuple, sB) -> _ForwardPlan:
+    """The forward's kernels and flags, and its cut (``args``: the kernels' tensors, whose
+    dtypes and alignment the occupancy lookups compile for)."""
     s_warps = cfg.fwd_summary_warps or cfg.fwd_warps
     sgeo = _retile(geo, 32 * s_warps * cfg.fwd_channels_per_thread)
     G = _gluon(geo, cfg, cfg.fwd_channels_per_thread)
-    common_flags = dict(N=n_state, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
+    common_flags = dict(N=geo.n_state, T=geo.tile, CH=geo.chunk, HAS_D=D is not None,
                         HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
                         NS=cfg.stages)
     passes = {}  # SUMMARY -> (kernel, its flags)
@@ -385,31 +434,20 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig,
             passes[summary] = K._scan_fwd_kernel, dict(flags, WRITE_FINAL=not summary,
                                                        ALIGNED=geo.aligned, BITS=cfg.bit_picks)
     if cfg.fwd_turns and cfg.segments is None and geo.n_chunks > 1:
-        # The cut from the resident programs of both passes (X stands in for dtsum: only
-        # dtypes and alignment compile), the summary's counted in the output pass's channel
-        # tiles. The summary pass takes ~0.55 of the output pass's time per channel (H200,
-        # 2^20: 6.3 ms over 127 of 128 segments against 11.4).
-        slots = [(_resident_per_sm(passes[summary][0],
-                                   (*ptrs, X, X, final, *_common_args(g, sB)),
+        # The cut from the resident programs of both passes, the summary's counted in the
+        # output pass's channel tiles. The summary pass takes ~0.55 of the output pass's time
+        # per channel (H200, 2^20: 6.3 ms over 127 of 128 segments against 11.4).
+        n_sms = _num_sms(args[0].device)
+        slots = [(_resident_per_sm(passes[summary][0], (*args, *_common_args(g, sB)),
                                    passes[summary][1]) or 16)
-                 * _num_sms(dev) * g.block_d // geo.block_d
+                 * n_sms * g.block_d // geo.block_d
                  for summary, g in ((False, geo), (True, sgeo))]
         unit = max(1, cfg.fwd_cut // geo.chunk)
         cps = unit * _chunks_per_segment(triton_cdiv(geo.n_chunks, unit), geo.n_bt, *slots,
                                          0.55)
         geo = replace(geo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
         sgeo = replace(sgeo, chunks_per_seg=cps, n_seg=geo.n_seg)
-    dtsum = X
-    if geo.n_seg > 1:
-        dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
-        kernel, flags = passes[True]
-        compiled_kernels["forward summary"] = kernel[((geo.n_seg - 1) * sgeo.n_bt,)](
-            *ptrs, X, dtsum, final, *_common_args(sgeo, sB), **flags)
-        _chain(X, dtsum, A2, geo, geo.n_chunks, geo.chunks_per_seg, reverse=False)
-    kernel, flags = passes[False]
-    compiled_kernels["forward"] = kernel[(geo.n_seg * geo.n_bt,)](
-        *ptrs, X, dtsum, final, *_common_args(geo, sB), **flags)
-    return out, final, X, geo, B, C
+    return _ForwardPlan(geo, sgeo, passes[True], passes[False])
 
 
 def _gluon(geo: _Geometry, cfg: ScanConfig, channels_per_thread: int):
@@ -430,15 +468,19 @@ def _gluon(geo: _Geometry, cfg: ScanConfig, channels_per_thread: int):
 # ----------------------------------------------------------------------------- backward
 
 
+@dataclass(frozen=True)
+class _BackwardPlan:
+    bgeo: _Geometry  # the backward kernel's channel tiles and its own cut
+    sgeo: _Geometry  # the adjoint summary's channel tiles, the same cut
+    main: tuple  # (kernel, flags)
+    summary: tuple
+    slots: int  # backward programs the GPU holds at once: the persistent grid
+
+
 def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConfig):
     """Launch the backward kernels; returns du, ddelta, dA, dB, dC, dD, dz, dbias, dinit."""
     u, delta, A2, B, C, D, z, bias, X = saved
     batch, dim, n_state, dev = geo.batch, geo.dim, geo.n_state, u.device
-    # The backward may use other warps than the forward; the channel tiles must then change.
-    block_d = 32 * cfg.bwd_warps * cfg.bwd_channels_per_thread
-    bgeo = _retile(geo, block_d)
-    s_warps = cfg.bwd_summary_warps or cfg.bwd_warps
-    sgeo = _retile(geo, 32 * s_warps * cfg.bwd_channels_per_thread)
     du = _empty(u.shape, u.dtype, dev)
     ddelta = _empty(delta.shape, delta.dtype, dev)
     dz = _empty(z.shape, z.dtype, dev) if z is not None else None
@@ -449,24 +491,8 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     dBC = torch.zeros((2, *B.shape), **f32)  # tile-major, like B
     dinit = _empty((batch, dim, n_state), torch.float32, dev)
     sB = _bc_strides(geo)
-    flags = dict(N=n_state, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
-                 HAS_BIAS=bias is not None, SOFTPLUS=softplus)
-    main_flags = dict(flags, BD=bgeo.block_d, num_warps=cfg.bwd_warps, HAS_D=D is not None,
-                      **_maxnreg(cfg.bwd_maxnreg))
-    summary_flags = dict(flags, BD=sgeo.block_d, num_warps=s_warps, NS=cfg.stages)
-    G = _gluon(geo, cfg, cfg.bwd_channels_per_thread)
-    main_kernel = K._scan_bwd_kernel
-    main_flags.update(ALIGNED=geo.aligned, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
-                      RERUN_BITS=cfg.bit_picks)
-    if G is None:
-        summary_kernel = K._scan_bwd_summary_kernel
-        summary_flags.update(ALIGNED=geo.aligned, BITS=cfg.bit_picks)
-    else:
-        summary_kernel = G._scan_bwd_summary_kernel
-        summary_flags.update(W=s_warps)
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2
-    scratch_slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (the kernel)
     A2T = A2.t().contiguous()  # (N, dim): a state's channels are one coalesced load
 
     def main_args(Q, scratch):
@@ -476,23 +502,13 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     def summary_args(Q, dtsum):
         return dout, z_, delta, A2, C, bias_, Q, dtsum
 
-    # The backward's own segments: chosen from how many programs of each kernel the GPU holds
-    # at once (the forward's X has a state at every chunk, so any whole-chunk cut works).
-    # X stands in for the buffers sized by that choice: only dtypes and alignment compile.
-    common = _common_args(bgeo, sB)
-    probe = (*main_args(X, X), *common, B.numel())
-    per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(main_kernel, probe, main_flags) or 16
-    per_sm_summary = _resident_per_sm(summary_kernel,
-                                      (*summary_args(X, X), *_common_args(sgeo, sB)),
-                                      summary_flags) or 16
-    slots = per_sm * _num_sms(dev)
-    # The adjoint summary takes ~0.13 of the backward's time per channel (H200); weighted
-    # 0.25, its resident programs counted in the backward's channel tiles.
-    cps = _chunks_per_segment(geo.n_chunks, bgeo.n_bt, slots,
-                              per_sm_summary * _num_sms(dev) * sgeo.block_d // bgeo.block_d,
-                              0.25, cfg.bwd_segments)
-    bgeo = replace(bgeo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
-    sgeo = replace(sgeo, chunks_per_seg=cps, n_seg=bgeo.n_seg)
+    key = ("backward", cfg, geo, softplus, u.dtype, delta.dtype, dout.dtype,
+           z.dtype if z is not None else None, D is None, bias is None, dev)
+    plan = _plan(key, lambda: _backward_plan(geo, cfg, softplus, D, z, bias, main_args(X, X),
+                                             summary_args(X, X), sB, B.numel()))
+    bgeo, sgeo = plan.bgeo, plan.sgeo
+    main_kernel, main_flags = plan.main
+    summary_kernel, summary_flags = plan.summary
     Q = _empty((batch, bgeo.n_seg, dim, n_state), torch.float32, dev)
     if dfinal is None:
         Q[:, -1].zero_()
@@ -504,14 +520,57 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
             ((sgeo.n_seg - 1) * sgeo.n_bt,)](
             *summary_args(Q, dtsum), *_common_args(sgeo, sB), **summary_flags)
         _chain(Q, dtsum, A2, bgeo, bgeo.n_seg, 1, reverse=True)
+    scratch_slots = geo.chunk // geo.tile + 3  # tile-start states, then q and dA (the kernel)
     n_items = bgeo.n_seg * bgeo.n_bt
-    nprog = max(1, min(n_items, slots))
+    nprog = max(1, min(n_items, plan.slots))
     scratch = torch.empty(nprog * scratch_slots * n_state * bgeo.block_d, **f32)
     compiled_kernels["backward"] = main_kernel[(nprog,)](
         *main_args(Q, scratch), *_common_args(bgeo, sB), B.numel(), **main_flags)
     return (du, ddelta, dA, dBC[0], dBC[1],
             dD if D is not None else None,
             dz, dbias if bias is not None else None, dinit)
+
+
+def _backward_plan(geo: _Geometry, cfg: ScanConfig, softplus: bool, D, z, bias,
+                   main_args: tuple, summary_args: tuple, sB, bc_numel: int) -> _BackwardPlan:
+    """The backward's kernels and flags, and its own cut of L (``main_args`` /
+    ``summary_args``: the kernels' tensors, X standing in for the buffers the cut sizes, so
+    that the occupancy lookups compile for the right dtypes and alignment)."""
+    dev = main_args[0].device
+    # The backward may use other warps than the forward; the channel tiles must then change.
+    bgeo = _retile(geo, 32 * cfg.bwd_warps * cfg.bwd_channels_per_thread)
+    s_warps = cfg.bwd_summary_warps or cfg.bwd_warps
+    sgeo = _retile(geo, 32 * s_warps * cfg.bwd_channels_per_thread)
+    flags = dict(N=geo.n_state, T=geo.tile, CH=geo.chunk, HAS_Z=z is not None,
+                 HAS_BIAS=bias is not None, SOFTPLUS=softplus)
+    main_flags = dict(flags, BD=bgeo.block_d, num_warps=cfg.bwd_warps, HAS_D=D is not None,
+                      ALIGNED=geo.aligned, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
+                      RERUN_BITS=cfg.bit_picks, **_maxnreg(cfg.bwd_maxnreg))
+    summary_flags = dict(flags, BD=sgeo.block_d, num_warps=s_warps, NS=cfg.stages)
+    G = _gluon(geo, cfg, cfg.bwd_channels_per_thread)
+    if G is None:
+        summary_kernel = K._scan_bwd_summary_kernel
+        summary_flags.update(ALIGNED=geo.aligned, BITS=cfg.bit_picks)
+    else:
+        summary_kernel = G._scan_bwd_summary_kernel
+        summary_flags.update(W=s_warps)
+    main_kernel = K._scan_bwd_kernel
+    # The backward's own segments: chosen from how many programs of each kernel the GPU holds
+    # at once (the forward's X has a state at every chunk, so any whole-chunk cut works).
+    per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(
+        main_kernel, (*main_args, *_common_args(bgeo, sB), bc_numel), main_flags) or 16
+    per_sm_summary = _resident_per_sm(summary_kernel, (*summary_args, *_common_args(sgeo, sB)),
+                                      summary_flags) or 16
+    slots = per_sm * _num_sms(dev)
+    # The adjoint summary takes ~0.13 of the backward's time per channel (H200); weighted
+    # 0.25, its resident programs counted in the backward's channel tiles.
+    cps = _chunks_per_segment(geo.n_chunks, bgeo.n_bt, slots,
+                              per_sm_summary * _num_sms(dev) * sgeo.block_d // bgeo.block_d,
+                              0.25, cfg.bwd_segments)
+    bgeo = replace(bgeo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
+    sgeo = replace(sgeo, chunks_per_seg=cps, n_seg=bgeo.n_seg)
+    return _BackwardPlan(bgeo, sgeo, (main_kernel, main_flags), (summary_kernel, summary_flags),
+                         slots)
 
 
 # ----------------------------------------------------------------------------- autograd

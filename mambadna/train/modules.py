@@ -36,6 +36,8 @@ class OptimSettings:
     max_steps: int
     lr_warmup: float
     min_lr_ratio: float
+    fused: bool | None = None
+    """Fused AdamW: None = on GPUs (mambadna.train.optim.adamw)."""
 
     @classmethod
     def from_config(cls, config) -> OptimSettings:
@@ -51,11 +53,39 @@ class _Base(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        optimizer = adamw(decay_groups(self.model, o.weight_decay), o.lr, o.betas)
+        fused = o.fused
+        if self._grad_scaler() is not None:
+            fused = False  # the scaler must unscale before clipping: a fused step does it late
+        optimizer = adamw(decay_groups(self.model, o.weight_decay), o.lr, o.betas, fused=fused)
         factor = cosine_with_warmup(o.max_steps, o.lr_warmup, o.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    def _grad_scaler(self):
+        """The fp16 gradient scaler of the run's precision plugin, or None (fp32, bf16)."""
+        trainer = self._trainer
+        return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        """Clip by norm ourselves when no gradient scaler is involved.
+
+        Lightning's mixed-precision plugin refuses to clip for any optimizer that unscales in its
+        step (the fused AdamW), even under bf16 where nothing is scaled: with the defaults a GPU
+        run stopped at its first step. Without a scaler the gradients are true values and
+        clipping them is exact; FSDP computes the norm over all shards itself.
+        """
+        if not gradient_clip_val:
+            return
+        if self._grad_scaler() is not None or gradient_clip_algorithm == "value":
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        wrapped = self.trainer.strategy.model
+        if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the norm over every shard
+            wrapped.clip_grad_norm_(gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
     def _log_step(self, loss: torch.Tensor, tokens: torch.Tensor) -> None:
         batch = tokens.shape[0]

@@ -33,11 +33,15 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def adamw(params: Iterable[dict], lr: float, betas: tuple[float, float]) -> torch.optim.AdamW:
-    """AdamW; the fused CUDA implementation when every parameter is on a GPU."""
+def adamw(params: Iterable[dict], lr: float, betas: tuple[float, float],
+          fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW; by default (``fused=None``) the fused implementation when every parameter is on
+    a GPU. A fused AdamW unscales fp16 gradients inside its step, so a caller that clips under
+    a gradient scaler must pass ``fused=False`` (see ClassifierModule / LanguageModelModule)."""
     groups = list(params)
-    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=on_cuda or None)
+    if fused is None:
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
 
 
 def cosine_with_warmup(max_steps: int, warmup_fraction: float, min_ratio: float):

@@ -39,6 +39,9 @@ _LAZY = {
     "classify": ("mambadna.pipelines", "classify"),
     "embed": ("mambadna.pipelines", "embed"),
     "read_embeddings": ("mambadna.pipelines", "read_embeddings"),
+    "evaluate": ("mambadna.pipelines.evaluate", "evaluate"),
+    "KmerNaiveBayes": ("mambadna.baselines", "KmerNaiveBayes"),
+    "fit_kmer_baseline": ("mambadna.baselines", "fit_kmer_baseline"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -317,6 +317,114 @@ def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stre
                f"({result.bases_per_second:,.0f} bases/s)")
 
 
+@cli.command("evaluate")
+@click.option("--model", required=True, type=click.Path(),
+              help="Saved classifier folder (RUN_DIR/model).")
+@click.option("--manifest", required=True, type=click.Path(),
+              help="Manifest TSV (path, label, split) of labelled test files.")
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to create: predictions.tsv, metrics.json, report.md, plots.")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["test", "val", "train"]), help="Manifest rows to evaluate.")
+@click.option("--window", type=click.IntRange(min=1), default=None,
+              help="Bases per window. Default: the model's training length.")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="Bases between window starts. Default: the window (no overlap).")
+@click.option("--min-window", type=click.IntRange(min=1), default=None,
+              help="Smallest last partial window kept. Default: half the window.")
+@click.option("--baseline", default=None,
+              help="'kmer': fit a k-mer naive Bayes on train rows and score it on the same "
+                   "windows; or a folder from `mambadna baseline fit`.")
+@click.option("--train-manifest", type=click.Path(), default=None,
+              help="Manifest whose train rows fit the k-mer baseline. Default: --manifest.")
+@click.option("--k", "k", default=6, show_default=True, type=click.IntRange(1, 12),
+              help="k-mer length of the baseline.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Windows per forward pass.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the bootstrap intervals.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--quiet", is_flag=True, help="No progress display on stderr.")
+def evaluate(model, manifest, out_dir, split, window, stride, min_window, baseline,
+             train_manifest, k, batch_size, device, seed, force, quiet) -> None:
+    """Score a classifier on labelled files against chance, majority and k-mer baselines."""
+    from mambadna.pipelines.evaluate import evaluate as run_evaluation
+    from mambadna.pipelines.evaluation_report import summary
+
+    result = run_evaluation(model, manifest, out_dir, split=split, window=window, stride=stride,
+                            min_window=min_window, baseline=baseline,
+                            train_manifest=train_manifest, k=k, batch_size=batch_size,
+                            device=None if device == "auto" else device, force=force,
+                            progress=False if quiet else None, seed=seed)
+    click.echo(summary(result.metrics, result.files))
+    click.echo(f"{result.out_dir}: done in {result.seconds:.1f} s")
+
+
+@cli.group("baseline")
+def baseline() -> None:
+    """The k-mer naive Bayes baseline on its own: fit it on a manifest, predict files."""
+
+
+@baseline.command("fit")
+@click.option("--manifest", required=True, type=click.Path(),
+              help="Finetuning manifest TSV (path, label, split); its train rows are used.")
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to create: baseline.json, log_probs.npy.")
+@click.option("--k", "k", default=6, show_default=True, type=click.IntRange(1, 12),
+              help="k-mer length.")
+@click.option("--alpha", default=1.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Laplace smoothing.")
+@click.option("--split", default="train", show_default=True,
+              type=click.Choice(["train", "val", "test"]), help="Manifest rows to fit on.")
+@click.option("--windows-per-class", type=click.IntRange(min=1), default=None,
+              help="Sample this many windows per label as finetuning does, instead of "
+                   "counting every k-mer of the records (the default).")
+@click.option("--window", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Window length of --windows-per-class.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of --windows-per-class.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def baseline_fit(manifest, out_dir, k, alpha, split, windows_per_class, window, seed,
+                 force) -> None:
+    """Fit the k-mer naive Bayes baseline on the train rows of MANIFEST."""
+    from mambadna.baselines import fit_kmer_baseline
+
+    nb = fit_kmer_baseline(manifest, k=k, alpha=alpha, split=split, window=window,
+                           n_windows_per_class=windows_per_class, seed=seed)
+    path = nb.save(out_dir, force=force)
+    counts = ", ".join(f"{x}: {n:,}" for x, n in nb.summary["kmers_per_label"].items())
+    click.echo(f"{path}: k={nb.k}, alpha={nb.alpha}, {len(nb.labels)} labels "
+               f"({nb.summary['training']}; k-mers of both strands {counts})")
+
+
+@baseline.command("predict")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--baseline", "baseline_dir", required=True, type=click.Path(),
+              help="Folder written by `mambadna baseline fit`.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Predictions table: .tsv, .csv or .parquet (format from the extension).")
+@click.option("--window", type=click.IntRange(min=1), default=None,
+              help="Score windows of this many bases and average them per record. "
+                   "Default: each record whole.")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="Bases between window starts. Default: the window.")
+@click.option("--min-window", type=click.IntRange(min=1), default=None,
+              help="Smallest last partial window kept. Default: half the window.")
+@click.option("--per-window", is_flag=True, help="Add one row per window (needs --window).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def baseline_predict(inputs, baseline_dir, out, window, stride, min_window, per_window,
+                     force) -> None:
+    """Predict the label of every record of INPUT... with a saved k-mer baseline."""
+    from mambadna.pipelines.baseline import predict_kmer
+
+    frame = predict_kmer(baseline_dir, inputs, window=window, stride=stride,
+                         min_window=min_window, per_window=per_window, out=out, force=force)
+    records = int(frame["start"].isna().sum())
+    click.echo(f"{out}: {records} records, {len(frame) - records} window rows")
+
+
 @cli.command("bench")
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA if available), cpu, cuda, cuda:1, ...")

@@ -507,5 +507,14 @@ cli.add_command(_train_command("pretrain"))
 cli.add_command(_train_command("finetune"))
 
 
+def _experiment_group() -> click.Group:
+    from mambadna.experiments.command import experiment  # torch-free until a study runs
+
+    return experiment
+
+
+cli.add_command(_experiment_group())
+
+
 def main() -> None:
     cli()

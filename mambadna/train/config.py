@@ -165,8 +165,11 @@ class FinetuneConfig(TrainConfig):
                                       "a new classification head).", flag="--from")
     preset: str | None = _f(None, "Model size preset when training from scratch (instead of "
                                   "--from).", choices=PRESET_NAMES)
-    pooling: str | None = _f(None, "Classifier input: last position or mean over positions "
-                                   "(default: the model's, last).", choices=("last", "mean"))
+    seq_len: int = _f(4096, "Window length in bases (the target length of the warmup). "
+                            "Species signal is sparse: 4 kb windows beat 1 kb ones.")
+    pooling: str | None = _f("mean", "Classifier input: mean over positions or the last "
+                                     "position (the Mamba paper's; trails mean pooling and "
+                                     "k-mer counting at 1-4 kb).", choices=("last", "mean"))
     class_weights: dict = field(default_factory=dict, metadata=_meta(
         "Loss weight per label (label=weight,...); missing labels 1.", parse="mapping"))
     max_steps: int = _f(1000, "Optimizer steps to train.")

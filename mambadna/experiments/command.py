@@ -37,6 +37,8 @@ def experiment() -> None:
               help="Window lengths (comma-separated).")
 @click.option("--preset", default="paper-1.4m", show_default=True,
               type=click.Choice(["tiny", "paper-1.4m", "paper-7m"]), help="Model size.")
+@click.option("--pretrained", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Start from this pretrained model folder instead of pretraining.")
 @click.option("--tokens-per-step", default=2 ** 20, show_default=True,
               type=click.IntRange(min=1), help="Bases per optimizer step at every length.")
 @click.option("--pretrain-steps", default=200, show_default=True, type=click.IntRange(min=1))

@@ -54,6 +54,9 @@ class ContextCurveConfig:
     """Window lengths to finetune and evaluate at."""
     preset: str = "paper-1.4m"
     """Model size (the paper's 1.4M-parameter DNA model)."""
+    pretrained: str | None = None
+    """A pretrained model folder to start from instead of pretraining (e.g. an earlier
+    study's ``pretrain/model``: studies can then be split over several runs)."""
     tokens_per_step: int = 2 ** 20
     """Bases per optimizer step at every length (a multiple of the longest window)."""
     pretrain_steps: int = 200
@@ -233,10 +236,12 @@ def _plot_perplexity(table: pd.DataFrame, path: Path) -> None:
 
 def _report(config: ContextCurveConfig, curve: pd.DataFrame, ppl: pd.DataFrame,
             seconds: dict) -> str:
+    pretraining = (f"{config.pretrain_steps} steps" if config.pretrained is None
+                   else f"from {config.pretrained}")
     lines = ["# Context-length study", "",
-             f"Model {config.preset}, pooling {config.pooling}; pretraining "
-             f"{config.pretrain_steps} steps, finetuning {config.finetune_steps} steps per "
-             f"length, {config.tokens_per_step:,} bases per step (scaled down from the paper).",
+             f"Model {config.preset}, pooling {config.pooling}; pretraining {pretraining}, "
+             f"finetuning {config.finetune_steps} steps per length, "
+             f"{config.tokens_per_step:,} bases per step (scaled down from the paper).",
              "", "| window | model balanced acc. (95 % CI) | k-mer NB (95 % CI) | accuracy | "
              "chance | majority | windows |", "|---:|---|---|---:|---:|---:|---:|"]
     for r in curve.itertuples():
@@ -274,8 +279,11 @@ def context_curve(config: ContextCurveConfig, log=print) -> pd.DataFrame:
     (out / "experiment.json").write_text(json.dumps(
         {**asdict(config), "manifest": str(manifest), "labels": labels}, indent=2) + "\n")
     lap("data")
-    pre = _pretrain(config, manifest, labels[0], out)
-    lap("pretrain")
+    if config.pretrained is None:
+        pre_model = _pretrain(config, manifest, labels[0], out).model_dir
+        lap("pretrain")
+    else:
+        pre_model = Path(config.pretrained)
 
     held_out = _files(manifest, labels[0], "test")
     bases = config.perplexity_bases
@@ -284,7 +292,7 @@ def context_curve(config: ContextCurveConfig, log=print) -> pd.DataFrame:
 
         shortest = min(len(r.sequence) for path in held_out for r in read_records(path))
         bases = shortest // config.lengths[-1] * config.lengths[-1]
-    ppl = pd.DataFrame([bits_per_base(pre.model_dir, held_out, length, bases=bases).as_dict()
+    ppl = pd.DataFrame([bits_per_base(pre_model, held_out, length, bases=bases).as_dict()
                         for length in config.lengths])
     ppl.to_csv(out / "perplexity.csv", index=False)
     _plot_perplexity(ppl, out / "perplexity.png")
@@ -292,7 +300,7 @@ def context_curve(config: ContextCurveConfig, log=print) -> pd.DataFrame:
 
     rows = []
     for length in config.lengths:
-        fine = _finetune(config, manifest, pre.model_dir, length, out)
+        fine = _finetune(config, manifest, pre_model, length, out)
         result = evaluate(fine.model_dir, manifest, out / f"eval_{length}", split="test",
                           window=length, stride=_stride(config, manifest, length),
                           baseline="kmer", k=config.k, batch_size=max(1, 2 ** 17 // length),

@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Two entry points for a fresh machine: `make demo` and `make test` (`make test-fast` is the
+# inner loop).
 # Each creates .venv if missing, installs the package (editable) and runs.
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.mambadna-installed
 TORCH_CPU ?= torch==2.13.0
 DEMO_DIR ?= demo_out
 
-.PHONY: demo test test-gpu lint bench clean
+.PHONY: demo test test-fast test-gpu lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +30,14 @@ $(STAMP): $(PY) pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/mambadna demo -o $(DEMO_DIR)
 
+# The full suite (what CI runs), after lint.
 test: $(STAMP)
+	$(VENV)/bin/ruff check mambadna kernels tests
 	$(PY) -m pytest -q
+
+# The inner loop: everything but the tests marked slow or gpu (under ~90 s on 2 cores).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not gpu"
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu

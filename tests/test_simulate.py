@@ -1,4 +1,6 @@
-"""mambadna.simulate: realistic composition, divergence along the tree, splits, determinism."""
+"""mambadna.simulate: realistic composition, divergence along the tree, splits, determinism, and
+the lineage-specific signals (transposon insertions, substitution signatures) that let a model
+tell species apart on a held-out chromosome."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from click.testing import CliRunner
 
 from mambadna.cli import cli
 from mambadna.errors import ConfigError, OutputExistsError
-from mambadna.simulate import GREAT_APES, evolve, genome, simulate_species
+from mambadna.simulate import GREAT_APES, core, evolve, genome, lineage, simulate_species
 
 
 def read_fasta(path: Path) -> dict[str, str]:
@@ -286,3 +288,162 @@ def test_lineage_insertions_make_species_learnable_across_chromosomes(tmp_path):
     assert min(some.params["lineage_insertions"].values()) > 50
     assert _kmer_oracle_accuracy(none, species) < 0.5
     assert _kmer_oracle_accuracy(some, species) > 0.8
+
+
+# ------------------------------------------------------------------ lineage-specific signals
+
+
+def _branch_pattern(branch, leaves: list[str]) -> int:
+    return sum(1 << leaves.index(name) for name in branch.leaves)
+
+
+def test_lineage_insertions_per_branch_follow_rate_times_branch_times_length():
+    # Every branch of the species tree, leaves and internal ones, receives rate x branch length x
+    # genome length insertions (Poisson): a dropped, misplaced or mis-scaled event shows here.
+    config = evolve.EvolutionConfig(insertion_rate=100.0)
+    demography, leaves = evolve.species_demography(config)
+    length = 400_000
+    bases = np.random.default_rng(0).integers(0, 4, length).astype(np.uint8)
+    families = genome.repeat_families(np.random.default_rng(1), genome.GenomeConfig())
+    repeats = lineage.LineageRepeats(families, np.random.SeedSequence(2))
+    variants = evolve.evolve_chromosome(bases, leaves, demography, config,
+                                        np.random.SeedSequence(3), repeats)
+    te = variants.indel_is_repeat
+    patterns = lineage.carrier_patterns(variants.indel_carriers[te])
+    rate = config.insertion_rate_per_generation()
+    assert rate == pytest.approx(100 * 1e-12 * 25)  # per Mb per Myr -> per base per generation
+    branches = lineage.species_branches(demography)
+    assert len(branches) == 2 * len(leaves) - 2
+    for branch in branches:
+        # A leaf's edge in the genealogy also spans the wait for its sister lineage in the
+        # ancestral population (2 Ne generations on average for two haploid genomes); an
+        # internal edge gains that wait at its top and loses it at its bottom.
+        extra = 2 * config.population_size if len(branch.leaves) == 1 else 0.0
+        expected = rate * length * (branch.length + extra)
+        observed = int(np.sum(patterns == _branch_pattern(branch, leaves)))
+        assert abs(observed - expected) < 4 * np.sqrt(expected) + 0.1 * expected, \
+            (sorted(branch.leaves), observed, expected)
+    # Each event is one copy of its lineage's subfamily in the inserted sequence.
+    lengths = variants.indel_lengths[te]
+    assert lengths.min() >= 50 and 250 < lengths.mean() < 1500
+
+
+def test_insertions_reach_the_genomes_at_the_requested_rate(tmp_path):
+    species = ["human", "orangutan"]
+    result = simulate_species(tmp_path / "r", species=species, length=200_000, n_chromosomes=3,
+                              insertion_rate=50.0, seed=6)
+    # Each lineage: its 16 Myr branch plus ~0.5 Myr (2 Ne generations) before the two coalesce.
+    expected = 50.0 * 0.2 * 16.5
+    by_carriers = result.params["lineage_insertions_by_carriers"]
+    for name in species:
+        n = by_carriers[name]
+        assert abs(n - expected) < 4 * np.sqrt(expected), (name, n, expected)
+        assert result.params["lineage_insertions"][name] >= n
+        # The copies are in the sequence: the genome grew by them (Alu 300 bp, L1 longer).
+        grown = sum(result.params["species_lengths"][name].values()) - 200_000
+        assert grown > 300 * n
+    # At the real rate a genome this size holds a handful: the task stays hard by default.
+    real = simulate_species(tmp_path / "real", species=species, length=200_000,
+                            n_chromosomes=3, seed=6)
+    assert max(real.params["lineage_insertions"].values()) < 12
+
+
+def _kmer_set(seq: np.ndarray, k: int = 16) -> set[int]:
+    letters = np.array(list("ACGT"))
+    return set(_kmer_codes("".join(letters[seq]), k).tolist()) | set(
+        _kmer_codes("".join(letters[3 - seq[::-1]]), k).tolist())
+
+
+def test_each_test_chromosome_carries_its_lineage_subfamily(tmp_path):
+    species = ["human", "orangutan"]
+    seed, n_chrom = 4, 3
+    result = simulate_species(tmp_path / "s", species=species, length=150_000,
+                              n_chromosomes=n_chrom, insertion_rate=100.0, seed=seed)
+    # The simulation's own lineage subfamilies, rebuilt from its seed streams.
+    seeds = core.seed_streams(seed, n_chrom)
+    families = genome.repeat_families(np.random.default_rng(seeds["families"]),
+                                      genome.GenomeConfig())
+    repeats = lineage.LineageRepeats(families, seeds["lineage"])
+    alu = {name: _kmer_set(repeats.consensus(1 << i, 0)) for i, name in enumerate(species)}
+    master = _kmer_set(families[0].consensus.ravel())
+    own = {name: alu[name] - alu[other] - master
+           for name, other in zip(species, species[::-1])}
+    for name, other in zip(species, species[::-1]):
+        (seq,) = read_fasta(result.split_fasta[name]["test"]).values()
+        codes = _kmer_codes(seq)
+        mine = int(np.isin(codes, list(own[name])).sum())
+        theirs = int(np.isin(codes, list(own[other])).sum())
+        assert mine > 200 and mine > 20 * max(theirs, 1), (name, mine, theirs)
+
+
+def test_signatures_follow_the_rate_on_each_branch():
+    config = evolve.EvolutionConfig(spectrum_bias=50.0)
+    demography, leaves = evolve.species_demography(config)
+    spectra = lineage.LineageSpectra(demography, np.random.SeedSequence(5))
+    signatures = spectra.signatures
+    assert signatures["human"] == "TCC>TTC"  # the human pulse (Harris 2015)
+    assert len(set(signatures.values())) == len(signatures) == 2 * len(leaves) - 2
+    assert not any(sig[1] == "C" and sig[2] == "G" for sig in signatures.values())  # no CpG
+    bases = np.random.default_rng(6).integers(0, 4, 300_000).astype(np.uint8)
+    rate = config.signature_rate_per_generation()
+    positions, alleles, branch_of = spectra.substitutions(np.random.default_rng(7), bases,
+                                                          leaves, rate)
+    assert np.all(np.diff(positions) > 0)  # one change per site
+    letters = "".join(np.array(list("ACGT"))[bases])
+    for index, branch in enumerate(spectra.branches):
+        sig = signatures[branch.name]
+        before, after = sig.split(">")
+        rc = before[::-1].translate(str.maketrans("ACGT", "TGCA"))
+        sites = sum(1 for i in range(len(letters) - 2) if letters[i:i + 3] in (before, rc))
+        expected = sites * -np.expm1(-rate * branch.length)
+        mine = branch_of == index
+        assert abs(mine.sum() - expected) < 4 * np.sqrt(expected) + 0.05 * expected, sig
+        carriers = np.array([name in branch.leaves for name in leaves])
+        new, old = alleles[mine][:, carriers], alleles[mine][:, ~carriers]
+        assert np.all(old == bases[positions[mine]][:, None])  # the others keep the base
+        forward = bases[positions[mine]] == "ACGT".index(before[1])
+        want = np.where(forward, "ACGT".index(after[1]), 3 - "ACGT".index(after[1]))
+        assert np.all(new == want[:, None])  # the carriers take the signature's base
+
+
+def _trinucleotide_accuracy(result, species: list[str], window: int = 1000) -> float:
+    """Multinomial naive Bayes on 3-mer counts: trained on the training chromosomes, balanced
+    accuracy on windows of the test chromosome."""
+    def counts(seq: str) -> np.ndarray:
+        return np.bincount(_kmer_codes(seq, 3), minlength=64) + 0.0
+
+    logp = []
+    for name in species:
+        c = sum(counts(x) for x in read_fasta(result.split_fasta[name]["train"]).values()) + 1
+        logp.append(np.log(c / c.sum()))
+    recalls = []
+    for i, name in enumerate(species):
+        (seq,) = read_fasta(result.split_fasta[name]["test"]).values()
+        calls = [int(np.argmax([counts(seq[a:a + window]) @ lp for lp in logp]))
+                 for a in range(0, len(seq) - window + 1, window)]
+        recalls.append(np.mean(np.array(calls) == i))
+    return float(np.mean(recalls))
+
+
+def test_signatures_make_species_learnable_across_chromosomes(tmp_path):
+    # A lineage's signature acts on every chromosome: the test chromosome's composition tells
+    # the species apart, which neutral substitutions alone never do.
+    species = ["human", "orangutan"]
+    kwargs = dict(species=species, length=150_000, n_chromosomes=3, insertion_rate=0.0, seed=2)
+    off = simulate_species(tmp_path / "off", **kwargs)
+    on = simulate_species(tmp_path / "on", spectrum_bias=100.0, **kwargs)
+    assert off.params["lineage_signatures"] == {}
+    signatures = on.params["lineage_signatures"]
+    assert signatures["human"]["signature"] == "TCC>TTC"
+    assert set(signatures) >= {"human", "orangutan"}
+    assert all(v["substitutions"] > 300 for v in signatures.values())
+    # The human test chromosome has lost TCC (GGA on the other strand) to TTC (GAA).
+    def share(result, name, kmers):
+        (seq,) = read_fasta(result.split_fasta[name]["test"]).values()
+        return sum(seq.count(k) for k in kmers) / len(seq)
+    assert share(on, "human", ["TCC", "GGA"]) < 0.85 * share(on, "orangutan", ["TCC", "GGA"])
+    assert _trinucleotide_accuracy(off, species) < 0.65
+    assert _trinucleotide_accuracy(on, species) > 0.85
+    # Off by default, and then the output is exactly what it was without the mechanism.
+    again = simulate_species(tmp_path / "again", spectrum_bias=0.0, **kwargs)
+    assert again.fasta["human"].read_bytes() == off.fasta["human"].read_bytes()

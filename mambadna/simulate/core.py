@@ -1,9 +1,17 @@
 """simulate_species: genomes of related species for demos, tests and benchmarks.
 
 An ancestral genome (genome.py) evolves along a species tree (evolve.py): substitutions, small
-indels and lineage-specific transposon insertions (lineage.py, the species signal that carries
-across chromosomes). Each species gets a haploid genome written as ``<species>.fa`` (records
-chr1..chrK) plus per-split FASTA files and a manifest for finetuning. Deterministic by seed.
+indels, lineage-specific transposon insertions and, optionally, lineage-specific substitution
+signatures (lineage.py: the species signals that carry across chromosomes). Each species gets a
+haploid genome written as ``<species>.fa`` (records chr1..chrK) plus per-split FASTA files and a
+manifest for finetuning. Deterministic by seed.
+
+What a classifier can learn on the training chromosomes and use on a held-out one is only what
+acts on the whole genome of a lineage: its transposon subfamilies' copies (``insertion_rate``,
+realistic 0.45 per Mb per Myr: a handful per species in a few hundred kb, so windows of a few kb
+stay near chance as in the real task) and its substitution signature (``spectrum_bias``, 0 by
+default). Both knobs, and ``divergence_scale`` which multiplies every rate, make the task easier
+for demos; ``simulation.json`` records what each lineage received.
 
 Splits hold out whole chromosomes when there are at least three: the last chromosome is test,
 the one before it val, the rest train. With one or two chromosomes each chromosome is cut into
@@ -37,7 +45,7 @@ from mambadna.simulate.genome import (
     background_chains,
     repeat_families,
 )
-from mambadna.simulate.lineage import LineageRepeats
+from mambadna.simulate.lineage import LineageRepeats, LineageSpectra, carrier_patterns
 from mambadna.simulate.output import (
     atomic_directory,
     to_letters,
@@ -64,6 +72,7 @@ class SimulationConfig:
     time_units: str = "myr"  # branch-length units of the tree: myr, yr or gen
     divergence_scale: float = 1.0  # multiplies substitution, indel and insertion rates
     insertion_rate: float = 0.45  # lineage-specific transposon insertions per Mb per Myr
+    spectrum_bias: float = 0.0  # each branch's signature rate at its sites / substitution rate
     seed: int = 0
     softmask: bool = False  # write repeats in lowercase (as UCSC/Ensembl soft-masked FASTA)
     val_fraction: float = 0.1  # region splits (1-2 chromosomes) only
@@ -89,7 +98,8 @@ class SimulationConfig:
     def evolution(self) -> EvolutionConfig:
         return EvolutionConfig(tree=self.tree or GREAT_APES_TREE, time_units=self.time_units,
                                divergence_scale=self.divergence_scale,
-                               insertion_rate=self.insertion_rate)
+                               insertion_rate=self.insertion_rate,
+                               spectrum_bias=self.spectrum_bias)
 
     def chromosome_lengths(self) -> list[int]:
         """Ancestral lengths, proportional to K, K-1, ..., 1 and summing to ``length``."""
@@ -167,10 +177,18 @@ class _DivergenceCounter:
         self.aligned = np.zeros(len(self.pairs))
         self.indels = np.zeros(len(self.pairs), dtype=np.int64)
         self.insertions = np.zeros(len(species), dtype=np.int64)
+        self.species = species
+        self.by_carriers: dict[int, int] = {}  # carrier bit pattern -> transposon insertions
+        self.signatures: dict[str, int] = {}  # species-tree branch -> signature substitutions
 
     def add(self, variants, keeps: list[np.ndarray]) -> None:
         pos, alleles = variants.sub_positions, variants.sub_alleles
         self.insertions += variants.indel_carriers[variants.indel_is_repeat].sum(axis=0)
+        patterns = carrier_patterns(variants.indel_carriers[variants.indel_is_repeat])
+        for pattern, n in zip(*np.unique(patterns, return_counts=True)):
+            self.by_carriers[int(pattern)] = self.by_carriers.get(int(pattern), 0) + int(n)
+        for branch, n in variants.signature_hits.items():
+            self.signatures[branch] = self.signatures.get(branch, 0) + n
         for n, (i, j) in enumerate(self.pairs):
             both = keeps[i] & keeps[j]
             self.aligned[n] += both.sum()
@@ -186,6 +204,13 @@ class _DivergenceCounter:
     def lineage_insertions(self, species: list[str]) -> dict[str, int]:
         """Transposon copies each species carries that some other species lacks."""
         return {name: int(n) for name, n in zip(species, self.insertions)}
+
+    def insertions_by_carriers(self) -> dict[str, int]:
+        """Transposon insertions per carrier set ("chimpanzee+bonobo": the events on their
+        common branch, or shared by incomplete lineage sorting), largest first."""
+        named = {"+".join(s for j, s in enumerate(self.species) if pattern >> j & 1): n
+                 for pattern, n in self.by_carriers.items()}
+        return dict(sorted(named.items(), key=lambda item: -item[1]))
 
 
 def _species_records(config: SimulationConfig, ancestral, layout: dict, all_variants: list,
@@ -215,9 +240,19 @@ def _write_species(tmp: Path, name: str, whole: list, by_split: dict) -> list[tu
     return rows
 
 
+def _signature_record(spectra: LineageSpectra, counter: _DivergenceCounter,
+                      leaves: list[str]) -> dict:
+    """Per species-tree branch that received any: its signature and substitution count, named
+    by the tree's species below it ("chimpanzee+bonobo")."""
+    return {"+".join(name for name in leaves if name in branch.leaves): {
+                "signature": spectra.signatures[branch.name],
+                "substitutions": counter.signatures[branch.name]}
+            for branch in spectra.branches if branch.name in counter.signatures}
+
+
 def _record(config: SimulationConfig, species: list[str], lengths: list[int], layout: dict,
             ancestral: list, species_lengths: dict, counter: _DivergenceCounter,
-            n_sites: int, n_indels: int) -> dict:
+            n_sites: int, n_indels: int, spectra: LineageSpectra, leaves: list[str]) -> dict:
     import msprime
 
     repeat_bases: dict[str, int] = {}
@@ -251,43 +286,61 @@ def _record(config: SimulationConfig, species: list[str], lengths: list[int], la
         "divergence": divergence,
         "indel_differences": indels,
         "lineage_insertions": counter.lineage_insertions(species),
+        "lineage_insertions_by_carriers": counter.insertions_by_carriers(),
+        "lineage_signatures": _signature_record(spectra, counter, leaves),
     }
+
+
+def seed_streams(seed: int, n_chromosomes: int) -> dict:
+    """The independent random streams of a simulation (numpy SeedSequences), by part.
+
+    "families": the repeat consensus sequences; "chromosomes": one per ancestral chromosome;
+    "evolve": one per chromosome's evolution; "lineage": the lineage subfamilies; "spectrum":
+    the branches' signatures. Children are spawned in a fixed order, and a stream added later
+    goes last, so that adding one leaves every earlier output unchanged.
+    """
+    genome_seed, evolve_seed, lineage_seed, spectrum_seed = np.random.SeedSequence(seed).spawn(4)
+    family_seed, *chrom_seeds = genome_seed.spawn(1 + n_chromosomes)
+    return {"families": family_seed, "chromosomes": chrom_seeds,
+            "evolve": evolve_seed.spawn(n_chromosomes), "lineage": lineage_seed,
+            "spectrum": spectrum_seed}
 
 
 def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...] | None = None,
                      n_species: int | None = None, length: int = 1_000_000,
                      n_chromosomes: int = 4, tree: str | None = None,
-                     divergence_scale: float = 1.0, insertion_rate: float = 0.45, seed: int = 0,
-                     force: bool = False, softmask: bool = False,
-                     time_units: str = "myr") -> SimulationResult:
+                     divergence_scale: float = 1.0, insertion_rate: float = 0.45,
+                     spectrum_bias: float = 0.0, seed: int = 0, force: bool = False,
+                     softmask: bool = False, time_units: str = "myr") -> SimulationResult:
     """Simulate one haploid genome per species along a species tree and write it to out_dir.
 
     Writes ``<species>.fa`` (records chr1..chrK), ``<species>.<split>.fa`` for train/val/test,
     ``manifest.tsv`` (``path label split``, paths relative to out_dir), ``simulation.json``
-    (parameters, seed, versions, composition and measured divergence) and ``SHA256SUMS``.
-    Raises ConfigError for bad parameters and OutputExistsError if out_dir is not empty and
-    force is False.
+    (parameters, seed, versions, composition, measured divergence and what each lineage
+    received) and ``SHA256SUMS``. insertion_rate and spectrum_bias set the lineage-specific
+    signals (see lineage.py); divergence_scale multiplies every rate. Raises ConfigError for
+    bad parameters and OutputExistsError if out_dir is not empty and force is False.
     """
     config = SimulationConfig(
         species=tuple(species) if species is not None else None, n_species=n_species,
         length=int(length), n_chromosomes=int(n_chromosomes), tree=tree, time_units=time_units,
         divergence_scale=float(divergence_scale), insertion_rate=float(insertion_rate),
-        seed=int(seed), softmask=softmask)
+        spectrum_bias=float(spectrum_bias), seed=int(seed), softmask=softmask)
     evolution = config.evolution()
     demography, leaves = species_demography(evolution)
     chosen = _select_species(config, leaves)
     lengths = config.chromosome_lengths()
     layout = _split_layout(config, lengths)
 
-    genome_seed, evolve_seed, lineage_seed = np.random.SeedSequence(config.seed).spawn(3)
-    family_seed, *chrom_seeds = genome_seed.spawn(1 + len(lengths))
-    families = repeat_families(np.random.default_rng(family_seed), config.genome)
-    lineage = LineageRepeats(families, lineage_seed)
+    seeds = seed_streams(config.seed, len(lengths))
+    families = repeat_families(np.random.default_rng(seeds["families"]), config.genome)
+    lineage = LineageRepeats(families, seeds["lineage"])
+    spectra = LineageSpectra(demography, seeds["spectrum"])
     chains = background_chains(config.genome)
     ancestral = [ancestral_chromosome(np.random.default_rng(s), n, config.genome, families, chains)
-                 for s, n in zip(chrom_seeds, lengths)]
-    variants = [evolve_chromosome(chrom.bases, chosen, demography, evolution, s, lineage)
-                for chrom, s in zip(ancestral, evolve_seed.spawn(len(lengths)))]
+                 for s, n in zip(seeds["chromosomes"], lengths)]
+    variants = [evolve_chromosome(chrom.bases, chosen, demography, evolution, s, lineage, spectra)
+                for chrom, s in zip(ancestral, seeds["evolve"])]
 
     out_dir = Path(out_dir)
     counter = _DivergenceCounter(chosen)
@@ -304,7 +357,7 @@ def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...
         write_manifest(tmp / "manifest.tsv", rows)
         record = _record(config, chosen, lengths, layout, ancestral, species_lengths, counter,
                          sum(len(v.sub_positions) for v in variants),
-                         sum(len(v.indel_positions) for v in variants))
+                         sum(len(v.indel_positions) for v in variants), spectra, leaves)
         write_json(tmp / "simulation.json", record)
         write_checksums(tmp)
     return SimulationResult(
@@ -343,5 +396,9 @@ def summary(result: SimulationResult) -> str:
     lines += [f"  {pair:<28} {value:.4%}" for pair, value in result.divergence.items()]
     lines.append("lineage-specific transposon insertions: " + ", ".join(
         f"{name} {n}" for name, n in result.params["lineage_insertions"].items()))
+    if result.params["lineage_signatures"]:
+        lines.append("lineage substitution signatures: " + ", ".join(
+            f"{branch} {info['signature']} x{info['substitutions']}"
+            for branch, info in result.params["lineage_signatures"].items()))
     lines.append(f"manifest: {result.manifest}")
     return "\n".join(lines)

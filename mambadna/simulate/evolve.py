@@ -4,7 +4,10 @@ For each chromosome: the coalescent with recombination under the species-tree de
 the genealogies of one haploid genome per species; msprime then drops finite-sites substitutions
 (HKY, transitions:transversions 2:1) and, separately, indel events on those genealogies. Each
 variant is applied onto the ancestral sequence, so a site's ancestral allele is always the
-ancestral genome's base.
+ancestral genome's base. On top come the lineage-specific signals of lineage.py, the only ones a
+held-out chromosome shares with the training chromosomes: transposon insertions (dropped on the
+same genealogies as presence/absence events) and, when ``spectrum_bias`` > 0, each branch's
+substitution signature (fixed on its branch of the species tree).
 
 msprime draws its own random ancestral allele at each site. We map the drawn alleles onto ours
 with ``b -> b XOR (drawn XOR ours)`` (bases coded A0 C1 G2 T3): a bijection that sends the drawn
@@ -16,12 +19,12 @@ msprime is imported inside functions: it is an optional dependency of the GPU im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from mambadna.errors import ConfigError
-from mambadna.simulate.lineage import LineageRepeats, carrier_patterns
+from mambadna.simulate.lineage import LineageRepeats, LineageSpectra, carrier_patterns
 
 GREAT_APES = ("human", "chimpanzee", "bonobo", "gorilla", "orangutan")
 # Split times in million years (science notes): orangutan 16, gorilla 9, human 6, chimp/bonobo 1.
@@ -44,6 +47,7 @@ class EvolutionConfig:
     indel_length_p: float = 0.5  # geometric parameter of indel lengths
     indel_max_length: int = 10  # indel lengths are truncated to 1..indel_max_length
     insertion_rate: float = 0.45  # lineage-specific transposon insertions per Mb per Myr
+    spectrum_bias: float = 0.0  # rate of each branch's signature at its sites / substitution rate
 
     def __post_init__(self) -> None:
         if self.time_units not in ("myr", "yr", "gen"):
@@ -54,13 +58,24 @@ class EvolutionConfig:
         for name in ("generation_time", "population_size", "mutation_rate", "kappa"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.recombination_rate < 0 or self.indel_ratio < 0 or self.insertion_rate < 0:
-            raise ConfigError("recombination_rate, indel_ratio and insertion_rate must be >= 0")
+        if min(self.recombination_rate, self.indel_ratio, self.insertion_rate,
+               self.spectrum_bias) < 0:
+            raise ConfigError("recombination_rate, indel_ratio, insertion_rate and spectrum_bias "
+                              "must be >= 0")
 
     def insertion_rate_per_generation(self) -> float:
-        """Transposon insertions per base per generation (scaled like the mutation rate)."""
+        """Transposon insertions per base per generation (scaled like the mutation rate).
+
+        insertion_rate is per Mb (1e6 bases) per Myr (1e6 years): per base per year it is
+        insertion_rate * 1e-12, per generation that times generation_time; msprime's time unit
+        is the generation whatever the tree's time_units.
+        """
         per_year = self.insertion_rate * 1e-6 / 1e6
         return per_year * self.generation_time * self.divergence_scale
+
+    def signature_rate_per_generation(self) -> float:
+        """Signature substitutions per matching site per generation on a branch."""
+        return self.spectrum_bias * self.mutation_rate * self.divergence_scale
 
 
 def species_demography(config: EvolutionConfig):
@@ -89,7 +104,8 @@ class ChromosomeVariants:
     (n_indel,) bool, indel_lengths (n_indel,) int64, inserted (sum of insertion lengths,) uint8
     in event order, indel_carriers (n_indel, n_species) bool, indel_is_repeat (n_indel,) bool:
     a lineage-specific transposon copy (soft-masked). A deletion at p removes [p, p + length);
-    an insertion at p adds its bases after base p.
+    an insertion at p adds its bases after base p. signature_hits: the substitutions of each
+    species-tree branch's signature (included in the sub_ arrays), by branch name.
     """
 
     sub_positions: np.ndarray
@@ -100,6 +116,7 @@ class ChromosomeVariants:
     inserted: np.ndarray
     indel_carriers: np.ndarray
     indel_is_repeat: np.ndarray | None = None
+    signature_hits: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.indel_is_repeat is None:
@@ -145,15 +162,18 @@ def _binary_events(ts, rate: float, seed: np.random.SeedSequence):
 
 def evolve_chromosome(bases: np.ndarray, species: list[str], demography, config: EvolutionConfig,
                       seed: np.random.SeedSequence,
-                      lineage: LineageRepeats | None = None) -> ChromosomeVariants:
+                      lineage: LineageRepeats | None = None,
+                      spectra: LineageSpectra | None = None) -> ChromosomeVariants:
     """Simulate one chromosome's genealogies and variants for one haploid genome per species.
 
     lineage: the lineage-specific transposon subfamilies (shared by all chromosomes); None
-    leaves out transposon insertions.
+    leaves out transposon insertions. spectra: the branches' substitution signatures; None (or
+    spectrum_bias 0) leaves them out.
     """
     import msprime
 
-    ancestry_seed, sub_seed, indel_seed, shape_seed, te_seed = seed.spawn(5)
+    # A sixth child leaves the first five (and so every output without signatures) unchanged.
+    ancestry_seed, sub_seed, indel_seed, shape_seed, te_seed, sig_seed = seed.spawn(6)
     ts = msprime.sim_ancestry(
         samples=[msprime.SampleSet(1, population=name, ploidy=1) for name in species],
         demography=demography, sequence_length=len(bases), ploidy=2,
@@ -165,6 +185,11 @@ def evolve_chromosome(bases: np.ndarray, species: list[str], demography, config:
     drawn = _codes(subs.tables.sites.ancestral_state)
     genotypes = subs.genotype_matrix(alleles=("A", "C", "G", "T")).astype(np.uint8)
     alleles = genotypes ^ (drawn ^ bases[positions])[:, None]
+    hits: dict[str, int] = {}
+    if spectra is not None and config.spectrum_bias > 0:
+        positions, alleles, hits = _add_signatures(
+            positions, alleles, spectra, np.random.default_rng(sig_seed), bases, species,
+            config.signature_rate_per_generation())
 
     indel_positions, carriers = _binary_events(ts, rate * config.indel_ratio, indel_seed)
     rng = np.random.default_rng(shape_seed)
@@ -185,7 +210,20 @@ def evolve_chromosome(bases: np.ndarray, species: list[str], demography, config:
         inserted = np.concatenate([inserted, te_bases])
         is_repeat = np.concatenate([is_repeat, np.ones(len(te_positions), dtype=bool)])
     return ChromosomeVariants(positions, alleles.astype(np.uint8), indel_positions, is_insertion,
-                              lengths, inserted, carriers, is_repeat)
+                              lengths, inserted, carriers, is_repeat, hits)
+
+
+def _add_signatures(positions: np.ndarray, alleles: np.ndarray, spectra: LineageSpectra,
+                    rng: np.random.Generator, bases: np.ndarray, species: list[str],
+                    rate: float) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Append the branches' signature substitutions at the sites msprime left alone (a site
+    keeps one history: the ~1 % that coincide with a neutral site keep the neutral one)."""
+    sig_positions, sig_alleles, branch_of = spectra.substitutions(rng, bases, species, rate)
+    free = ~np.isin(sig_positions, positions)
+    counts = np.bincount(branch_of[free], minlength=len(spectra.branches))
+    hits = {b.name: int(n) for b, n in zip(spectra.branches, counts) if n}
+    return (np.concatenate([positions, sig_positions[free]]),
+            np.concatenate([alleles, sig_alleles[free]]), hits)
 
 
 def _codes(states: np.ndarray) -> np.ndarray:

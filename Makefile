@@ -32,7 +32,7 @@ demo: $(STAMP)
 
 # The full suite (what CI runs), after lint.
 test: $(STAMP)
-	$(VENV)/bin/ruff check mambadna kernels tests
+	$(VENV)/bin/ruff check mambadna kernels tests benchmarks
 	$(PY) -m pytest -q
 
 # The inner loop: everything but the tests marked slow or gpu (under ~90 s on 2 cores).
@@ -43,7 +43,7 @@ test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mambadna kernels tests
+	$(VENV)/bin/ruff check mambadna kernels tests benchmarks
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .hypothesis build *.egg-info

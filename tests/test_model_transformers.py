@@ -1,17 +1,23 @@
 """Our model computes the same function as transformers' MambaForCausalLM with the same weights.
 
 Runs only where ``transformers`` is installed (it is not a dependency of mambadna); the CPU
-benchmark (python -m mambadna.model.bench) makes the same comparison at full size.
+benchmark (python benchmarks/model_cpu.py) makes the same comparison at full size, with the
+converter imported from there (benchmarks/ first on sys.path: benchmarks/README.md).
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from mambadna.alphabet import A, T
 from mambadna.model import MambaDNA, ModelConfig
-from mambadna.model.bench import to_transformers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from model_cpu import to_transformers  # benchmarks/model_cpu.py
 
 pytest.importorskip("transformers")
 

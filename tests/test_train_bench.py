@@ -1,12 +1,20 @@
-"""The training benchmark runs every configuration, records failures, writes strict JSON."""
+"""The training benchmark (benchmarks/train.py) runs every configuration, records failures,
+writes strict JSON.
+
+benchmarks/ is not a package and not installed: tests import its scripts by file name with the
+folder first on sys.path, as ``python benchmarks/train.py`` runs them (benchmarks/README.md).
+"""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from mambadna.train.bench import BenchResult, main, target_note
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from train import BenchResult, main, target_note  # benchmarks/train.py
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -316,8 +316,10 @@ def test_gluon_output_pass_compiles_for_hopper_with_fewer_instructions():
     one exp2 per (position, state), and a shorter tile loop than the Triton kernel's (the
     point of copying each tile's B / C block in one piece)."""
     rows = json.loads(_without_interpreter(
-        "import json\n"
-        "from mambadna.kernels import sass, triton_scan\n"
+        "import json, sys\n"
+        "sys.path.insert(0, 'benchmarks')  # benchmarks/sass.py, run from the repository root\n"
+        "import sass\n"
+        "from mambadna.kernels import triton_scan\n"
         "print(json.dumps([sass.report('forward', triton_scan.ScanConfig(gluon=g), 16)\n"
         "                  for g in (True, False)]))\n"))
     gluon, triton_ = rows
@@ -330,8 +332,10 @@ def test_sass_report_compiles_for_hopper_without_a_gpu():
     """The development tool that predicts registers before GPU time is spent: the adjoint
     summary compiles for sm_90 here, one exp2 per (position, state) of its tile loop."""
     row = json.loads(_without_interpreter(
-        "import json\n"
-        "from mambadna.kernels import sass, triton_scan\n"
+        "import json, sys\n"
+        "sys.path.insert(0, 'benchmarks')\n"
+        "import sass\n"
+        "from mambadna.kernels import triton_scan\n"
         "print(json.dumps(sass.report('backward-summary', triton_scan.ScanConfig(), 16)))\n"))
     assert 32 <= row["registers"] <= 255
     assert row["resident_per_sm"] >= 1

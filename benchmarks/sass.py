@@ -1,7 +1,8 @@
 """What the compiler made of the scan kernels, on any machine (no GPU needed; development tool).
 
-    python -m mambadna.kernels.sass [--kernels forward,forward-summary,backward-summary,backward]
-                                    [--config stages=3,fwd_warps=1] [--state 16] [--arch 90]
+    python benchmarks/sass.py [--kernels forward,forward-summary,backward-summary,backward]
+                              [--config stages=3,fwd_warps=1] [--state 16] [--arch 90]
+                              [--json sass.json]
 
 Compiles each kernel for the architecture with the ScanConfig's tiling (bf16 u / delta / z,
 z gate, D, delta_bias and softplus on, sizes divisible by 16 as at the benchmark's shapes) and
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import re
 import subprocess
@@ -152,6 +154,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--config", default="", help="ScanConfig changes, e.g. stages=3")
     parser.add_argument("--state", type=int, default=16)
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10")
+    parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     changes = {k: int(v) for k, v in (kv.split("=") for kv in args.config.split(",") if kv)}
     cfg = triton_scan.ScanConfig(**changes)
@@ -162,6 +165,10 @@ def main(argv=None) -> list[dict]:
         mix = ", ".join(f"{op}:{n}" for op, n in r["loop_mix"].items())
         print(f"{r['kernel']:>17} {r['registers']:>5} {r['spill_bytes']:>8} {r['shared']:>6} "
               f"{r['resident_per_sm']:>6} {r['loop_instructions']:>6}  {mix}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(triton=triton.__version__, arch=args.arch, config=repr(cfg),
+                           rows=rows), f, indent=1)
     return rows
 
 

@@ -1,7 +1,7 @@
 """One device call's worth of checks and timings of the Triton selective scan (development tool).
 
-    python -m mambadna.kernels.gpu_check [--variants default,fw2,dot,...] [--shapes ...]
-                                         [--json out.json]
+    python benchmarks/gpu_check.py [--variants default,fw2,dot,...] [--shapes ...]
+                                   [--json out.json]
 
 For every tiling variant (a ScanConfig) and shape: forward and forward+backward median time,
 and the outputs and gradients of the variant compared with the first variant's on the same
@@ -16,9 +16,10 @@ import argparse
 import json
 import time
 
+import scan as bench  # benchmarks/scan.py
 import torch
 
-from mambadna.kernels import bench, triton_scan
+from mambadna.kernels import triton_scan
 
 # Changes to the current ScanConfig defaults. Variants added in earlier sessions are named for
 # how they differed from the defaults of their day (kernels/README.md has each run), so some

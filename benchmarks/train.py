@@ -1,8 +1,8 @@
 """Pretraining throughput and peak memory per model size and context length.
 
-    python -m mambadna.train.bench                      # paper-1.4m, paper-7m x 2^14, 2^17, 2^20
-    python -m mambadna.train.bench --preset paper-7m --seq-len 1048576 --steps 10
-    python -m mambadna.train.bench --device cpu --preset tiny --seq-len 1024 --steps 2
+    python benchmarks/train.py                      # paper-1.4m, paper-7m x 2^14, 2^17, 2^20
+    python benchmarks/train.py --preset paper-7m --seq-len 1048576 --steps 10
+    python benchmarks/train.py --device cpu --preset tiny --seq-len 1024 --steps 2
 
 Each configuration runs the training step of ``mambadna pretrain`` on random DNA tokens:
 next-base loss, AdamW with the decay groups of training, gradient clipping, bf16 autocast on
@@ -202,7 +202,7 @@ def run(options: BenchOptions, log=print) -> dict:
             log(f"{preset} seq_len {seq_len}: {result.status}, "
                 f"{result.bases_per_second:,.0f} bases/s, {result.peak_memory_gib:.2f} GiB")
             results.append(result)
-    return {"benchmark": "mambadna.train.bench", "mambadna": __version__,
+    return {"benchmark": "benchmarks/train.py", "mambadna": __version__,
             "environment": environment(device), "options": asdict(options),
             "results": [_finite(asdict(r)) for r in results], "target": target_note(results)}
 
@@ -213,7 +213,7 @@ def _finite(row: dict) -> dict:
 
 
 def _parse(argv: list[str] | None) -> tuple[BenchOptions, Path]:
-    parser = argparse.ArgumentParser(prog="python -m mambadna.train.bench",
+    parser = argparse.ArgumentParser(prog="python benchmarks/train.py",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", action="append", help="Model preset (repeatable). "
                         f"Default: {', '.join(DEFAULT_PRESETS)}.")

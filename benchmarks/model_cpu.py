@@ -1,6 +1,6 @@
 """CPU forward throughput of a MambaDNA preset against Hugging Face's pure-PyTorch Mamba.
 
-    python -m mambadna.model.bench [--preset paper-1.4m --length 16384 --batch 1]
+    python benchmarks/model_cpu.py [--preset paper-1.4m --length 16384 --batch 1]
                                    [--threads 2 --repeats 3 --json model_bench.json]
                                    [--no-baseline]
 
@@ -120,7 +120,7 @@ def _worker(impl: str, workdir: Path, threads: int, repeats: int) -> dict:
 
 def _run_worker(impl: str, workdir: Path, threads: int, repeats: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "mambadna.model.bench", "--worker", impl, "--workdir",
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--workdir",
            str(workdir), "--threads", str(threads), "--repeats", str(repeats)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:

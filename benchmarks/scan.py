@@ -1,7 +1,7 @@
 """GPU benchmark of the selective scan: our Triton kernels vs PyTorch vs the copy roofline.
 
-    python -m mambadna.kernels.bench [--json bench.json] [--shapes 1x1024x4096,8x1024x4096]
-                                     [--state 16] [--dtype bfloat16] [--reference-max-length N]
+    python benchmarks/scan.py [--json scan.json] [--shapes 1x1024x4096,8x1024x4096]
+                              [--state 16] [--dtype bfloat16] [--reference-max-length N]
 
 For each (batch, dim, L): forward and forward+backward time (median of CUDA-event timings after
 warm-up, fresh random inputs, z gate and softplus on, variable B/C of shape (batch, N, L)),
@@ -175,7 +175,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        raise SystemExit("mambadna.kernels.bench needs a CUDA GPU")
+        raise SystemExit("benchmarks/scan.py needs a CUDA GPU")
     import triton
 
     bandwidth = copy_bandwidth()

@@ -1,7 +1,7 @@
 """CPU benchmark of the PyTorch selective scans: per-position loop vs chunked closed form.
 
-    python -m mambadna.kernels.bench_cpu [--batch 2 --dim 256 --state 16 --length 4096]
-                                         [--threads 2] [--json out.json]
+    python benchmarks/scan_cpu.py [--batch 2 --dim 256 --state 16 --length 4096]
+                                  [--threads 2] [--json out.json]
 
 Prints one row per (implementation, pass) with milliseconds, ns per element and the speed-up of
 the chunked scan over the loop; "element" is one (batch, channel, position). The floor printed

@@ -1,4 +1,4 @@
-"""Benchmark FASTA -> tokens on one CPU core: ``python -m mambadna.io.bench [--json PATH]``.
+"""Benchmark FASTA -> tokens on one CPU core: ``python benchmarks/readers.py [--json PATH]``.
 
 Generates a FASTA of --size-mb megabytes (--records records, 60-column lines, random bases
 with a few lowercase and N runs) in a temporary folder and times, on a warm page cache:

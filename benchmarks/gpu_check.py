@@ -19,7 +19,7 @@ import time
 import scan as bench  # benchmarks/scan.py
 import torch
 
-from mambadna.kernels import triton_scan
+from mambadna.kernels.selective_scan import triton as triton_scan
 
 # Changes to the current ScanConfig defaults. Variants added in earlier sessions are named for
 # how they differed from the defaults of their day (kernels/README.md has each run), so some

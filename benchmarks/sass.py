@@ -29,8 +29,8 @@ import tempfile
 import triton
 from triton.backends.compiler import GPUTarget
 
-from mambadna.kernels import triton_scan
-from mambadna.kernels import triton_scan_kernels as K
+from mambadna.kernels.selective_scan import kernels as K
+from mambadna.kernels.selective_scan import triton as triton_scan
 
 # Pointer arguments that carry the (batch, dim, L) bf16 tensors; every other pointer is fp32.
 _BF16_POINTERS = {"u_ptr", "delta_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddelta_ptr",

@@ -20,7 +20,7 @@ from datetime import date
 
 import torch
 
-from mambadna.kernels.reference import selective_scan_chunked, selective_scan_reference
+from mambadna.kernels.selective_scan.naive import selective_scan_chunked, selective_scan_reference
 
 PASSES_PER_ELEMENT_STATE = 12
 

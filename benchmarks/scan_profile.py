@@ -20,7 +20,8 @@ import time
 import scan as bench  # benchmarks/scan.py
 import torch
 
-from mambadna.kernels import selective_scan, triton_scan
+from mambadna.kernels import selective_scan
+from mambadna.kernels.selective_scan import triton as triton_scan
 
 
 def _parse(current, text: str):

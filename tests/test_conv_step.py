@@ -11,7 +11,7 @@ from mambadna.kernels import (
     selective_scan,
     selective_state_update,
 )
-from mambadna.kernels.reference import selective_scan_reference
+from mambadna.kernels.selective_scan.naive import selective_scan_reference
 
 
 def randn(*shape, seed=0, dtype=torch.float64):

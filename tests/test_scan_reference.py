@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mambadna.kernels import selective_scan
-from mambadna.kernels.reference import selective_scan_chunked, selective_scan_reference
+from mambadna.kernels.selective_scan.naive import selective_scan_chunked, selective_scan_reference
 
 
 def make_inputs(batch, dim, n_state, length, groups=None, dtype=torch.float64, seed=0,

@@ -164,7 +164,7 @@ def check(case: dict, result: dict) -> None:
 def _worker() -> None:
     """Run every case under the interpreter; one JSON line per case on stdout."""
     assert os.environ.get("TRITON_INTERPRET") == "1"
-    from mambadna.kernels import triton_scan
+    from mambadna.kernels.selective_scan import triton as triton_scan
 
     triton_scan.set_poison_outputs(True)
     for case in CASES:
@@ -229,7 +229,7 @@ def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error():
 def test_fp64_inputs_use_the_reference():
     """The kernels have no fp64 path: fp64 inputs are answered by the (exact) reference."""
     pytest.importorskip("triton")
-    from mambadna.kernels.triton_scan import selective_scan_triton
+    from mambadna.kernels.selective_scan.triton import selective_scan_triton
 
     x = {k: (v.double() if isinstance(v, torch.Tensor) else v)
          for k, v in make_inputs(CASES[0], "cpu").items()}
@@ -251,7 +251,7 @@ def test_occupancy_follows_cuda_rules():
     """Programs per SM from registers (per-warp units of 256 from each sub-partition's 16 384),
     warps (64) and shared memory; the figures the H200 runs of kernels/README.md rely on."""
     pytest.importorskip("triton")
-    from mambadna.kernels.triton_scan import resident_programs
+    from mambadna.kernels.selective_scan.triton import resident_programs
 
     assert resident_programs(168, 1) == 12  # backward: 168 registers, 1-warp programs
     assert resident_programs(128, 1) == 16
@@ -265,7 +265,7 @@ def test_segments_fill_the_gpu_in_whole_turns():
     """The forward and the backward cut L so that their items fill the resident programs in
     whole turns."""
     pytest.importorskip("triton")
-    from mambadna.kernels.triton_scan import _chunks_per_segment
+    from mambadna.kernels.selective_scan.triton import _chunks_per_segment
 
     def cut(*args, forced=None, weight=0.25):
         return _chunks_per_segment(*args, weight, forced)
@@ -291,7 +291,7 @@ def test_segments_fill_the_gpu_in_whole_turns():
 def test_bc_tile_major_round_trip():
     """B / C into the kernels' tile-major fp32 layout and the gradients back: one strided copy
     each way, zero padding past L, every length (whole tiles, a partial last tile, L < T)."""
-    from mambadna.kernels import triton_scan as ts
+    from mambadna.kernels.selective_scan import triton as ts
 
     g = torch.Generator().manual_seed(3)
     for length, tile, groups in ((64, 8, 2), (37, 8, 1), (45, 4, 1), (3, 8, 2), (1, 4, 1)):
@@ -319,7 +319,7 @@ def test_gluon_output_pass_compiles_for_hopper_with_fewer_instructions():
         "import json, sys\n"
         "sys.path.insert(0, 'benchmarks')  # benchmarks/sass.py, run from the repository root\n"
         "import sass\n"
-        "from mambadna.kernels import triton_scan\n"
+        "from mambadna.kernels.selective_scan import triton as triton_scan\n"
         "print(json.dumps([sass.report('forward', triton_scan.ScanConfig(gluon=g), 16)\n"
         "                  for g in (True, False)]))\n"))
     gluon, triton_ = rows
@@ -335,7 +335,7 @@ def test_sass_report_compiles_for_hopper_without_a_gpu():
         "import json, sys\n"
         "sys.path.insert(0, 'benchmarks')\n"
         "import sass\n"
-        "from mambadna.kernels import triton_scan\n"
+        "from mambadna.kernels.selective_scan import triton as triton_scan\n"
         "print(json.dumps(sass.report('backward-summary', triton_scan.ScanConfig(), 16)))\n"))
     assert 32 <= row["registers"] <= 255
     assert row["resident_per_sm"] >= 1

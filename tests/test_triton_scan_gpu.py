@@ -72,7 +72,7 @@ GPU_CASES = [
 
 @pytest.fixture
 def configured():
-    from mambadna.kernels import triton_scan
+    from mambadna.kernels.selective_scan import triton as triton_scan
 
     triton_scan.set_poison_outputs(True)
     previous = triton_scan.get_config()

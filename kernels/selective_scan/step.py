@@ -7,7 +7,7 @@ Given the state x after position t-1, for every (batch b, channel d, state n)::
     y[b,d]      = sum_n C[b,n] * x'[b,d,n]  +  D[d] * u[b,d]
     out[b,d]    = y * silu(z[b,d])                            (gate optional)
 
-the same arithmetic as one column of ``selective_scan`` (kernels/reference.py), so stepping a
+the same arithmetic as one column of ``selective_scan`` (naive.py), so stepping a
 sequence position by position reproduces the scan to fp32 rounding. With grouped B/C of shape
 (batch, groups, N), channel d reads group d // (dim // groups).
 

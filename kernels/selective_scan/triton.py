@@ -2,8 +2,8 @@
 
 ``selective_scan_triton`` is what ``mambadna.kernels.selective_scan`` calls for CUDA tensors
 and for ``backend="triton"`` (arguments already validated). The kernels live in
-``triton_scan_kernels.py``, and the Gluon versions of the three pipelined passes (run on CUDA
-for aligned rows) in ``triton_scan_gluon.py``; the math, the layout and the measured speed are
+``kernels.py``, and the Gluon versions of the three pipelined passes (run on CUDA
+for aligned rows) in ``gluon.py``; the math, the layout and the measured speed are
 in kernels/README.md.
 
 What is kept between forward and backward: the inputs and the fp32 state at every chunk
@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from mambadna.kernels import triton_scan_kernels as K
-from mambadna.kernels.reference import selective_scan_chunked
+from mambadna.kernels.selective_scan import kernels as K
+from mambadna.kernels.selective_scan.naive import selective_scan_chunked
 
 __all__ = ["ScanConfig", "get_config", "selective_scan_triton", "set_config"]
 
@@ -86,7 +86,7 @@ class ScanConfig:
     # backward's rerun of each chunk, whose state loop the compiler then unrolls): Triton 3.6
     # keeps float picks as adds (H200: -3 % forward, -1.4 % forward+backward).
     bit_picks: bool = True
-    # The forward passes and the adjoint summary in Gluon (``triton_scan_gluon.py``: each
+    # The forward passes and the adjoint summary in Gluon (``gluon.py``: each
     # tile's B / C block one copy per thread) where they apply: CUDA, aligned rows, N a power
     # of two (``_gluon``); elsewhere, and under the interpreter, the Triton kernels.
     gluon: bool = True
@@ -451,7 +451,7 @@ def _forward_plan(geo: _Geometry, cfg: ScanConfig, save_states: bool, softplus: 
 
 
 def _gluon(geo: _Geometry, cfg: ScanConfig, channels_per_thread: int):
-    """The Gluon kernels' module (``triton_scan_gluon``) if they apply to this call, else
+    """The Gluon kernels' module (``gluon.py``) if they apply to this call, else
     None: they copy 16-byte rows (aligned rows only), lay B / C blocks of N rows over the
     threads (N a power of two) and give a thread one channel; the interpreter has no Gluon."""
     n = geo.n_state
@@ -459,10 +459,10 @@ def _gluon(geo: _Geometry, cfg: ScanConfig, channels_per_thread: int):
             and channels_per_thread == 1 and not _interpreting()):
         return None
     try:
-        from mambadna.kernels import triton_scan_gluon
+        from mambadna.kernels.selective_scan import gluon
     except ImportError:  # a Triton without Gluon
         return None
-    return triton_scan_gluon
+    return gluon
 
 
 # ----------------------------------------------------------------------------- backward

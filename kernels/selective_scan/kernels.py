@@ -1,6 +1,6 @@
 # Triton's JIT frontend builds tuples by concatenation, not by starred unpacking:
 # ruff: noqa: RUF005
-"""Triton kernels of the selective scan; launched by ``triton_scan.py`` (math: kernels/README.md).
+"""Triton kernels of the selective scan; launched by ``triton.py`` (math: kernels/README.md).
 
 Tiling (the same in every kernel): a program owns one batch row, a tile of ``BD`` channels and a
 segment of positions. Each thread owns one channel (``BD`` = 32 x warps), all ``N`` of its

@@ -4,7 +4,7 @@
 
 The forward summary and output passes (``_scan_fwd_kernel``) and the adjoint summary
 (``_scan_bwd_summary_kernel``) with the math, tiling and arguments of their Triton versions
-in ``triton_scan_kernels.py``: a program owns one (segment, channel tile), a thread one
+in ``kernels.py``: a program owns one (segment, channel tile), a thread one
 channel and its N states, and the segment is walked in tiles of T positions. What Gluon
 changes is how each tile's operands reach the threads. ``tl`` software pipelining copies
 every B / C row of a tile on its own (in the output pass 32 asynchronous copies per tile,
@@ -27,7 +27,7 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
 
 # The element-wise helpers (and the dt tile) are the Triton kernels' own: no layouts in them; a
 # Gluon kernel calls them and compiles to the same SASS as with Gluon copies of them.
-from mambadna.kernels.triton_scan_kernels import _col, _dt_of, _sigmoid
+from mambadna.kernels.selective_scan.kernels import _col, _dt_of, _sigmoid
 
 # The asynchronous global-to-shared copy: `async_load` from Triton 3.7 on,
 # `async_copy_global_to_shared` before (which later versions keep only to raise).
@@ -78,7 +78,7 @@ def _scan_fwd_kernel(
     HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
     NS: gl.constexpr, W: gl.constexpr, SAVE_X: gl.constexpr = True,
 ):
-    """One (segment, channel tile) of the forward scan, as ``triton_scan_kernels.
+    """One (segment, channel tile) of the forward scan, as ``kernels.
     _scan_fwd_kernel``. SUMMARY: scan from a zero state; write the end state into the chunk
     slot of the next segment's first chunk and the per-channel sum of dt into ``dtsum``
     (batch, n_seg, dim). Otherwise: from X[b, first chunk], write out, X at every later
@@ -207,7 +207,7 @@ def _scan_bwd_summary_kernel(
     NS: gl.constexpr, W: gl.constexpr,
 ):
     """Adjoint summary of segment s = 1 + pid // n_bt, scanned right to left from zero, as
-    ``triton_scan_kernels._scan_bwd_summary_kernel``: q = a[t_lo] g[t_lo] into slot s - 1
+    ``kernels._scan_bwd_summary_kernel``: q = a[t_lo] g[t_lo] into slot s - 1
     of Q (batch, n_seg, dim, N), the per-channel sum of dt into dtsum[b, s]. Tiles are
     copied right to left, each with its C block (one copy per thread)."""
     blk: gl.constexpr = gl.BlockedLayout([1, T], [32, 1], [W, 1], [1, 0])

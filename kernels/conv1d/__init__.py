@@ -1,0 +1,14 @@
+"""Causal depthwise convolution with a carried state (Mamba's short convolution) as an op.
+
+- ``ops.py``: the reference (``F.conv1d`` over the state prepended to x), the validated public
+  ``causal_conv1d`` and its one-position form ``causal_conv1d_update``. No custom kernel: at
+  width 4 cuDNN / oneDNN do depthwise convolutions well enough.
+"""
+
+from mambadna.kernels.conv1d.ops import (
+    causal_conv1d,
+    causal_conv1d_reference,
+    causal_conv1d_update,
+)
+
+__all__ = ["causal_conv1d", "causal_conv1d_reference", "causal_conv1d_update"]

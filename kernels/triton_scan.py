@@ -1,0 +1,5 @@
+"""Deprecated alias (removed in mambadna 0.2): use ``mambadna.kernels.selective_scan.triton``."""
+
+from mambadna.kernels._deprecated import alias
+
+alias(__name__, "mambadna.kernels.selective_scan.triton")

@@ -26,11 +26,14 @@ import re
 import subprocess
 import tempfile
 
+import scan as bench  # benchmarks/scan.py
 import triton
 from triton.backends.compiler import GPUTarget
 
+from mambadna.kernels.launch import resident_programs
 from mambadna.kernels.selective_scan import kernels as K
 from mambadna.kernels.selective_scan import triton as triton_scan
+from mambadna.kernels.selective_scan.config import ScanConfig
 
 # Pointer arguments that carry the (batch, dim, L) bf16 tensors; every other pointer is fp32.
 _BF16_POINTERS = {"u_ptr", "delta_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddelta_ptr",
@@ -39,7 +42,7 @@ _BF16_POINTERS = {"u_ptr", "delta_ptr", "z_ptr", "out_ptr", "dout_ptr", "du_ptr"
 _DIVISIBLE = {"L", "dim", "dim_per_group", "sB_b", "sB_g", "sBC"}
 
 
-def _constants(role: str, cfg: triton_scan.ScanConfig, n_state: int) -> tuple[object, dict, int]:
+def _constants(role: str, cfg: ScanConfig, n_state: int) -> tuple[object, dict, int]:
     """(jit function, constexpr values, warps) of a kernel role under ``cfg``."""
     tile = cfg.tile or 8  # the rows compiled here are bf16: 8 positions per 16-byte load
     common = dict(N=n_state, T=tile, CH=cfg.chunk, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
@@ -108,7 +111,7 @@ def inner_loop(sass: str) -> collections.Counter:
     return collections.Counter(op for _, op, _ in ins[lo:hi + 1])
 
 
-def report(role: str, cfg: triton_scan.ScanConfig, n_state: int = 16, arch: int = 90) -> dict:
+def report(role: str, cfg: ScanConfig, n_state: int = 16, arch: int = 90) -> dict:
     """Compile one kernel role for sm_``arch``; registers, spills, residency and loop mix."""
     fn, constants, warps = _constants(role, cfg, n_state)
     signature, attrs = {}, {}
@@ -144,20 +147,20 @@ def report(role: str, cfg: triton_scan.ScanConfig, n_state: int = 16, arch: int 
     shared = compiled.metadata.shared
     loop = inner_loop(sass)
     return dict(kernel=role, registers=regs, spill_bytes=stack, shared=shared, warps=warps,
-                resident_per_sm=triton_scan.resident_programs(regs, warps, shared),
+                resident_per_sm=resident_programs(regs, warps, shared),
                 loop_instructions=sum(loop.values()), loop_mix=dict(loop.most_common(12)))
 
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kernels", default="forward,forward-summary,backward-summary,backward")
-    parser.add_argument("--config", default="", help="ScanConfig changes, e.g. stages=3")
+    parser.add_argument("--config", default="",
+                        help="ScanConfig: a TUNED name and/or changes, e.g. stages=3")
     parser.add_argument("--state", type=int, default=16)
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    changes = {k: int(v) for k, v in (kv.split("=") for kv in args.config.split(",") if kv)}
-    cfg = triton_scan.ScanConfig(**changes)
+    cfg = bench.parse_config(args.config)
     rows = [report(role, cfg, args.state, args.arch) for role in args.kernels.split(",") if role]
     print(f"Triton {triton.__version__}, sm_{args.arch}, {cfg}")
     print(f"{'kernel':>17} {'regs':>5} {'spill B':>8} {'smem':>6} {'per SM':>6} {'loop':>6}  mix")

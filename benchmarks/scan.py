@@ -165,6 +165,34 @@ def _shape(text: str) -> tuple[int, int, int]:
     return parts
 
 
+def parse_config(spec: str):
+    """A ScanConfig from text: names of the measured-best table (``TUNED``) and ``field=value``
+    changes, comma-separated, applied left to right to the defaults (``triton,chunk=128``)."""
+    from dataclasses import fields, replace
+
+    from mambadna.kernels.selective_scan.config import TUNED, ScanConfig
+
+    cfg, types = ScanConfig(), {f.name: f.type for f in fields(ScanConfig)}
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        if "=" not in item:
+            if item not in TUNED:
+                raise SystemExit(f"unknown configuration {item!r}; choose from "
+                                 f"{', '.join(TUNED)} or give field=value changes")
+            cfg = TUNED[item]
+            continue
+        name, text = (t.strip() for t in item.split("=", 1))
+        if name not in types:
+            raise SystemExit(f"ScanConfig has no field {name!r}; fields: {', '.join(types)}")
+        if text.lower() == "none":
+            value = None
+        elif "bool" in str(types[name]):
+            value = text.lower() in ("1", "true", "yes", "on")
+        else:
+            value = int(text)
+        cfg = replace(cfg, **{name: value})
+    return cfg
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", type=lambda s: [_shape(p) for p in s.split(",")],

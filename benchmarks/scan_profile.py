@@ -21,38 +21,27 @@ import scan as bench  # benchmarks/scan.py
 import torch
 
 from mambadna.kernels import selective_scan
-from mambadna.kernels.selective_scan import triton as triton_scan
-
-
-def _parse(current, text: str):
-    """A ScanConfig field's new value from text, typed like its current value."""
-    if isinstance(current, bool):
-        return text.lower() in ("1", "true", "yes")
-    return int(text)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", type=bench._shape, default=(1, 1024, 65536))
-    parser.add_argument("--config", default="", help="ScanConfig changes, e.g. fwd_warps=4")
+    parser.add_argument("--config", default="",
+                        help="ScanConfig: a TUNED name and/or changes, e.g. fwd_warps=4")
     parser.add_argument("--json", default=None, help="also write the row here")
     args = parser.parse_args(argv)
-    changes = dict(kv.split("=") for kv in args.config.split(",") if kv)
-    if changes:
-        triton_scan.set_config(**{k: _parse(getattr(triton_scan.get_config(), k), v)
-                                  for k, v in changes.items()})
+    cfg = bench.parse_config(args.config)
     x = bench._leaves(bench.make_inputs(*args.shape))
     dout = torch.randn_like(x["u"])
-    selective_scan(**x).backward(dout)  # compile
+    selective_scan(**x, config=cfg).backward(dout)  # compile
     torch.cuda.synchronize()
     torch.cuda.cudart().cudaProfilerStart()
     start = time.perf_counter()
-    selective_scan(**x).backward(dout)
+    selective_scan(**x, config=cfg).backward(dout)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     torch.cuda.cudart().cudaProfilerStop()
-    row = dict(shape=list(args.shape), config=repr(triton_scan.get_config()),
-               profiled_fwd_bwd_ms=seconds * 1e3)
+    row = dict(shape=list(args.shape), config=repr(cfg), profiled_fwd_bwd_ms=seconds * 1e3)
     print(f"{'batch,dim,L':>18} {'fwd+bwd ms':>10}  config")
     print(f"{','.join(map(str, args.shape)):>18} {row['profiled_fwd_bwd_ms']:10.3f}  "
           f"{row['config']}")

@@ -4,7 +4,9 @@ One folder per op, each with its PyTorch reference, its kernels (if any), its au
 and one validated public function:
 
 - ``selective_scan/``: ``selective_scan`` (Triton kernels on CUDA tensors, the chunked PyTorch
-  reference on CPU) and ``selective_state_update`` (one position, for streaming and generation).
+  reference on CPU) and ``selective_state_update`` (one position, for streaming and generation);
+  ``ScanConfig`` / ``scan_config`` choose the kernels' tiling per call or per ``with`` block.
+- ``launch.py``: launch and configuration code shared by the ops' kernels.
 - ``conv1d/``: ``causal_conv1d`` / ``causal_conv1d_update``, depthwise causal convolution with
   state.
 
@@ -19,11 +21,15 @@ from mambadna.kernels.conv1d import causal_conv1d, causal_conv1d_update
 # folder's package): import the folder's modules by their full path.
 from mambadna.kernels.selective_scan import (
     BACKENDS,
+    TUNED,
+    ScanConfig,
+    scan_config,
     selective_scan,
     selective_scan_chunked,
     selective_scan_reference,
     selective_state_update,
 )
 
-__all__ = ["BACKENDS", "causal_conv1d", "causal_conv1d_update", "selective_scan",
-           "selective_scan_chunked", "selective_scan_reference", "selective_state_update"]
+__all__ = ["BACKENDS", "TUNED", "ScanConfig", "causal_conv1d", "causal_conv1d_update",
+           "scan_config", "selective_scan", "selective_scan_chunked", "selective_scan_reference",
+           "selective_state_update"]

@@ -107,8 +107,17 @@ def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
     return ((a - ref).norm() / ref.norm().clamp_min(1e-300)).item()
 
 
-def run_case(case: dict, device: str, seed: int = 0) -> dict:
-    """Forward + backward by the Triton kernels and by the fp64 definition; relative errors."""
+def case_config(case: dict, min_chunk: int | None = None):
+    """The case's ScanConfig: its chunk and forced segments, and its own changes."""
+    from mambadna.kernels import ScanConfig
+
+    return ScanConfig(chunk=case["chunk"], min_chunk=min_chunk or case["chunk"],
+                      segments=case["segments"], **case.get("config", {}))
+
+
+def run_case(case: dict, device: str, seed: int = 0, config=None) -> dict:
+    """Forward + backward by the Triton kernels and by the fp64 definition; relative errors.
+    ``config``: passed to every Triton call (None: the ``scan_config`` block's)."""
     from mambadna.kernels import selective_scan
 
     x = make_inputs(case, device, seed)
@@ -116,11 +125,13 @@ def run_case(case: dict, device: str, seed: int = 0) -> dict:
     ours = {k: (x[k].clone().requires_grad_(True) if k in tensors else x[k]) for k in x}
     ref = {k: (x[k].detach().double().requires_grad_(True) if k in tensors else x[k])
            for k in x}
-    out, final = selective_scan(**ours, return_final_state=True, backend="triton")
+    out, final = selective_scan(**ours, return_final_state=True, backend="triton",
+                                config=config)
     # Without a gradient to come the forward skips the chunk states' stores (only segment
     # starts are written; X starts NaN-poisoned): the same out and final state, bit for bit.
     with torch.no_grad():
-        out_ng, final_ng = selective_scan(**ours, return_final_state=True, backend="triton")
+        out_ng, final_ng = selective_scan(**ours, return_final_state=True, backend="triton",
+                                          config=config)
     # The loop definition on fp64 copies (the CPU chunked form for large GPU cases).
     backend = "loop" if case["L"] * case["dim"] * case["batch"] <= 4096 else "reference"
     rout, rfinal = selective_scan(**ref, return_final_state=True, backend=backend)
@@ -162,17 +173,21 @@ def check(case: dict, result: dict) -> None:
 
 
 def _worker() -> None:
-    """Run every case under the interpreter; one JSON line per case on stdout."""
+    """Run every case under the interpreter; one JSON line per case on stdout. The case's
+    configuration reaches the kernels as the calls' argument (even cases) or through a
+    ``scan_config`` block (odd cases): both ways are checked."""
     assert os.environ.get("TRITON_INTERPRET") == "1"
-    from mambadna.kernels.selective_scan import triton as triton_scan
+    from mambadna.kernels import scan_config
+    from mambadna.kernels.launch import set_poison_outputs
 
-    triton_scan.set_poison_outputs(True)
-    for case in CASES:
-        triton_scan.set_config(triton_scan.ScanConfig(
-            chunk=case["chunk"], min_chunk=case["chunk"], segments=case["segments"],
-            **case.get("config", {})))
+    set_poison_outputs(True)
+    for i, case in enumerate(CASES):
         try:
-            result = run_case(case, "cpu")
+            if i % 2 == 0:
+                result = run_case(case, "cpu", config=case_config(case))
+            else:
+                with scan_config(case_config(case)):
+                    result = run_case(case, "cpu")
         except Exception as exc:  # reported per case by the parent test
             result = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps({"id": case["id"], **result}), flush=True)
@@ -251,7 +266,7 @@ def test_occupancy_follows_cuda_rules():
     """Programs per SM from registers (per-warp units of 256 from each sub-partition's 16 384),
     warps (64) and shared memory; the figures the H200 runs of kernels/README.md rely on."""
     pytest.importorskip("triton")
-    from mambadna.kernels.selective_scan.triton import resident_programs
+    from mambadna.kernels.launch import resident_programs
 
     assert resident_programs(168, 1) == 12  # backward: 168 registers, 1-warp programs
     assert resident_programs(128, 1) == 16

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_triton_scan import CASES, check, make_inputs, run_case
+from test_triton_scan import CASES, case_config, check, make_inputs, run_case
 
 pytestmark = [
     pytest.mark.gpu,
@@ -72,21 +72,18 @@ GPU_CASES = [
 
 @pytest.fixture
 def configured():
+    """The launcher module, with outputs NaN-poisoned while the test runs."""
+    from mambadna.kernels.launch import set_poison_outputs
     from mambadna.kernels.selective_scan import triton as triton_scan
 
-    triton_scan.set_poison_outputs(True)
-    previous = triton_scan.get_config()
+    set_poison_outputs(True)
     yield triton_scan
-    triton_scan.set_config(previous)
-    triton_scan.set_poison_outputs(False)
+    set_poison_outputs(False)
 
 
 @pytest.mark.parametrize("case", GPU_CASES, ids=[c["id"] for c in GPU_CASES])
 def test_compiled_kernels_match_definition(case, configured):
-    configured.set_config(configured.ScanConfig(
-        chunk=case["chunk"], min_chunk=min(64, case["chunk"]), segments=case["segments"],
-        **case.get("config", {})))
-    check(case, run_case(case, "cuda"))
+    check(case, run_case(case, "cuda", config=case_config(case, min(64, case["chunk"]))))
 
 
 def test_auto_backend_uses_triton_on_cuda(configured, monkeypatch):

@@ -13,6 +13,7 @@ import logging
 
 import torch
 
+from mambadna.kernels.selective_scan.config import ScanConfig
 from mambadna.kernels.selective_scan.naive import (
     selective_scan_chunked,
     selective_scan_reference,
@@ -83,7 +84,7 @@ def _triton_impl():
 
 def selective_scan(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-    initial_state=None, return_final_state=False, backend="auto",
+    initial_state=None, return_final_state=False, backend="auto", config=None,
 ):
     """Selective scan (Mamba's S6), differentiable in every tensor argument.
 
@@ -95,9 +96,13 @@ def selective_scan(
 
     ``backend``: "auto" (Triton on CUDA, chunked PyTorch on CPU), "triton" (forced; runs on CPU
     tensors under TRITON_INTERPRET=1), "reference" (chunked PyTorch), "loop" (the per-position
-    definition; tiny inputs only).
+    definition; tiny inputs only). ``config``: a ``ScanConfig``, the Triton kernels' tiling
+    for this call (None: the innermost ``with scan_config(...)`` block's, else the defaults,
+    the fastest measured; see ``config.py``); the PyTorch backends ignore it.
     """
     _check(backend in BACKENDS, f"backend must be one of {BACKENDS}, got {backend!r}")
+    _check(config is None or isinstance(config, ScanConfig),
+           f"config must be a ScanConfig or None, got {type(config).__name__}")
     _validate(u, delta, A, B, C, D, z, delta_bias, initial_state)
     args = (u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), initial_state,
             bool(return_final_state))
@@ -108,7 +113,7 @@ def selective_scan(
     if backend == "triton" or u.is_cuda:
         impl = _triton_impl()
         if impl is not None:
-            return impl(*args)
+            return impl(*args, config=config)
         if backend == "triton":
             raise RuntimeError(
                 "selective_scan: backend='triton' needs the Triton kernels; install Triton "

@@ -19,152 +19,38 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass, replace
 
 import torch
 
+from mambadna.kernels.launch import (
+    PlanCache,
+    cdiv,
+    empty,
+    interpreting,
+    maxnreg,
+    num_sms,
+    resident_per_sm,
+    resident_programs,
+    set_poison_outputs,
+)
 from mambadna.kernels.selective_scan import kernels as K
+from mambadna.kernels.selective_scan.config import (
+    ScanConfig,
+    get_config,
+    scan_config,
+    set_config,
+)
 from mambadna.kernels.selective_scan.naive import selective_scan_chunked
 
-__all__ = ["ScanConfig", "get_config", "selective_scan_triton", "set_config"]
+# ScanConfig, get_config, scan_config, set_config (deprecated), resident_programs and
+# set_poison_outputs are re-exported: they were this module's (as mambadna.kernels.triton_scan).
+__all__ = ["ScanConfig", "get_config", "resident_programs", "scan_config",
+           "selective_scan_triton", "set_config", "set_poison_outputs"]
 
 _log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ScanConfig:
-    """Tiling choices of the Triton selective scan (defaults tuned on an H200, see README)."""
-
-    fwd_warps: int = 2  # warps per forward program
-    bwd_warps: int = 1  # warps per backward program
-    # Warps per program of the summary passes (None: as the pass they summarize); their
-    # channel tiles are their own (the chunk states, Q and the dt sums are per channel). The
-    # forward summary in 1-warp programs: no barrier between warps at the copies' hand-over,
-    # 20 programs per SM (H200, 2^20: forward -0.65 %).
-    fwd_summary_warps: int | None = 1
-    bwd_summary_warps: int | None = None
-    fwd_channels_per_thread: int = 1  # a program owns 32 * warps * this many channels
-    bwd_channels_per_thread: int = 1
-    # Positions between the states the forward saves for the backward, which reruns one chunk
-    # at a time and keeps its tiles' start states in the program's scratch: at 64 that is 22
-    # KB per program with the carries (12 per SM), at 256 it was 70 (H200, 2^20: backward
-    # kernel 58.6 -> 56.4 ms, forward+backward -1.2 ms, for X 1 byte per (channel, position)
-    # instead of 0.25 and 0.4 ms more in the forward's output pass when it stores them).
-    chunk: int = 64
-    min_chunk: int = 64  # smallest chunk chosen for short sequences (more segments)
-    # The forward cuts L in whole units of this many positions (at least one chunk): its
-    # cost model counts a per-item overhead of a quarter unit, and cut in 64-position
-    # units it chose more segments, which ran slower (2^20: 14.75 vs 14.65 ms).
-    fwd_cut: int = 256
-    # Forward: short sequences get chunks short enough for (segments x channel tiles) >= this
-    # x SMs; the cut itself then fills the resident programs in whole turns (fwd_turns) or,
-    # with fwd_turns off, is that many segments.
-    programs_per_sm: int = 16
-    fwd_turns: bool = True
-    # Backward: a persistent grid of as many programs as the SMs hold at once (the compiled
-    # kernel's occupancy; 16 per SM under the interpreter) unless set here; its own segments.
-    bwd_programs_per_sm: int | None = None
-    segments: int | None = None  # force the forward's number of segments (tests)
-    bwd_segments: int | None = None  # force the backward's (tests); None: whole turns
-    stages: int = 3  # software-pipelining depth of the forward and adjoint-summary tile loops
-    # Positions per thread tile (4 or 8): u / delta / z rows loaded at once. None: 16-byte
-    # rows, 8 positions of 16-bit inputs, 4 of fp32 (8 fp32 positions are two 16-byte loads,
-    # which Triton lays over two lanes, so every column pick becomes shuffles: in Triton
-    # 3.6's SASS 4502 instructions and 416 spilled bytes per 8 positions, ~1240 and 24 at 4).
-    tile: int | None = None
-    bwd_stages: int = 1  # > 1: Triton pipelines the backward's state loop (H200: slower)
-    # Caps on registers per thread (more resident warps). The forward's output pass at 128:
-    # 8 programs per SM instead of 6, for 8 bytes of spill outside its loop (H200: -2 %).
-    fwd_maxnreg: int | None = 128
-    fwd_summary_maxnreg: int | None = None  # the forward's summary pass
-    bwd_maxnreg: int | None = None
-    # Backward: the next tile's B / C blocks are prefetched into L1 while a tile runs (its
-    # state loop loads them one state ahead, too late for L2: H200 -1 to -2.5 %).
-    bwd_prefetch: bool = True
-    # Tile columns picked by integer sums in every pass (forward, adjoint summary, and the
-    # backward's rerun of each chunk, whose state loop the compiler then unrolls): Triton 3.6
-    # keeps float picks as adds (H200: -3 % forward, -1.4 % forward+backward).
-    bit_picks: bool = True
-    # The forward passes and the adjoint summary in Gluon (``gluon.py``: each
-    # tile's B / C block one copy per thread) where they apply: CUDA, aligned rows, N a power
-    # of two (``_gluon``); elsewhere, and under the interpreter, the Triton kernels.
-    gluon: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("chunk", "min_chunk", "fwd_cut"):
-            v = getattr(self, name)
-            if v < 1 or v & (v - 1):
-                raise ValueError(f"ScanConfig.{name} must be a power of two, got {v}")
-        for name in ("fwd_warps", "bwd_warps", "fwd_summary_warps", "bwd_summary_warps"):
-            v = getattr(self, name)
-            if v not in (1, 2, 4, 8) and not (v is None and "summary" in name):
-                raise ValueError(f"ScanConfig.{name} must be 1, 2, 4 or 8")
-        for name in ("fwd_channels_per_thread", "bwd_channels_per_thread"):
-            if getattr(self, name) not in (1, 2, 4):
-                raise ValueError(f"ScanConfig.{name} must be 1, 2 or 4")
-        for name in ("stages", "bwd_stages"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ScanConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("fwd_maxnreg", "fwd_summary_maxnreg", "bwd_maxnreg"):
-            v = getattr(self, name)
-            if v is not None and not 24 <= v <= 255:
-                raise ValueError(f"ScanConfig.{name} must be None or 24..255, got {v}")
-        if self.tile not in (None, 4, 8):
-            raise ValueError(f"ScanConfig.tile must be None, 4 or 8, got {self.tile}")
-
-
-_config = ScanConfig()
-_poison_outputs = False  # tests: fill outputs with NaN before the kernels write them
 compiled_kernels: dict[str, object] = {}  # last compiled kernel per role (registers, spills)
-
-
-def get_config() -> ScanConfig:
-    return _config
-
-
-def set_config(config: ScanConfig | None = None, **changes) -> ScanConfig:
-    """Replace the module's ScanConfig (or change fields of it); returns the previous one."""
-    global _config
-    previous = _config
-    _config = replace(config or _config, **changes)
-    return previous
-
-
-def set_poison_outputs(flag: bool) -> None:
-    """Test hook: outputs start as NaN, so an element no kernel writes fails the comparison."""
-    global _poison_outputs
-    _poison_outputs = bool(flag)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 2
-
-
-def resident_programs(n_regs: int, num_warps: int, shared_bytes: int = 0) -> int:
-    """Programs of a compiled kernel that one Hopper SM holds at once (CUDA's occupancy rule).
-
-    Registers are allocated per warp in units of 256 from each of the 4 sub-partitions'
-    16 384; at most 64 warps, 32 programs and 228 KiB of shared memory (1 KiB reserved per
-    program) per SM.
-    """
-    per_warp = -(-max(n_regs, 1) * 32 // 256) * 256
-    warps = 4 * (16384 // per_warp)
-    by_regs = min(warps, 64) // num_warps
-    by_shared = 233472 // (shared_bytes + 1024)
-    return max(0, min(by_regs, by_shared, 32))
-
-
-def _empty(shape, dtype, device) -> torch.Tensor:
-    if _poison_outputs:
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-    return torch.empty(shape, dtype=dtype, device=device)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -205,7 +91,7 @@ def _geometry(u, B, delta, z, n_state, block_d, cfg: ScanConfig) -> _Geometry:
     tile = cfg.tile or (8 if itemsize <= 2 else 4)
     n_dtiles = -(-(dim // groups) // block_d)
     n_bt = batch * groups * n_dtiles
-    target = cfg.programs_per_sm * _num_sms(u.device)
+    target = cfg.programs_per_sm * num_sms(u.device)
     wanted = cfg.segments or max(1, -(-target // n_bt))
     # Short sequences get shorter chunks so they can still be split into enough segments.
     per_seg = -(-length // wanted)
@@ -279,55 +165,15 @@ def _common_args(geo: _Geometry, sB) -> tuple:
 def _chain(S, dtsum, A2, geo: _Geometry, n_slots: int, slot_stride: int, reverse: bool) -> None:
     lanes = geo.dim * geo.n_state
     blk = 128  # one lane per thread, 4 warps; 16 segments' loads in flight per step
-    grid = (geo.batch, triton_cdiv(lanes, blk))
+    grid = (geo.batch, cdiv(lanes, blk))
     compiled_kernels["chain"] = K._chain_kernel[grid](
         S, dtsum, A2, geo.dim, geo.n_seg, n_slots, slot_stride,
         N=geo.n_state, REVERSE=reverse, CB=16, BLK=blk, num_warps=4)
 
 
-def _maxnreg(cap: int | None) -> dict:
-    return {} if cap is None else {"maxnreg": cap}
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-_resident_cache: dict[tuple, int] = {}
-
-# The cut and kernels of a call, per (direction, config, what of the call they depend on):
-# planning takes about as long on the host as launching (occupancy lookups, geometry, the
-# flags), and a short call (4096 positions) spends more time on the host than on the GPU.
-_plans: dict[tuple, object] = {}
-
-
-def _plan(key: tuple, make):
-    plan = _plans.get(key)
-    if plan is None:
-        if len(_plans) >= 256:  # many shapes (variable-length batches): start over
-            _plans.clear()
-        plan = _plans[key] = make()
-    return plan
-
-
-def _resident_per_sm(kernel, args, flags) -> int | None:
-    """Programs of ``kernel``, compiled for these arguments, that one SM holds at once.
-
-    Compiles without launching (Triton caches it with the launch's own compile) the first time
-    a kernel meets these constants, dtypes and device; None under the interpreter, where
-    nothing is compiled. Remembered per key: a lookup costs less than Triton's own.
-    """
-    if _interpreting():
-        return None
-    key = (kernel.fn.__module__, kernel.fn.__name__, tuple(sorted(flags.items())),
-           tuple((str(a.dtype), a.device.index, a.data_ptr() % 16 == 0)
-                 for a in args if isinstance(a, torch.Tensor)))
-    if key not in _resident_cache:
-        compiled = kernel.warmup(*args, grid=(1,), **flags)
-        compiled._init_handles()  # loads the binary: n_regs is known from here on
-        _resident_cache[key] = resident_programs(compiled.n_regs, compiled.metadata.num_warps,
-                                                 compiled.metadata.shared)
-    return _resident_cache[key]
+# The cut and kernels of a call, per (direction, config, what of the call they depend on).
+_plans = PlanCache()
+_plan = _plans.get_or_make
 
 
 @functools.lru_cache(maxsize=256)
@@ -385,13 +231,13 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig,
         u, B, delta, z, n_state, 32 * cfg.fwd_warps * cfg.fwd_channels_per_thread, cfg)
     batch, dim, dev = geo.batch, geo.dim, u.device
     B, C = _tile_major(B, geo), _tile_major(C, geo)
-    X = _empty((batch, geo.n_chunks, dim, n_state), torch.float32, dev)
+    X = empty((batch, geo.n_chunks, dim, n_state), torch.float32, dev)
     if init is None:
         X[:, 0].zero_()
     else:
         X[:, 0].copy_(init)
-    out = _empty(u.shape, u.dtype, dev)
-    final = _empty((batch, dim, n_state), torch.float32, dev)
+    out = empty(u.shape, u.dtype, dev)
+    final = empty((batch, dim, n_state), torch.float32, dev)
     sB = _bc_strides(geo)
     ptrs = (u, delta, z if z is not None else u, out, A2, B, C,
             D if D is not None else A2, bias if bias is not None else A2)
@@ -400,7 +246,7 @@ def _forward(u, delta, A2, B, C, D, z, bias, init, softplus, cfg: ScanConfig,
     geo, sgeo = plan.geo, plan.sgeo
     dtsum = X
     if geo.n_seg > 1:
-        dtsum = _empty((batch, geo.n_seg, dim), torch.float32, dev)
+        dtsum = empty((batch, geo.n_seg, dim), torch.float32, dev)
         kernel, flags = plan.summary
         compiled_kernels["forward summary"] = kernel[((geo.n_seg - 1) * sgeo.n_bt,)](
             *ptrs, X, dtsum, final, *_common_args(sgeo, sB), **flags)
@@ -425,7 +271,7 @@ def _forward_plan(geo: _Geometry, cfg: ScanConfig, save_states: bool, softplus: 
     for summary, g, warps, cap in ((False, geo, cfg.fwd_warps, cfg.fwd_maxnreg),
                                    (True, sgeo, s_warps, cfg.fwd_summary_maxnreg)):
         flags = dict(common_flags, BD=g.block_d, SUMMARY=summary, num_warps=warps,
-                     **_maxnreg(cap))
+                     **maxnreg(cap))
         if not summary:
             flags.update(SAVE_X=save_states)
         if G is not None:
@@ -437,15 +283,15 @@ def _forward_plan(geo: _Geometry, cfg: ScanConfig, save_states: bool, softplus: 
         # The cut from the resident programs of both passes, the summary's counted in the
         # output pass's channel tiles. The summary pass takes ~0.55 of the output pass's time
         # per channel (H200, 2^20: 6.3 ms over 127 of 128 segments against 11.4).
-        n_sms = _num_sms(args[0].device)
-        slots = [(_resident_per_sm(passes[summary][0], (*args, *_common_args(g, sB)),
-                                   passes[summary][1]) or 16)
+        n_sms = num_sms(args[0].device)
+        slots = [(resident_per_sm(passes[summary][0], (*args, *_common_args(g, sB)),
+                                  passes[summary][1]) or 16)
                  * n_sms * g.block_d // geo.block_d
                  for summary, g in ((False, geo), (True, sgeo))]
         unit = max(1, cfg.fwd_cut // geo.chunk)
-        cps = unit * _chunks_per_segment(triton_cdiv(geo.n_chunks, unit), geo.n_bt, *slots,
+        cps = unit * _chunks_per_segment(cdiv(geo.n_chunks, unit), geo.n_bt, *slots,
                                          0.55)
-        geo = replace(geo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
+        geo = replace(geo, chunks_per_seg=cps, n_seg=cdiv(geo.n_chunks, cps))
         sgeo = replace(sgeo, chunks_per_seg=cps, n_seg=geo.n_seg)
     return _ForwardPlan(geo, sgeo, passes[True], passes[False])
 
@@ -456,7 +302,7 @@ def _gluon(geo: _Geometry, cfg: ScanConfig, channels_per_thread: int):
     threads (N a power of two) and give a thread one channel; the interpreter has no Gluon."""
     n = geo.n_state
     if not (cfg.gluon and geo.aligned and n & (n - 1) == 0 and cfg.stages >= 2
-            and channels_per_thread == 1 and not _interpreting()):
+            and channels_per_thread == 1 and not interpreting()):
         return None
     try:
         from mambadna.kernels.selective_scan import gluon
@@ -481,15 +327,15 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     """Launch the backward kernels; returns du, ddelta, dA, dB, dC, dD, dz, dbias, dinit."""
     u, delta, A2, B, C, D, z, bias, X = saved
     batch, dim, n_state, dev = geo.batch, geo.dim, geo.n_state, u.device
-    du = _empty(u.shape, u.dtype, dev)
-    ddelta = _empty(delta.shape, delta.dtype, dev)
-    dz = _empty(z.shape, z.dtype, dev) if z is not None else None
+    du = empty(u.shape, u.dtype, dev)
+    ddelta = empty(delta.shape, delta.dtype, dev)
+    dz = empty(z.shape, z.dtype, dev) if z is not None else None
     f32 = dict(dtype=torch.float32, device=dev)
     dA = torch.zeros(dim, n_state, **f32)
     dD = torch.zeros(dim, **f32)
     dbias = torch.zeros(dim, **f32)
     dBC = torch.zeros((2, *B.shape), **f32)  # tile-major, like B
-    dinit = _empty((batch, dim, n_state), torch.float32, dev)
+    dinit = empty((batch, dim, n_state), torch.float32, dev)
     sB = _bc_strides(geo)
     z_ = z if z is not None else u
     bias_ = bias if bias is not None else A2
@@ -509,13 +355,13 @@ def _backward(saved, geo: _Geometry, softplus: bool, dout, dfinal, cfg: ScanConf
     bgeo, sgeo = plan.bgeo, plan.sgeo
     main_kernel, main_flags = plan.main
     summary_kernel, summary_flags = plan.summary
-    Q = _empty((batch, bgeo.n_seg, dim, n_state), torch.float32, dev)
+    Q = empty((batch, bgeo.n_seg, dim, n_state), torch.float32, dev)
     if dfinal is None:
         Q[:, -1].zero_()
     else:
         Q[:, -1].copy_(dfinal)
     if bgeo.n_seg > 1:
-        dtsum = _empty((batch, bgeo.n_seg, dim), torch.float32, dev)
+        dtsum = empty((batch, bgeo.n_seg, dim), torch.float32, dev)
         compiled_kernels["backward summary"] = summary_kernel[
             ((sgeo.n_seg - 1) * sgeo.n_bt,)](
             *summary_args(Q, dtsum), *_common_args(sgeo, sB), **summary_flags)
@@ -545,7 +391,7 @@ def _backward_plan(geo: _Geometry, cfg: ScanConfig, softplus: bool, D, z, bias,
                  HAS_BIAS=bias is not None, SOFTPLUS=softplus)
     main_flags = dict(flags, BD=bgeo.block_d, num_warps=cfg.bwd_warps, HAS_D=D is not None,
                       ALIGNED=geo.aligned, BNS=cfg.bwd_stages, PREFETCH=cfg.bwd_prefetch,
-                      RERUN_BITS=cfg.bit_picks, **_maxnreg(cfg.bwd_maxnreg))
+                      RERUN_BITS=cfg.bit_picks, **maxnreg(cfg.bwd_maxnreg))
     summary_flags = dict(flags, BD=sgeo.block_d, num_warps=s_warps, NS=cfg.stages)
     G = _gluon(geo, cfg, cfg.bwd_channels_per_thread)
     if G is None:
@@ -557,17 +403,17 @@ def _backward_plan(geo: _Geometry, cfg: ScanConfig, softplus: bool, D, z, bias,
     main_kernel = K._scan_bwd_kernel
     # The backward's own segments: chosen from how many programs of each kernel the GPU holds
     # at once (the forward's X has a state at every chunk, so any whole-chunk cut works).
-    per_sm = cfg.bwd_programs_per_sm or _resident_per_sm(
+    per_sm = cfg.bwd_programs_per_sm or resident_per_sm(
         main_kernel, (*main_args, *_common_args(bgeo, sB), bc_numel), main_flags) or 16
-    per_sm_summary = _resident_per_sm(summary_kernel, (*summary_args, *_common_args(sgeo, sB)),
-                                      summary_flags) or 16
-    slots = per_sm * _num_sms(dev)
+    per_sm_summary = resident_per_sm(summary_kernel, (*summary_args, *_common_args(sgeo, sB)),
+                                     summary_flags) or 16
+    slots = per_sm * num_sms(dev)
     # The adjoint summary takes ~0.13 of the backward's time per channel (H200); weighted
     # 0.25, its resident programs counted in the backward's channel tiles.
     cps = _chunks_per_segment(geo.n_chunks, bgeo.n_bt, slots,
-                              per_sm_summary * _num_sms(dev) * sgeo.block_d // bgeo.block_d,
+                              per_sm_summary * num_sms(dev) * sgeo.block_d // bgeo.block_d,
                               0.25, cfg.bwd_segments)
-    bgeo = replace(bgeo, chunks_per_seg=cps, n_seg=triton_cdiv(geo.n_chunks, cps))
+    bgeo = replace(bgeo, chunks_per_seg=cps, n_seg=cdiv(geo.n_chunks, cps))
     sgeo = replace(sgeo, chunks_per_seg=cps, n_seg=bgeo.n_seg)
     return _BackwardPlan(bgeo, sgeo, (main_kernel, main_flags), (summary_kernel, summary_flags),
                          slots)
@@ -579,8 +425,7 @@ def _backward_plan(geo: _Geometry, cfg: ScanConfig, softplus: bool, D, z, bias,
 class _SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
-                save_states):
-        cfg = _config
+                save_states, cfg):
         ctx.bc_shapes = (B.shape, B.dtype), (C.shape, C.dtype)
         A2 = (A.float() * K.LOG2E).contiguous()
         D_ = D.float().contiguous() if D is not None else None
@@ -611,7 +456,7 @@ class _SelectiveScan(torch.autograd.Function):
         dD = dD.to(d_t) if dD is not None else None
         dbias = dbias.to(b_t) if dbias is not None else None
         dinit = dinit.to(i_t) if i_t is not None else None
-        return du, ddelta, dA.to(a_t), dB, dC, dD, dz, dbias, dinit, None, None
+        return du, ddelta, dA.to(a_t), dB, dC, dD, dz, dbias, dinit, None, None, None
 
 
 def _contiguous(t):
@@ -622,11 +467,13 @@ _fp64_logged = False
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                          delta_softplus=False, initial_state=None, return_final_state=False):
+                          delta_softplus=False, initial_state=None, return_final_state=False,
+                          config: ScanConfig | None = None):
     """Selective scan by the Triton kernels (same contract as ``mambadna.kernels.selective_scan``).
 
     Computes in fp32 whatever the input dtypes (bf16 / fp16 / fp32); fp64 inputs go to the
-    chunked PyTorch reference instead (the kernels have no fp64 path).
+    chunked PyTorch reference instead (the kernels have no fp64 path). ``config``: the tiling
+    (None: the innermost ``scan_config`` block's, else the defaults).
     """
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     if any(t is not None and t.dtype == torch.float64 for t in tensors):
@@ -636,7 +483,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
             _fp64_logged = True
         return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                       initial_state, return_final_state)
-    if not (u.is_cuda or _interpreting()):
+    if not (u.is_cuda or interpreting()):
         raise RuntimeError(
             "selective_scan: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 set "
             "before Triton is imported, to run them slowly on CPU); use backend='reference' "
@@ -646,8 +493,9 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     # inference pipeline) skips their stores (~0.1 ms of 14.8 at (1, 1024, 2^20), H200).
     save_states = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in tensors)
+    cfg = config if config is not None else get_config()
     out, final = _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                      bool(delta_softplus), save_states)
+                                      bool(delta_softplus), save_states, cfg)
     if return_final_state:
         return out, final.to(initial_state.dtype) if initial_state is not None else final
     return out

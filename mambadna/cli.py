@@ -52,12 +52,15 @@ def cli() -> None:
 @click.option("--insertion-rate", default=0.45, show_default=True, type=click.FloatRange(min=0),
               help="Lineage-specific transposon insertions per Mb per million years: the "
                    "signal a classifier can learn across chromosomes.")
+@click.option("--spectrum-bias", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Lineage substitution signatures: each branch's trinucleotide signature "
+                   "at this multiple of the substitution rate (0: none; ~100: a dense signal).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Random seed; the output is a function of the seed and options.")
 @click.option("--softmask", is_flag=True, help="Write interspersed repeats in lowercase.")
 @click.option("--force", is_flag=True, help="Replace an existing simulation in --out-dir.")
 def simulate(out_dir, species, length, n_chromosomes, tree, time_units, divergence_scale,
-             insertion_rate, seed, softmask, force) -> None:
+             insertion_rate, spectrum_bias, seed, softmask, force) -> None:
     """Simulate genomes of related species along a species tree (msprime)."""
     from mambadna.simulate import parse_species, simulate_species, summary
 
@@ -65,7 +68,8 @@ def simulate(out_dir, species, length, n_chromosomes, tree, time_units, divergen
     result = simulate_species(out_dir, species=names, n_species=count, length=length,
                               n_chromosomes=n_chromosomes, tree=tree, time_units=time_units,
                               divergence_scale=divergence_scale, insertion_rate=insertion_rate,
-                              seed=seed, softmask=softmask, force=force)
+                              spectrum_bias=spectrum_bias, seed=seed, softmask=softmask,
+                              force=force)
     click.echo(summary(result))
 
 
@@ -341,6 +345,9 @@ def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stre
               help="k-mer length of the baseline.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Windows per forward pass.")
+@click.option("--rc-average", is_flag=True,
+              help="Average the model over both strands of every window (the k-mer baseline "
+                   "always counts both).")
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
@@ -348,7 +355,7 @@ def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stre
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--quiet", is_flag=True, help="No progress display on stderr.")
 def evaluate(model, manifest, out_dir, split, window, stride, min_window, baseline,
-             train_manifest, k, batch_size, device, seed, force, quiet) -> None:
+             train_manifest, k, batch_size, rc_average, device, seed, force, quiet) -> None:
     """Score a classifier on labelled files against chance, majority and k-mer baselines."""
     from mambadna.pipelines.evaluate import evaluate as run_evaluation
     from mambadna.pipelines.evaluation_report import summary
@@ -356,7 +363,7 @@ def evaluate(model, manifest, out_dir, split, window, stride, min_window, baseli
     result = run_evaluation(model, manifest, out_dir, split=split, window=window, stride=stride,
                             min_window=min_window, baseline=baseline,
                             train_manifest=train_manifest, k=k, batch_size=batch_size,
-                            device=None if device == "auto" else device, force=force,
+                            rc_average=rc_average, device=None if device == "auto" else device, force=force,
                             progress=False if quiet else None, seed=seed)
     click.echo(summary(result.metrics, result.files))
     click.echo(f"{result.out_dir}: done in {result.seconds:.1f} s")
@@ -481,17 +488,23 @@ def bench(stages, out, **options) -> None:
                    "orangutan); the close ones need many more steps.")
 @click.option("--divergence-scale", default=1.0, show_default=True, type=click.FloatRange(0.0),
               help="Multiplies the simulated mutation rate (1 = realistic great apes).")
+@click.option("--insertion-rate", default=1000.0, show_default=True,
+              type=click.FloatRange(0.0),
+              help="Lineage-specific insertions per Mb per Myr (realistic: 0.45).")
+@click.option("--spectrum-bias", default=0.0, show_default=True,
+              type=click.FloatRange(0.0), help="Lineage substitution signatures (0: none).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--force", is_flag=True, help="Replace an existing demo folder.")
 def demo(out_dir, genome_length, seq_len, pretrain_steps, finetune_steps, species,
-         divergence_scale, seed, force) -> None:
+         divergence_scale, insertion_rate, spectrum_bias, seed, force) -> None:
     """Simulate great apes, pretrain, finetune, classify and embed on CPU; print a report."""
     from mambadna.demo import DemoConfig, run_demo
 
     config = DemoConfig(out_dir=out_dir, genome_length=genome_length, seq_len=seq_len,
                         pretrain_steps=pretrain_steps, finetune_steps=finetune_steps,
                         species=tuple(s.strip() for s in species.split(",") if s.strip()),
-                        divergence_scale=divergence_scale, seed=seed, force=force)
+                        divergence_scale=divergence_scale, insertion_rate=insertion_rate,
+                        spectrum_bias=spectrum_bias, seed=seed, force=force)
     report = run_demo(config, log=lambda line: click.echo(line, err=True))
     click.echo(report.text())
 

@@ -37,6 +37,11 @@ def experiment() -> None:
               help="Window lengths (comma-separated).")
 @click.option("--preset", default="paper-1.4m", show_default=True,
               type=click.Choice(["tiny", "paper-1.4m", "paper-7m"]), help="Model size.")
+@click.option("--pretrain-seq-len", default=None, type=click.IntRange(min=16),
+              help="Window length pretraining warms up to (default: the longest of --lengths).")
+@click.option("--perplexity-bases", default=None, type=click.IntRange(min=16),
+              help="Bases of the held-out chromosome scored at every length (default: the "
+                   "largest multiple of the longest window it holds).")
 @click.option("--pretrained", default=None, type=click.Path(exists=True, file_okay=False),
               help="Start from this pretrained model folder instead of pretraining.")
 @click.option("--tokens-per-step", default=2 ** 20, show_default=True,
@@ -45,6 +50,7 @@ def experiment() -> None:
 @click.option("--finetune-steps", default=100, show_default=True, type=click.IntRange(min=1),
               help="Finetuning steps at each length.")
 @click.option("--finetune-lr", default=1e-3, show_default=True, type=float)
+@click.option("--pretrain-lr", default=8e-3, show_default=True, type=float)
 @click.option("--pooling", default="mean", show_default=True,
               type=click.Choice(["mean", "last"]), help="Classifier pooling.")
 @click.option("--eval-overlap", "eval_stride_windows", default=1, show_default=True,

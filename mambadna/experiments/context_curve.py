@@ -54,6 +54,8 @@ class ContextCurveConfig:
     """Window lengths to finetune and evaluate at."""
     preset: str = "paper-1.4m"
     """Model size (the paper's 1.4M-parameter DNA model)."""
+    pretrain_seq_len: int | None = None
+    """Window length pretraining warms up to (default: the longest of ``lengths``)."""
     pretrained: str | None = None
     """A pretrained model folder to start from instead of pretraining (e.g. an earlier
     study's ``pretrain/model``: studies can then be split over several runs)."""
@@ -95,6 +97,9 @@ class ContextCurveConfig:
         if not self.lengths or self.lengths[0] < 16:
             raise ConfigError("lengths must be window lengths of at least 16 bases",
                               fix="e.g. --lengths 1024,4096,16384")
+        if self.pretrain_seq_len is not None and self.tokens_per_step % self.pretrain_seq_len:
+            raise ConfigError(f"tokens_per_step {self.tokens_per_step} is not a multiple of "
+                              f"pretrain_seq_len {self.pretrain_seq_len}")
         if self.tokens_per_step % self.lengths[-1]:
             raise ConfigError(f"tokens_per_step {self.tokens_per_step} is not a multiple of the "
                               f"longest window {self.lengths[-1]}",
@@ -140,7 +145,7 @@ def _files(manifest: Path, label: str, split: str) -> list[str]:
 def _pretrain(config: ContextCurveConfig, manifest: Path, label: str, out: Path):
     from mambadna.train import PretrainConfig, pretrain
 
-    shortest, longest = config.lengths[0], config.lengths[-1]
+    shortest, longest = config.lengths[0], config.pretrain_seq_len or config.lengths[-1]
     doublings = max(1, round(math.log2(longest / shortest)))
     stage = config.warmup_stage or max(1, config.pretrain_steps // (10 * doublings))
     val = _files(manifest, label, "val")

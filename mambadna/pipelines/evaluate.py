@@ -232,15 +232,18 @@ def evaluate(model: MambaDNA | str | os.PathLike, manifest: str | os.PathLike,
              stride: int | None = None, min_window: int | None = None,
              baseline: str | os.PathLike | KmerNaiveBayes | None = None,
              train_manifest: str | os.PathLike | None = None, k: int = 6,
-             batch_size: int = 8, device: str | None = None, force: bool = False,
-             progress: bool | None = None, seed: int = 0, **read_opts) -> EvaluationResult:
+             batch_size: int = 8, rc_average: bool = False, device: str | None = None,
+             force: bool = False, progress: bool | None = None, seed: int = 0,
+             **read_opts) -> EvaluationResult:
     """Classify the ``split`` rows of ``manifest`` and write predictions, metrics, a report
     and plots to ``out_dir`` (see the module docstring).
 
     model: a classifier or its saved folder. window / stride / min_window: as for classify
     (default: the model's training window, non-overlapping). baseline: None, "kmer" (fit
     on the train rows of ``train_manifest``, default ``manifest``, with ``k``), a
-    KmerNaiveBayes, or a folder saved by ``KmerNaiveBayes.save``. seed: of the bootstrap.
+    KmerNaiveBayes, or a folder saved by ``KmerNaiveBayes.save``. rc_average: score every
+    window on both strands and average (as the k-mer baseline, which counts both strands,
+    always does). seed: of the bootstrap.
     read_opts go to the readers (on_invalid, on_unknown, fmt, ...).
 
     Example::
@@ -259,7 +262,8 @@ def evaluate(model: MambaDNA | str | os.PathLike, manifest: str | os.PathLike,
     nb = _baseline(baseline, rows, manifest, train_manifest, k, read_opts)
 
     run = {"window": window, "stride": stride, "min_window": min_window,
-           "batch_size": batch_size, "device": device, "progress": progress, **read_opts}
+           "batch_size": batch_size, "rc_average": rc_average, "device": device,
+           "progress": progress, **read_opts}
     frames, run_metadata = [], {}
     for row in rows:
         frame = _file_predictions(net, row, run, run_metadata)

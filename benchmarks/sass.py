@@ -8,7 +8,7 @@ Compiles each kernel for the architecture with the ScanConfig's tiling (bf16 u /
 z gate, D, delta_bias and softplus on, sizes divisible by 16 as at the benchmark's shapes) and
 prints registers, spilled bytes, shared memory, the programs one SM holds at once, and the
 instruction mix of the longest innermost loop of the SASS (per tile, or per state and tile).
-Registers decide the resident programs (kernels/README.md: 168 -> 12 one-warp programs per SM),
+Registers decide the resident programs (docs/kernels.md: 168 -> 12 one-warp programs per SM),
 so a variant can be checked here before it costs GPU time. The forward passes and the adjoint
 summary compile as the Gluon kernels the launcher runs on aligned rows (``--config gluon=0``:
 the Triton ones). The counts depend on the Triton

@@ -9,7 +9,7 @@ A configuration is chosen per call, never for the whole process::
         ...
 
 The defaults are the fastest measured on an H200 (bf16 u / delta / z, N = 16); what each field
-does to the kernels is in kernels/README.md, the runs behind each default in docs/runlog.md.
+does to the kernels is in docs/kernels.md, the runs behind each default in docs/runlog.md.
 No Triton import here: the configuration can be built and checked on any machine.
 """
 

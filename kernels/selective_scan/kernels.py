@@ -88,7 +88,7 @@ if _INTERPRET:
 else:
     # The special-function unit's approximations (one MUFU instruction each). Triton's log and
     # division are the accurate libdevice / IEEE versions: ~20 instructions for a log, ~10 for a
-    # division, per element and pass, more than the state loop's overhead (kernels/README.md).
+    # division, per element and pass, more than the state loop's overhead (docs/kernels.md).
 
     @triton.jit
     def _lg2(x):

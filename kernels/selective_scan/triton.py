@@ -3,8 +3,8 @@
 ``selective_scan_triton`` is what ``mambadna.kernels.selective_scan`` calls for CUDA tensors
 and for ``backend="triton"`` (arguments already validated). The kernels live in
 ``kernels.py``, and the Gluon versions of the three pipelined passes (run on CUDA
-for aligned rows) in ``gluon.py``; the math, the layout and the measured speed are
-in kernels/README.md.
+for aligned rows) in ``gluon.py``; the math is in kernels/README.md, the layout and the
+tiling in docs/kernels.md, the measured speed in docs/runlog.md.
 
 What is kept between forward and backward: the inputs and the fp32 state at every chunk
 boundary, ``X`` (batch, L / chunk, dim, N) — 64 / chunk bytes per (batch, channel, position);

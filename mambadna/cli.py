@@ -363,7 +363,8 @@ def evaluate(model, manifest, out_dir, split, window, stride, min_window, baseli
     result = run_evaluation(model, manifest, out_dir, split=split, window=window, stride=stride,
                             min_window=min_window, baseline=baseline,
                             train_manifest=train_manifest, k=k, batch_size=batch_size,
-                            rc_average=rc_average, device=None if device == "auto" else device, force=force,
+                            rc_average=rc_average,
+                            device=None if device == "auto" else device, force=force,
                             progress=False if quiet else None, seed=seed)
     click.echo(summary(result.metrics, result.files))
     click.echo(f"{result.out_dir}: done in {result.seconds:.1f} s")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from train import BenchResult, main, target_note  # benchmarks/train.py
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -20,7 +20,7 @@ from mambadna.manifests import (
     write_splits,
 )
 
-MANIFEST_DIR = Path(__file__).resolve().parent.parent / "data_manifests"
+MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
 SHIPPED = sorted(p for p in MANIFEST_DIR.glob("*.yaml") if p.name != "schema.yaml")
 
 

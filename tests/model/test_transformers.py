@@ -16,7 +16,7 @@ import torch
 from mambadna.alphabet import A, T
 from mambadna.model import MambaDNA, ModelConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from model_cpu import to_transformers  # benchmarks/model_cpu.py
 
 pytest.importorskip("transformers")

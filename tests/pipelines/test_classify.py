@@ -29,7 +29,7 @@ from mambadna.model import MambaDNA, ModelConfig, load_model
 from mambadna.pipelines import parallel
 from mambadna.pipelines.common import RunOptions
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_classifier"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_classifier"
 LABELS = ["ape", "bat", "cat"]
 
 

@@ -198,7 +198,7 @@ def interpreted_results() -> dict:
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", TRITON_DEFAULT_FP_FUSION="1",
                PYTHONWARNINGS="ignore")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, __file__, "--worker"], env=env, cwd=root,
                           capture_output=True, text=True, timeout=900)
     results = {}
@@ -222,7 +222,7 @@ def _without_interpreter(code: str) -> str:
     imported, so it cannot be turned off in this process); returns its stdout."""
     pytest.importorskip("triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -231,7 +231,7 @@ def _without_interpreter(code: str) -> str:
 
 def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error():
     out = _without_interpreter(
-        "import sys; sys.path.insert(0, 'tests')\n"
+        "import sys; sys.path.insert(0, 'tests/kernels')\n"
         "from test_triton_scan import CASES, make_inputs\n"
         "from mambadna.kernels import selective_scan\n"
         "try:\n"

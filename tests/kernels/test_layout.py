@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Old module paths (before the op folders) -> the modules they are now; removed in 0.2.
 OLD_PATHS = {

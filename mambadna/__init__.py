@@ -11,8 +11,7 @@ model is needed::
 
 from __future__ import annotations
 
-import importlib
-
+from mambadna._modules import lazy_exports
 from mambadna._version import __version__
 
 # name -> (module, attribute); resolved on first access.
@@ -46,16 +45,4 @@ _LAZY = {
 
 __all__ = ["__version__", *_LAZY]
 
-
-def __getattr__(name: str):
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'mambadna' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

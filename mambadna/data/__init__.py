@@ -9,7 +9,7 @@ pull in torch and Lightning::
 
 from __future__ import annotations
 
-import importlib
+from mambadna._modules import lazy_exports
 
 _LAZY = {
     "TokenStore": "mambadna.data.store",
@@ -38,16 +38,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'mambadna.data' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

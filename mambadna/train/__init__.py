@@ -24,7 +24,7 @@ torch-free, so the CLI stays fast.
 
 from __future__ import annotations
 
-import importlib
+from mambadna._modules import lazy_exports
 
 _LAZY = {
     "PretrainConfig": "mambadna.train.config",
@@ -41,16 +41,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'mambadna.train' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

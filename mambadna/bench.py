@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mambadna._version import __version__
+from mambadna.atomic import atomic_file
 from mambadna.errors import ConfigError
 
 STAGES = ("tokenize", "embed", "train")
@@ -286,17 +287,13 @@ def format_table(report: dict) -> str:
 
 
 def write_report(report: dict, path: str | os.PathLike) -> Path:
-    """Write the report as JSON (atomically: a temporary file, then a rename)."""
+    """Write the report as JSON, atomically (mambadna.atomic)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ConfigError("the output folder does not exist", path=path.parent,
                           fix=f"create it (mkdir -p {path.parent}) or choose another --out")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urljoin, urlparse
 
 from mambadna._version import __version__
+from mambadna.atomic import atomic_file, fsync_path
 from mambadna.errors import ChecksumError, DownloadError, InputError
 from mambadna.manifests import Checksum, DataManifest, ManifestEntry, load_manifest
 
@@ -218,9 +219,9 @@ def _read_state(dest: Path) -> dict:
 
 
 def _write_state(dest: Path, entries: dict) -> None:
-    tmp = dest / f"{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps({"format": 1, "entries": entries}, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, dest / STATE_FILE)
+    with atomic_file(dest / STATE_FILE) as tmp:
+        tmp.write_text(json.dumps({"format": 1, "entries": entries}, indent=2, sort_keys=True)
+                       + "\n")
 
 
 class _Checksums:
@@ -306,6 +307,8 @@ def _fetch_entry(entry: ManifestEntry, dest: Path, sums: _Checksums, state: dict
                             path=sums.manifest.path, line=entry.line, record=entry.name,
                             fix="run again to download afresh; if it persists the file "
                                 "changed upstream: check the manifest")
+    # Not mambadna.atomic: the .part outlives failures on purpose (the next run resumes it).
+    fsync_path(part)
     os.replace(part, target)
     state[entry.name] = {"file": entry.file, "url": url, "checksum": str(got),
                          "size": size, "verified": expected is not None}

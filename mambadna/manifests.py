@@ -25,12 +25,13 @@ One entry may stand for one file per chromosome: a ``{chrom}`` placeholder in ``
 
 from __future__ import annotations
 
-import os
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+from mambadna.atomic import atomic_directory
 from mambadna.errors import InputError, InputFileError
 
 SCHEMA_VERSION = 1
@@ -440,33 +441,22 @@ def write_splits(manifest: str | Path | DataManifest, dest: str | Path, out_dir:
     labelled files: the input of ``mambadna finetune``. ``only`` restricts to those entries
     (as ``data fetch --only``). The folder is written atomically.
     """
-    import shutil
-    import uuid
-
     if not isinstance(manifest, DataManifest):
         manifest = load_manifest(manifest)
     dest, out_dir = Path(dest), Path(out_dir)
-    _check_split_output(out_dir, force)
+    writable = functools.partial(_check_split_output, force=force)
+    writable(out_dir)  # before the inputs are checked
     entries = [e for e in manifest.select(only) if e.kind == "genome"]
     missing = [e.file for e in entries if not (dest / e.file).exists()]
     if missing:
         raise InputFileError(f"{len(missing)} file(s) not downloaded, e.g. {missing[0]}",
                              path=dest, fix=f"run `mambadna data fetch {manifest.path} "
                                             f"--dest {dest}` first")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.mkdir()
-    try:
+    with atomic_directory(out_dir, check=writable) as tmp:
         labels, skipped = _cut_records(entries, dest, tmp)
         rows = [f"{name}.{split}.fa\t{label}\t{split}" for (name, split), label in labels.items()
                 if label is not None]
         if rows:
             (tmp / "manifest.tsv").write_text("path\tlabel\tsplit\n" + "\n".join(rows) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = {key: out_dir / f"{key[0]}.{key[1]}.fa" for key in labels}
     return SplitFiles(out_dir, out_dir / "manifest.tsv" if rows else None, files, skipped)

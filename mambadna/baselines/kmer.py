@@ -39,8 +39,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +47,7 @@ import numpy as np
 
 from mambadna._version import __version__
 from mambadna.alphabet import A, T
+from mambadna.atomic import atomic_directory
 from mambadna.errors import ConfigError, InputError, ModelFileError, OutputExistsError
 
 FORMAT = "mambadna-kmer-naive-bayes"
@@ -270,20 +269,15 @@ class KmerNaiveBayes:
         existing folder needs ``force``). Written to a temporary folder, then renamed."""
         log_probs = self._fitted()
         directory = Path(directory)
-        if directory.exists() and not force:
-            raise OutputExistsError("output folder already exists", path=directory,
-                                    fix="pass --force (Python: force=True) or choose another")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.parent / f".{directory.name}.{uuid.uuid4().hex[:12]}.tmp"
-        try:
-            tmp.mkdir()
+
+        def check(target: Path) -> None:
+            if target.exists() and not force:
+                raise OutputExistsError("output folder already exists", path=target,
+                                        fix="pass --force (Python: force=True) or choose another")
+
+        with atomic_directory(directory, check=check) as tmp:
             np.save(tmp / WEIGHTS_FILE, log_probs, allow_pickle=False)
             (tmp / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n")
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return directory
 
     @classmethod

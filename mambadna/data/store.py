@@ -6,9 +6,10 @@ Layout of a store folder::
     index.parquet        record, source, file, length, n_count, sha256 (of the token bytes)
     store.json           format and version, package version, inputs and options
 
-Writing is atomic: everything goes to ``<out>.tmp-<random>`` beside the target and is renamed
-into place only when complete, so an error or interrupt never leaves a half-written store, and
-``force`` replaces an old store only once the new one is whole. Torch-free.
+Writing is atomic (mambadna.atomic): everything goes to a hidden temporary folder beside the
+target and is renamed into place only when complete, so an error or interrupt never leaves a
+half-written store, and ``force`` replaces an old store only once the new one is whole.
+Torch-free.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 
 from mambadna._version import __version__
 from mambadna.alphabet import N
+from mambadna.atomic import atomic_directory
 from mambadna.errors import (
     ConfigError,
     DuplicateRecordError,
@@ -55,18 +55,6 @@ def _check_target(out: Path, force: bool) -> None:
     if not is_store and not (out.is_dir() and not any(out.iterdir())):
         raise OutputExistsError("exists and is not a token store; --force only replaces "
                                 "token stores", path=out, fix="choose another --out")
-
-
-def _install(tmp: Path, out: Path, force: bool) -> None:
-    """Move the finished store ``tmp`` to ``out``, replacing an old store if ``force``."""
-    if out.exists():
-        _check_target(out, force)  # again: something may have appeared meanwhile
-        old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "store")
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _write_tokens(path: Path, tokens: np.ndarray) -> None:
@@ -142,10 +130,7 @@ def write_token_store(
         raise ConfigError(f"input given twice: {sorted(map(str, repeated))[0]}",
                           fix="list each input once")
     out = Path(out_dir)
-    _check_target(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out, check=lambda target: _check_target(target, force)) as tmp:
         rows = _tokenize_inputs(paths, tmp, on_invalid, on_unknown, allow_duplicates, read_opts)
         _write_index(rows, tmp / "index.parquet")
         meta = {"format": STORE_FORMAT, "version": STORE_VERSION,
@@ -157,9 +142,6 @@ def write_token_store(
                                       "allow_duplicates": allow_duplicates, **read_opts}),
                 "records": len(rows), "total_length": sum(r["length"] for r in rows)}
         (tmp / "store.json").write_text(json.dumps(meta, indent=2) + "\n")
-        _install(tmp, out, force)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful install
     return TokenStore(out)
 
 

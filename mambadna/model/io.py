@@ -1,24 +1,13 @@
-"""Saving and loading models: a folder in the Hugging Face layout, never pickle.
+"""Loading a saved model folder (written by ``save_pretrained``, mambadna.model.save).
 
-    config.json         ModelConfig fields + model_type, format_version, mambadna_version and
-                        the sha256 of model.safetensors
-    model.safetensors   the weights (the tied LM head is the embedding, stored once)
-    labels.json         class names, in head order (classifiers only)
-    README.md           a model card: sizes, parameter count, labels, training data if known
-
-Files are written to a temporary folder next to the target and moved into place, so an
-interrupted save never leaves a half-written file under a final name. Loading checks every file
-and raises ModelFileError naming the file and what is wrong with it.
+Loading checks every file (config.json, model.safetensors with its sha256, labels.json) and
+raises ModelFileError naming the file and what is wrong with it. ``save_pretrained`` is
+re-exported here: ``mambadna.model.io`` is the model folder's reading and writing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -27,118 +16,18 @@ from mambadna._version import __version__
 from mambadna.errors import ConfigError, ModelFileError
 from mambadna.model.config import ModelConfig
 from mambadna.model.network import MambaDNA
+from mambadna.model.save import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    LABELS_FILE,
+    META_KEYS,
+    MODEL_TYPE,
+    WEIGHTS_FILE,
+    file_sha256,
+    save_pretrained,
+)
 
-FORMAT_VERSION = 1
-MODEL_TYPE = "mambadna"
-CONFIG_FILE, WEIGHTS_FILE, LABELS_FILE, CARD_FILE = (
-    "config.json", "model.safetensors", "labels.json", "README.md")
-_META_KEYS = ("model_type", "format_version", "mambadna_version", "weights_sha256",
-              "training_info")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------- save
-
-
-def _resolve_labels(model: MambaDNA, labels: Sequence[str] | None) -> list[str] | None:
-    num = model.config.num_labels
-    labels = list(labels) if labels is not None else model.labels
-    if num == 0:
-        if labels:
-            raise ConfigError(f"labels {labels[:3]}... given for a model without a "
-                              f"classification head (num_labels = 0)")
-        return None
-    if labels is None:
-        return [f"class_{i}" for i in range(num)]
-    if len(labels) != num or len(set(labels)) != num:
-        raise ConfigError(f"a classifier with num_labels={num} needs {num} distinct labels, "
-                          f"got {labels}")
-    return [str(label) for label in labels]
-
-
-def _model_card(model: MambaDNA, labels, training_info) -> str:
-    cfg = model.config
-    lines = [
-        "---", "library_name: mambadna", "tags: [dna, genomics, mamba, state-space-model]", "---",
-        "", "# MambaDNA model", "",
-        f"A Mamba-1 (selective state-space) model over DNA bases, saved by mambadna {__version__}."
-        f" {model.num_parameters():,} parameters.", "",
-        "| setting | value |", "|---|---|",
-        *[f"| {key} | {value} |" for key, value in cfg.to_dict().items()], "",
-    ]
-    if labels:
-        lines += ["## Labels", "", ", ".join(labels), ""]
-    lines += ["## Training", ""]
-    if training_info:
-        lines += [f"- {key}: {value}" for key, value in training_info.items()]
-    else:
-        lines.append("Training data: not recorded.")
-    lines += ["", "## Use", "", "```python", "import mambadna as md",
-              'model = md.load_model("path/to/this/folder")',
-              'vectors = model.embed(["ACGTACGT..."])', "```", ""]
-    return "\n".join(lines)
-
-
-def save_pretrained(model: MambaDNA, path: str | Path, labels: Sequence[str] | None = None,
-                    training_info: dict | None = None) -> Path:
-    """Write the model folder ``path`` (created; existing model files in it are replaced)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    labels = _resolve_labels(model, labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        tensors = {name: t.detach().to("cpu", copy=True).contiguous()
-                   for name, t in model.state_dict().items()}
-        save_file(tensors, tmp / WEIGHTS_FILE,
-                  metadata={"format": "pt", "mambadna_format_version": str(FORMAT_VERSION)})
-        config = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION,
-                  "mambadna_version": __version__,
-                  "weights_sha256": file_sha256(tmp / WEIGHTS_FILE),
-                  "training_info": training_info, **model.config.to_dict()}
-        # default=str: training info may hold paths or dates; they are recorded as text.
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
-        if labels is not None:
-            (tmp / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n")
-        (tmp / CARD_FILE).write_text(_model_card(model, labels, training_info))
-        _move_into_place(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    model.labels = labels
-    model.weights_sha256 = config["weights_sha256"]
-    if training_info is not None:
-        model.training_info = training_info
-    return path
-
-
-def _move_into_place(tmp: Path, path: Path) -> None:
-    """Rename the finished folder to ``path``, or move its files into an existing ``path``
-    (weights first, config last: a reader sees either the old or the new config)."""
-    if not path.exists():
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model folder is not
-        os.replace(tmp, path)
-        return
-    if not path.is_dir():
-        raise ModelFileError("exists and is not a folder", path=path,
-                             fix="choose another output path for the model")
-    for name in (WEIGHTS_FILE, LABELS_FILE, CARD_FILE, CONFIG_FILE):
-        if (tmp / name).exists():
-            os.replace(tmp / name, path / name)
-        elif name == LABELS_FILE and (path / name).exists():
-            (path / name).unlink()  # a stale label list of an earlier classifier
-
-
-# ---------------------------------------------------------------------- load
+__all__ = ["file_sha256", "load_model", "save_pretrained"]
 
 
 def _read_config(path: Path) -> tuple[ModelConfig, dict]:
@@ -160,7 +49,7 @@ def _read_config(path: Path) -> tuple[ModelConfig, dict]:
         raise ModelFileError(f"format_version {version!r} is not supported (this mambadna "
                              f"{__version__} reads version {FORMAT_VERSION})", path=file,
                              fix="load it with the mambadna version that saved it")
-    meta = {key: data.pop(key, None) for key in _META_KEYS}
+    meta = {key: data.pop(key, None) for key in META_KEYS}
     try:
         return ModelConfig.from_dict(data), meta
     except (ConfigError, TypeError) as err:

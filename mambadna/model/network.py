@@ -307,7 +307,7 @@ class MambaDNA(nn.Module):
                         training_info: dict | None = None) -> Path:
         """Write config.json, model.safetensors, labels.json (classifiers) and a README.md
         model card to the folder ``path`` (see mambadna.model.io). Returns the folder."""
-        from mambadna.model.io import save_pretrained
+        from mambadna.model.save import save_pretrained
 
         return save_pretrained(self, path, labels=labels, training_info=training_info)
 

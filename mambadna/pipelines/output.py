@@ -1,8 +1,8 @@
 """Where pipeline results go: output checks, atomic files and a progress line on stderr.
 
-Outputs are written to a hidden temporary file in the output's folder and renamed into place
-only when complete (``os.replace`` is atomic within a filesystem), so an error or an interrupt
-never leaves a file, half-written or not, under the final name.
+Outputs are written through ``mambadna.atomic`` (a hidden temporary file in the output's folder,
+renamed into place only when complete), so an error or an interrupt never leaves a file,
+half-written or not, under the final name.
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from mambadna.atomic import atomic_file
 from mambadna.errors import ConfigError, OutputExistsError
 
 TABLE_FORMATS = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet"}
@@ -51,24 +49,10 @@ def check_output(path: str | os.PathLike, *, force: bool) -> Path:
     return path
 
 
-def temporary_name(path: Path, tag: str = "tmp") -> Path:
-    """A hidden, unique name beside ``path`` (same folder, so the final rename is atomic)."""
-    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.{tag}"
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike, *, force: bool) -> Iterator[Path]:
-    """Yield a temporary path to write; on success rename it to ``path``, else delete it."""
-    path = check_output(path, force=force)
-    tmp = temporary_name(path)
-    try:
-        yield tmp
-        if path.exists() and not force:  # appeared while we worked: do not clobber it
-            check_output(path, force=False)
-        os.replace(tmp, path)
-    finally:
-        # BaseException included: Ctrl-C must not leave the temporary file behind either.
-        tmp.unlink(missing_ok=True)
+def atomic_output(path: str | os.PathLike, *, force: bool):
+    """``mambadna.atomic.atomic_file`` for a pipeline output: ``check_output`` before the work
+    and again before the rename. Yields the temporary path to write."""
+    return atomic_file(path, check=lambda target: check_output(target, force=force))
 
 
 def _si(value: float, unit: str) -> str:

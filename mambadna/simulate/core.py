@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mambadna._version import __version__
+from mambadna.atomic import atomic_directory
 from mambadna.errors import ConfigError
 from mambadna.simulate.evolve import (
     GREAT_APES_TREE,
@@ -47,7 +48,7 @@ from mambadna.simulate.genome import (
 )
 from mambadna.simulate.lineage import LineageRepeats, LineageSpectra, carrier_patterns
 from mambadna.simulate.output import (
-    atomic_directory,
+    check_replaceable,
     to_letters,
     write_checksums,
     write_fasta,
@@ -345,7 +346,7 @@ def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...
     out_dir = Path(out_dir)
     counter = _DivergenceCounter(chosen)
     rows, species_lengths, keeps = [], {}, []
-    with atomic_directory(out_dir, force) as tmp:
+    with atomic_directory(out_dir, check=lambda target: check_replaceable(target, force)) as tmp:
         for i, name in enumerate(chosen):
             whole, by_split, species_keeps = _species_records(config, ancestral, layout,
                                                               variants, i)

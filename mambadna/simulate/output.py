@@ -1,16 +1,11 @@
 """Writing a simulation: FASTA (+ samtools .fai index), the split manifest, the JSON record,
-all into a temporary folder that replaces the output folder only when complete."""
+all into a temporary folder (mambadna.atomic.atomic_directory) that replaces the output folder
+only when complete; ``check_replaceable`` says which output folders it may replace."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +73,8 @@ def write_checksums(folder: Path, name: str = "SHA256SUMS") -> None:
     (folder / name).write_text("".join(lines))
 
 
-def _check_replaceable(out_dir: Path, force: bool) -> None:
+def check_replaceable(out_dir: Path, force: bool) -> None:
+    """An output folder may be written: absent, empty, or (with force) an earlier simulation."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
@@ -95,32 +91,3 @@ def _check_replaceable(out_dir: Path, force: bool) -> None:
             "output directory is not a previous simulation (no simulation.json); refusing to "
             "delete it even with --force", path=out_dir,
             fix="remove it yourself or choose another directory")
-
-
-@contextmanager
-def atomic_directory(out_dir: Path, force: bool) -> Iterator[Path]:
-    """Yield a temporary folder next to ``out_dir``; on success it becomes ``out_dir``.
-
-    A failure (or interruption) removes the temporary folder and leaves ``out_dir`` untouched.
-    """
-    out_dir = Path(out_dir)
-    _check_replaceable(out_dir, force)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # os.mkdir (not mkdtemp, which is private 0700) so the result gets the user's umask.
-    tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out_dir.exists() and any(out_dir.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old",
-                                        dir=out_dir.parent))
-            os.replace(out_dir, old / "previous")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            if out_dir.exists():
-                out_dir.rmdir()
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

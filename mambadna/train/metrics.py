@@ -7,11 +7,12 @@ metrics of the whole validation set, not averages of per-device values.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from mambadna.atomic import atomic_file
 
 
 def confusion_update(matrix: torch.Tensor, target: torch.Tensor,
@@ -46,8 +47,6 @@ def write_confusion_csv(matrix: torch.Tensor, labels: Sequence[str],
     counts = matrix.long().tolist()
     lines = [",".join(["true\\predicted", *labels])]
     lines += [",".join([label, *map(str, row)]) for label, row in zip(labels, counts)]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     return path

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from mambadna.atomic import atomic_file
 from mambadna.errors import ConfigError, OutputExistsError
 
 PREPARED = ".prepared"
@@ -62,15 +62,9 @@ def _holds_files(folder: Path) -> bool:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically (mambadna.atomic)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 class RunFolder:

@@ -32,7 +32,7 @@ GENOME = {"chr1": "ACGTNNacgtRYAC" * 3, "chr2": "GGGGCCCCAT", "chrM": "GATTACA"}
 
 
 def _leftovers(folder):
-    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))  # temporary names
 
 
 def test_store_layout_and_contents(tmp_path, write_fasta):

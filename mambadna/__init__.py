@@ -30,7 +30,7 @@ _LAZY = {
     "ModelState": ("mambadna.model", "ModelState"),
     "simulate_species": ("mambadna.simulate", "simulate_species"),
     "load_manifest": ("mambadna.manifests", "load_manifest"),
-    "fetch_manifest": ("mambadna.fetch", "fetch_manifest"),
+    "fetch_manifest": ("mambadna.manifests.fetch", "fetch_manifest"),
     "pretrain": ("mambadna.train", "pretrain"),
     "finetune": ("mambadna.train", "finetune"),
     "PretrainConfig": ("mambadna.train", "PretrainConfig"),

@@ -155,8 +155,8 @@ def bench_tokenize(cfg: BenchConfig, work: Path) -> dict:
 
 def bench_embed(cfg: BenchConfig, work: Path, model, device) -> dict:
     """Embed generated records to Parquet with the pipeline; bases/s over the whole call."""
-    from mambadna.pipelines.common import RunOptions
     from mambadna.pipelines.embed import embed_run
+    from mambadna.pipelines.run import RunOptions
 
     per_lane = 2 if device.type == "cpu" else 64
     total = cfg.embed_bases or cfg.window * cfg.batch_size * per_lane

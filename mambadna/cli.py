@@ -97,7 +97,7 @@ def data() -> None:
 def data_fetch(manifest, dest, only, verify_only, base_url, allow_unverified, retries,
                keep_going, quiet) -> None:
     """Download the files of MANIFEST, resuming partial downloads and verifying checksums."""
-    from mambadna.fetch import FetchOptions, TerminalProgress, fetch_manifest
+    from mambadna.manifests.fetch import FetchOptions, TerminalProgress, fetch_manifest
 
     results = fetch_manifest(
         manifest, dest, only=only, verify_only=verify_only, base_url=base_url,
@@ -277,7 +277,7 @@ def classify(inputs, out, per_window, model, window, stride, min_window, batch_s
     """Predict the label (e.g. species) of every record of INPUT... from its windows."""
     from mambadna.io import reader_options
     from mambadna.pipelines.classify import classify_run
-    from mambadna.pipelines.common import RunOptions
+    from mambadna.pipelines.run import RunOptions
 
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
@@ -306,8 +306,8 @@ def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stre
           **read) -> None:
     """Write pooled embeddings of the windows of INPUT... to Parquet."""
     from mambadna.io import reader_options
-    from mambadna.pipelines.common import RunOptions
     from mambadna.pipelines.embed import embed_run
+    from mambadna.pipelines.run import RunOptions
 
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,

@@ -350,7 +350,7 @@ def _read_weights(path: Path, n_labels: int, k: int) -> np.ndarray:
 
 
 def _train_rows(manifest: str | os.PathLike, split: str):
-    from mambadna.data.manifest import labels_in_order, read_manifest
+    from mambadna.manifests.labelled import labels_in_order, read_manifest
 
     rows = [replace(r, split="train") for r in read_manifest(manifest) if r.split == split]
     labels = labels_in_order(rows)
@@ -365,7 +365,7 @@ def _sampled_counts(rows, labels, manifest, k: int, window: int, n_windows: int,
                     seed: int, read_opts: dict) -> np.ndarray:
     """Counts of ``n_windows`` windows per class, drawn as finetuning draws them."""
     from mambadna.data.prepare import species_data
-    from mambadna.data.windows import TokenSource, WindowSampler
+    from mambadna.data.sampling import TokenSource, WindowSampler
     from mambadna.io import read_tokens
 
     names, sources, arrays = [], [], []

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from mambadna.data.sampling import TokenSource, WindowSampler
 from mambadna.data.schedule import SeqLenSchedule
-from mambadna.data.windows import TokenSource, WindowSampler
 
 
 class ExampleSource(Protocol):

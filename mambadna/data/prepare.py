@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mambadna.data.manifest import ManifestRow, labels_in_order
-from mambadna.data.windows import Span, Split, TokenSource, holdout_split, whole_records
+from mambadna.data.sampling import Span, Split, TokenSource, holdout_split, whole_records
 from mambadna.errors import ConfigError
+from mambadna.manifests.labelled import ManifestRow, labels_in_order
 
 
 def tokenized(inputs: Sequence[str | os.PathLike], store_dir: Path, *,

@@ -112,7 +112,7 @@ class ContextCurveConfig:
 
 def _manifest(config: ContextCurveConfig, out: Path, log) -> tuple[Path, list[str]]:
     """The species manifest (simulated if none is given) and its labels in manifest order."""
-    from mambadna.data.manifest import read_manifest
+    from mambadna.manifests.labelled import read_manifest
 
     if config.manifest is None:
         from mambadna.simulate import simulate_species
@@ -137,7 +137,7 @@ def _manifest(config: ContextCurveConfig, out: Path, log) -> tuple[Path, list[st
 
 
 def _files(manifest: Path, label: str, split: str) -> list[str]:
-    from mambadna.data.manifest import read_manifest
+    from mambadna.manifests.labelled import read_manifest
 
     return [str(r.path) for r in read_manifest(manifest) if r.label == label and r.split == split]
 
@@ -187,7 +187,7 @@ def _stride(config: ContextCurveConfig, manifest: Path, length: int) -> int:
 
 
 def _test_rows(manifest: Path) -> list[str]:
-    from mambadna.data.manifest import read_manifest
+    from mambadna.manifests.labelled import read_manifest
 
     return [str(r.path) for r in read_manifest(manifest) if r.split == "test"]
 

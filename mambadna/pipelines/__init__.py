@@ -7,14 +7,15 @@ only parse options and call them::
     table = md.classify("run/model", ["sample.fa"])              # pandas DataFrame
     md.embed("run/model", ["genome.fa"], "genome.parquet")       # Parquet, one row per window
 
-Windows: ``mambadna.pipelines.windows``; streaming and batching:
-``mambadna.pipelines.inference``; several GPUs: ``mambadna.pipelines.parallel``.
+Options and run set-up: ``mambadna.pipelines.run``; windows: ``mambadna.pipelines.tiling``;
+streaming and batching: ``mambadna.pipelines.inference``; several GPUs:
+``mambadna.pipelines.parallel`` (called by classify and embed, never calling them).
 """
 
 from mambadna.pipelines.classify import classify
-from mambadna.pipelines.common import RunOptions
 from mambadna.pipelines.embed import embed, read_embeddings
-from mambadna.pipelines.windows import DEFAULT_WINDOW, WindowSpec, windows
+from mambadna.pipelines.run import RunOptions
+from mambadna.pipelines.tiling import DEFAULT_WINDOW, WindowSpec, windows
 
 __all__ = ["DEFAULT_WINDOW", "RunOptions", "WindowSpec", "classify", "embed",
            "read_embeddings", "windows"]

@@ -3,7 +3,7 @@
 ``predict_kmer(baseline, inputs)`` scores every record of FASTA/FASTQ/SAM/BAM/CRAM inputs with a
 KmerNaiveBayes (mambadna.baselines). Without ``window`` a record is scored whole (its k-mer
 counts, both strands): the natural naive Bayes call. With ``window`` the record is cut into the
-windows classify would use (mambadna.pipelines.windows) and its call is the softmax of the mean
+windows classify would use (mambadna.pipelines.tiling) and its call is the softmax of the mean
 of its windows' log-posteriors, as classify aggregates a model's windows.
 
 Columns: ``source, record_id, start, end, predicted_label, probability, n_windows,
@@ -22,11 +22,11 @@ import pandas as pd
 from mambadna.baselines import KmerNaiveBayes
 from mambadna.errors import ConfigError
 from mambadna.pipelines.classify import write_predictions
-from mambadna.pipelines.common import Inputs
 from mambadna.pipelines.metrics import predict_labels
 from mambadna.pipelines.output import TABLE_FORMATS, atomic_output, check_output, output_format
+from mambadna.pipelines.run import Inputs
 from mambadna.pipelines.sources import RecordStream
-from mambadna.pipelines.windows import WindowSpec
+from mambadna.pipelines.tiling import WindowSpec
 
 
 def _rows(nb: KmerNaiveBayes, record, spec: WindowSpec | None, per_window: bool) -> list[dict]:

@@ -19,19 +19,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from mambadna.errors import ConfigError, InputError
 from mambadna.model import MambaDNA
-from mambadna.pipelines.common import Inputs, Run, RunOptions, open_run, run_metadata
 from mambadna.pipelines.inference import Reducer, Rows
 from mambadna.pipelines.output import TABLE_FORMATS, atomic_output, check_output, output_format
+from mambadna.pipelines.parallel import merge_predictions, run_on_devices
+from mambadna.pipelines.run import Inputs, Run, RunOptions, open_run, run_metadata
 
 _log = logging.getLogger(__name__)
 
@@ -177,15 +181,39 @@ def write_predictions(frame: pd.DataFrame, path: Path, fmt: str, metadata: dict)
     """Write predictions (without record_index) as tsv, csv or parquet to ``path``."""
     frame = frame.drop(columns="record_index", errors="ignore")
     if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         table = pa.Table.from_pandas(frame, preserve_index=False)
         meta = {**(table.schema.metadata or {}), b"mambadna": json.dumps(metadata).encode()}
         pq.write_table(table.replace_schema_metadata(meta), path)
     else:
         frame.to_csv(path, sep="\t" if fmt == "tsv" else ",", index=False, na_rep="",
                      float_format="%.6g")
+
+
+def classify_rank(model_dir: str, inputs: Inputs, path: Path, opts: RunOptions, select, *,
+                  per_window: bool) -> int:
+    """One rank of a multi-GPU run (parallel.RankWork): its records' predictions, with
+    ``record_index`` and the metadata, as Parquet at ``path``."""
+    result = classify_records(model_dir, inputs, opts, per_window=per_window, select=select)
+    table = pa.Table.from_pandas(result.frame, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata(
+        {b"mambadna": json.dumps(result.metadata).encode()}), path)
+    return result.n_input_records
+
+
+def classify_on_devices(model_or_dir, inputs: Inputs, opts: RunOptions, *, per_window: bool,
+                        device_type: str = "cuda",
+                        processes: bool | None = None) -> ClassifyResult:
+    """``classify`` over ``opts.devices`` ranks -> ClassifyResult (frame with record_index)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mambadna-") as folder, \
+            run_on_devices(classify_rank, model_or_dir, inputs, opts,
+                           Path(folder) / "predictions.parquet", device_type=device_type,
+                           processes=processes, per_window=per_window) as (parts, n_records):
+        frame, meta = merge_predictions(parts)
+    record_rows = frame[frame["start"].isna()] if "start" in frame else frame
+    n_windows = int(record_rows["n_windows"].sum())
+    return ClassifyResult(frame, meta, None, n_windows, 0, time.perf_counter() - started,
+                          n_records)
 
 
 def classify_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = None, *,
@@ -198,8 +226,6 @@ def classify_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = N
         fmt = output_format(out, TABLE_FORMATS)
         check_output(out, force=force)
     if opts.devices > 1:
-        from mambadna.pipelines.parallel import classify_on_devices
-
         result = classify_on_devices(model_or_dir, inputs, opts, per_window=per_window)
     else:
         result = classify_records(model_or_dir, inputs, opts, per_window=per_window)

@@ -19,8 +19,10 @@ embeddings), so memory stays flat however long the records are.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +36,10 @@ import torch
 from mambadna.alphabet import PAD, N
 from mambadna.errors import ConfigError, InputError
 from mambadna.model import MambaDNA
-from mambadna.pipelines.common import Inputs, Run, RunOptions, open_run, run_metadata
 from mambadna.pipelines.inference import Reducer, Rows
-from mambadna.pipelines.output import atomic_output
+from mambadna.pipelines.output import atomic_output, check_output
+from mambadna.pipelines.parallel import merge_embeddings, run_on_devices
+from mambadna.pipelines.run import Inputs, Run, RunOptions, open_run, run_metadata
 
 POOLS = ("mean", "max", "last")
 METADATA_KEY = b"mambadna"
@@ -187,6 +190,40 @@ def embed_to_file(model_or_dir, inputs: Inputs, path: Path, opts: RunOptions, *,
                        time.perf_counter() - started, run.records.n_records)
 
 
+def embed_rank(model_dir: str, inputs: Inputs, path: Path, opts: RunOptions, select, *,
+               pool: str, row_group_size: int | None) -> int:
+    """One rank of a multi-GPU run (parallel.RankWork): its records' rows, with
+    ``record_index``, as Parquet at ``path``."""
+    return embed_to_file(model_dir, inputs, path, opts, pool=pool, select=select,
+                         row_group_size=row_group_size, record_index=True).n_input_records
+
+
+def embed_on_devices(model_or_dir, inputs: Inputs, out, opts: RunOptions, *, pool: str,
+                     force: bool, row_group_size: int | None, device_type: str = "cuda",
+                     processes: bool | None = None) -> EmbedResult:
+    """``embed`` over ``opts.devices`` ranks (see mambadna.pipelines.parallel)."""
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if out is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mambadna-")))
+            target = folder / "embeddings.parquet"
+        else:
+            target = check_output(out, force=force)
+        parts, n_records = stack.enter_context(run_on_devices(
+            embed_rank, model_or_dir, inputs, opts, target, device_type=device_type,
+            processes=processes, pool=pool, row_group_size=row_group_size))
+        with atomic_output(target, force=force or out is None) as tmp:
+            n_rows = merge_embeddings(parts, tmp, n_records)
+            if n_rows == 0:
+                raise InputError("no record is long enough for one window",
+                                 fix="lower --window and/or --min-window")
+        table = read_embeddings(target) if out is None else None
+        bases = int(pq.read_table(target, columns=["start", "end"]).to_pandas()
+                    .eval("end - start").sum()) if out is not None else 0
+        return EmbedResult(None if out is None else target, table, n_records, n_rows, bases,
+                           time.perf_counter() - started, n_records)
+
+
 def embed_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = None, *,
               pool: str = "mean", force: bool = False, row_group_size: int | None = None,
               options: RunOptions | None = None) -> EmbedResult:
@@ -197,8 +234,6 @@ def embed_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = None
         raise ConfigError("embeddings are written as Parquet", path=out,
                           fix="end the output name with .parquet")
     if opts.devices > 1:
-        from mambadna.pipelines.parallel import embed_on_devices
-
         return embed_on_devices(model_or_dir, inputs, out, opts, pool=pool, force=force,
                                 row_group_size=row_group_size)
     if out is None:
@@ -211,8 +246,6 @@ def embed_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = None
 
 
 def _embed_to_frame(model_or_dir, inputs: Inputs, opts: RunOptions, pool: str) -> EmbedResult:
-    import tempfile
-
     # Through a temporary Parquet file: one code path, and the frame carries the same
     # metadata (DataFrame.attrs["mambadna"]) as the file would.
     with tempfile.TemporaryDirectory(prefix="mambadna-embed-") as folder:

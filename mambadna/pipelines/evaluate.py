@@ -43,8 +43,8 @@ import pandas as pd
 
 from mambadna._version import __version__
 from mambadna.baselines import KmerNaiveBayes, fit_kmer_baseline
-from mambadna.data.manifest import SPLITS, ManifestRow, read_manifest
 from mambadna.errors import ConfigError, InputError, OutputExistsError
+from mambadna.manifests.labelled import SPLITS, ManifestRow, read_manifest
 from mambadna.model import MambaDNA
 from mambadna.pipelines.classify import check_classifier, classify
 from mambadna.pipelines.inference import prepare_model, resolve_device

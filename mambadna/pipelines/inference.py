@@ -32,7 +32,7 @@ from mambadna.errors import ConfigError
 from mambadna.model import MambaDNA, load_model
 from mambadna.pipelines.output import Progress
 from mambadna.pipelines.sources import SourceRecord
-from mambadna.pipelines.windows import WindowSpec
+from mambadna.pipelines.tiling import WindowSpec
 
 MAX_HELD_ROWS = 1 << 16
 """Stream mode: rows of later records held while an earlier record still runs."""

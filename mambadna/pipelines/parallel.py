@@ -6,6 +6,10 @@ the output, with an extra ``record_index`` column. The merge then reads the part
 side, record ordinal by ordinal, so the final file has the single-GPU order (input order, then
 start) without loading the parts into memory. The parts are removed once the merge is done
 (or the run failed).
+
+This module knows ranks, part files and merging, not what a rank computes: classify and embed
+(``classify_on_devices``, ``embed_on_devices``) hand it a ``RankJob`` whose ``work`` is their own
+per-rank function, so the pipelines import this module and never the other way round.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +31,8 @@ import torch
 
 from mambadna.errors import ConfigError, InputError
 from mambadna.model import MambaDNA
-from mambadna.pipelines.common import Inputs, RunOptions
-from mambadna.pipelines.output import atomic_output, check_output
+from mambadna.pipelines.output import atomic_output
+from mambadna.pipelines.run import Inputs, RunOptions
 
 INDEX = "record_index"
 
@@ -48,19 +52,23 @@ def part_path(out: Path, rank: int) -> Path:
     return out.with_name(f"{out.stem}.part-{rank}.parquet")
 
 
+RankWork = Callable[..., int]
+"""``work(model_dir, inputs, part_path, options, select, **kwargs)`` -> records in the inputs:
+one rank's share, written to ``part_path`` (a module-level function: ranks receive it pickled)."""
+
+
 @dataclass
 class RankJob:
     """Everything a rank needs (picklable: sent to each rank's process)."""
 
-    task: str  # "embed" or "classify"
+    work: RankWork
     model: str  # folder of a saved model
     inputs: list[str]
     options: RunOptions
     parts: list[Path]
     device_type: str = "cuda"
-    pool: str = "mean"
-    row_group_size: int | None = None
-    per_window: bool = False
+    kwargs: dict = field(default_factory=dict)
+    """Extra keyword arguments of ``work`` (pooling, per-window rows ...)."""
 
     @property
     def n(self) -> int:
@@ -79,25 +87,11 @@ class _Select:
 
 def run_rank(rank: int, job: RankJob) -> int:
     """Run rank ``rank`` of ``job`` and write its part file; returns the total record count."""
-    from mambadna.pipelines.classify import classify_records
-    from mambadna.pipelines.embed import embed_to_file
-
     device = f"cuda:{rank}" if job.device_type == "cuda" else "cpu"
     opts = dataclasses.replace(job.options, devices=1, device=device,
                                progress=job.options.progress if rank == 0 else False)
-    select = _Select(rank, job.n)
     with atomic_output(job.parts[rank], force=True) as tmp:
-        if job.task == "embed":
-            result = embed_to_file(job.model, job.inputs, tmp, opts, pool=job.pool,
-                                   select=select, row_group_size=job.row_group_size,
-                                   record_index=True)
-        else:
-            result = classify_records(job.model, job.inputs, opts, per_window=job.per_window,
-                                      select=select)
-            table = pa.Table.from_pandas(result.frame, preserve_index=False)
-            pq.write_table(table.replace_schema_metadata(
-                {b"mambadna": json.dumps(result.metadata).encode()}), tmp)
-    return result.n_input_records
+        return job.work(job.model, job.inputs, tmp, opts, _Select(rank, job.n), **job.kwargs)
 
 
 def run_ranks(job: RankJob, *, processes: bool | None = None) -> list[int]:
@@ -194,71 +188,32 @@ def merge_predictions(parts: list[Path]) -> tuple[object, dict]:
     return frame, meta
 
 
-def _remove(parts: list[Path]) -> None:
+def remove_parts(parts: list[Path]) -> None:
+    """Delete the part files (those that exist)."""
     for part in parts:
         part.unlink(missing_ok=True)
 
 
-def embed_on_devices(model_or_dir, inputs: Inputs, out, opts: RunOptions, *, pool: str,
-                     force: bool, row_group_size: int | None, device_type: str = "cuda",
-                     processes: bool | None = None):
-    """``embed`` over ``opts.devices`` ranks (see the module docstring) -> EmbedResult."""
-    import time
+@contextlib.contextmanager
+def run_on_devices(work: RankWork, model_or_dir, inputs: Inputs, opts: RunOptions, beside: Path,
+                   *, device_type: str = "cuda", processes: bool | None = None,
+                   **kwargs) -> Iterator[tuple[list[Path], int]]:
+    """Run ``work`` on ``opts.devices`` ranks, each writing a part file beside ``beside``.
 
-    from mambadna.pipelines.embed import EmbedResult, read_embeddings
-
-    started = time.perf_counter()
+    Yields (part files in rank order, records in the inputs) for the caller to merge; the part
+    files are removed when the block ends (also on an error).
+    """
     check_devices(opts.devices, device_type)
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    with contextlib.ExitStack() as stack:
-        if out is None:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mambadna-")))
-            target = folder / "embeddings.parquet"
-        else:
-            target = check_output(out, force=force)
-        model_dir = stack.enter_context(saved_model(model_or_dir))
-        parts = [part_path(target, r) for r in range(opts.devices)]
-        stack.callback(_remove, parts)
-        job = RankJob("embed", model_dir, [os.fspath(p) for p in paths], opts, parts,
-                      device_type, pool=pool, row_group_size=row_group_size)
-        n_records = run_ranks(job, processes=processes)[0]
-        if n_records == 0:
-            raise InputError("the inputs hold no records (after read filters and regions)",
-                             fix="check the inputs, --region and the read filters")
-        with atomic_output(target, force=force or out is None) as tmp:
-            n_rows = merge_embeddings(parts, tmp, n_records)
-            if n_rows == 0:
-                raise InputError("no record is long enough for one window",
-                                 fix="lower --window and/or --min-window")
-        table = read_embeddings(target) if out is None else None
-        bases = int(pq.read_table(target, columns=["start", "end"]).to_pandas()
-                    .eval("end - start").sum()) if out is not None else 0
-        return EmbedResult(None if out is None else target, table, n_records, n_rows, bases,
-                           time.perf_counter() - started, n_records)
-
-
-def classify_on_devices(model_or_dir, inputs: Inputs, opts: RunOptions, *, per_window: bool,
-                        device_type: str = "cuda", processes: bool | None = None):
-    """``classify`` over ``opts.devices`` ranks -> ClassifyResult (frame with record_index)."""
-    import time
-
-    from mambadna.pipelines.classify import ClassifyResult
-
-    started = time.perf_counter()
-    check_devices(opts.devices, device_type)
-    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    with contextlib.ExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mambadna-")))
-        model_dir = stack.enter_context(saved_model(model_or_dir))
-        parts = [part_path(folder / "predictions.parquet", r) for r in range(opts.devices)]
-        job = RankJob("classify", model_dir, [os.fspath(p) for p in paths], opts, parts,
-                      device_type, per_window=per_window)
-        n_records = run_ranks(job, processes=processes)[0]
-        if n_records == 0:
-            raise InputError("the inputs hold no records (after read filters and regions)",
-                             fix="check the inputs, --region and the read filters")
-        frame, meta = merge_predictions(parts)
-    record_rows = frame[frame["start"].isna()] if "start" in frame else frame
-    n_windows = int(record_rows["n_windows"].sum())
-    return ClassifyResult(frame, meta, None, n_windows, 0, time.perf_counter() - started,
-                          n_records)
+    parts = [part_path(beside, r) for r in range(opts.devices)]
+    with saved_model(model_or_dir) as model_dir:
+        try:
+            job = RankJob(work, model_dir, [os.fspath(p) for p in paths], opts, parts,
+                          device_type, kwargs)
+            n_records = run_ranks(job, processes=processes)[0]
+            if n_records == 0:
+                raise InputError("the inputs hold no records (after read filters and regions)",
+                                 fix="check the inputs, --region and the read filters")
+            yield parts, n_records
+        finally:
+            remove_parts(parts)

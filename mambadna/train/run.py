@@ -23,13 +23,13 @@ from lightning.pytorch.loggers import CSVLogger
 
 from mambadna._version import __version__
 from mambadna.data.datasets import LMExamples, SpeciesExamples, WindowDataset
-from mambadna.data.manifest import read_manifest
 from mambadna.data.module import WindowDataModule
 from mambadna.data.prepare import pretrain_data, species_data, tokenized
+from mambadna.data.sampling import TokenSource, WindowSampler, tile_windows
 from mambadna.data.schedule import SeqLenSchedule
-from mambadna.data.windows import TokenSource, WindowSampler, tile_windows
 from mambadna.errors import ConfigError
 from mambadna.io.files import check_path
+from mambadna.manifests.labelled import read_manifest
 from mambadna.model import MambaDNA, ModelConfig, load_model
 from mambadna.train.callbacks import AttemptMarker, LogLines, SaveOnInterrupt, SeqLenWarmup
 from mambadna.train.config import FinetuneConfig, PretrainConfig, TrainConfig, dump_yaml

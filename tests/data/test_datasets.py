@@ -10,12 +10,12 @@ from torch.utils.data import DataLoader
 
 from mambadna.alphabet import A, C, G, T
 from mambadna.data.datasets import BatchStream, LMExamples, SpeciesExamples, WindowDataset
-from mambadna.data.manifest import read_manifest
 from mambadna.data.module import WindowDataModule
 from mambadna.data.prepare import species_data
+from mambadna.data.sampling import TokenSource, WindowSampler, whole_records
 from mambadna.data.schedule import SeqLenSchedule
-from mambadna.data.windows import TokenSource, WindowSampler, whole_records
 from mambadna.errors import ConfigError, FormatError, InputFileError
+from mambadna.manifests.labelled import read_manifest
 
 
 def lm_source(seed: int = 0, lengths=(5000, 3000)) -> TokenSource:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mambadna.alphabet import A, C, G, N, T, reverse_complement
-from mambadna.data.windows import (
+from mambadna.data.sampling import (
     Span,
     TokenSource,
     WindowSampler,

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from mambadna.cli import cli
 from mambadna.errors import ChecksumError, DownloadError
-from mambadna.fetch import FetchOptions, fetch_manifest, parse_checksum_list
+from mambadna.manifests.fetch import FetchOptions, fetch_manifest, parse_checksum_list
 
 FAST = FetchOptions(retries=3, backoff=0.01, timeout=10, chunk_size=4096)
 GENOME = (b">chr1\n" + b"ACGT" * 5000 + b"\n") * 3  # 60 kB, several chunks

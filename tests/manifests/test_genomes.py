@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from mambadna.cli import cli
 from mambadna.errors import InputError, OutputExistsError
-from mambadna.manifests import (
+from mambadna.manifests.genomes import (
     FIELDS,
     SPLITS,
     TOP_FIELDS,

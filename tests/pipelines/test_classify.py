@@ -26,8 +26,8 @@ from mambadna.alphabet import encode, reverse_complement
 from mambadna.cli import cli
 from mambadna.errors import ConfigError, ModelFileError, OutputExistsError
 from mambadna.model import MambaDNA, ModelConfig, load_model
-from mambadna.pipelines import parallel
-from mambadna.pipelines.common import RunOptions
+from mambadna.pipelines.classify import classify_on_devices
+from mambadna.pipelines.run import RunOptions
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_classifier"
 LABELS = ["ape", "bat", "cat"]
@@ -230,9 +230,8 @@ def test_bad_model_and_output_paths(tmp_path, classifier_dir, genome):
 def test_ranks_merge_predictions_in_input_order(classifier_dir, genome):
     path, _ = genome
     single = md.classify(classifier_dir, path, per_window=True, progress=False)
-    merged = parallel.classify_on_devices(classifier_dir, path,
-                                          RunOptions(devices=3, progress=False),
-                                          per_window=True, device_type="cpu", processes=False)
+    merged = classify_on_devices(classifier_dir, path, RunOptions(devices=3, progress=False),
+                                 per_window=True, device_type="cpu", processes=False)
     frame = merged.frame.drop(columns="record_index")
     pd.testing.assert_frame_equal(frame, single, check_dtype=False, atol=1e-6)
     assert merged.metadata["devices"] == 3 and merged.n_windows == 6

@@ -34,10 +34,11 @@ from mambadna.errors import (
     OutputExistsError,
 )
 from mambadna.model import MambaDNA, ModelConfig, load_model
-from mambadna.pipelines import inference, parallel
-from mambadna.pipelines.common import RunOptions
+from mambadna.pipelines import inference
+from mambadna.pipelines.embed import embed_on_devices
 from mambadna.pipelines.output import Progress
-from mambadna.pipelines.windows import windows
+from mambadna.pipelines.run import RunOptions
+from mambadna.pipelines.tiling import windows
 
 D_MODEL = 16
 
@@ -361,7 +362,7 @@ def test_an_interrupt_leaves_no_file(tmp_path, model, genome, monkeypatch):
 def test_ranks_split_records_and_merge_in_input_order(tmp_path, model_dir, genome, n):
     path, _ = genome
     single = md.embed(model_dir, path, tmp_path / "one.parquet", window=32, progress=False)
-    result = parallel.embed_on_devices(
+    result = embed_on_devices(
         model_dir, path, tmp_path / "many.parquet", RunOptions(window=32, devices=n,
                                                                 progress=False),
         pool="mean", force=False, row_group_size=2, device_type="cpu", processes=False)
@@ -380,9 +381,9 @@ def test_ranks_split_records_and_merge_in_input_order(tmp_path, model_dir, genom
 def test_rank_processes_are_spawned(tmp_path, model_dir, genome):
     path, _ = genome
     out = tmp_path / "spawned.parquet"
-    result = parallel.embed_on_devices(model_dir, path, out, RunOptions(window=64, devices=2),
-                                       pool="mean", force=False, row_group_size=None,
-                                       device_type="cpu", processes=True)
+    result = embed_on_devices(model_dir, path, out, RunOptions(window=64, devices=2),
+                              pool="mean", force=False, row_group_size=None,
+                              device_type="cpu", processes=True)
     assert pd.read_parquet(out).record_id.tolist() == ["chr1"] * 3 + ["chr2"] + ["chr3"] * 2
     assert result.n_windows == 6 and no_leftovers(tmp_path)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mambadna.errors import ConfigError
-from mambadna.pipelines.windows import DEFAULT_WINDOW, WindowSpec, windows
+from mambadna.pipelines.tiling import DEFAULT_WINDOW, WindowSpec, windows
 
 
 def pairs(length, window, stride=None, min_window=None):

@@ -1,4 +1,5 @@
-"""The finetuning manifest: a TSV with header ``path  label  [split]``. Torch-free.
+"""Labelled files: the TSV manifest with header ``path  label  [split]`` (finetune, evaluate,
+``baseline fit``; written by ``simulate`` and ``data split``). Torch-free.
 
 Paths are relative to the TSV's folder (absolute paths are kept). ``split`` is one of train,
 val, test; rows without it (or with an empty cell) go to train. Blank lines and lines starting

@@ -1,4 +1,5 @@
-"""Data manifests: YAML lists of genome files to download (URL, checksum, labels, splits).
+"""Genome manifests of real data: YAML lists of genome files to download (URL, checksum, labels,
+splits).
 
 A manifest is validated here, in code, against ``FIELDS`` (``data_manifests/schema.yaml`` is its
 human-readable description, and a test keeps the two identical). Errors name the manifest, the

@@ -1,4 +1,5 @@
-"""What classify and embed share: their options, setting up a run, and provenance metadata."""
+"""A pipeline run, what classify and embed share: its options (``RunOptions``), its set-up
+(``open_run``: model, windows, records, runner) and its provenance (``run_metadata``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from mambadna.pipelines.inference import (
 )
 from mambadna.pipelines.output import Progress
 from mambadna.pipelines.sources import RecordStream, SourceRecord
-from mambadna.pipelines.windows import WindowSpec
+from mambadna.pipelines.tiling import WindowSpec
 
 Inputs = str | os.PathLike | Sequence[str | os.PathLike]
 

@@ -36,7 +36,7 @@ from urllib.parse import unquote, urljoin, urlparse
 from mambadna._version import __version__
 from mambadna.atomic import atomic_file, fsync_path
 from mambadna.errors import ChecksumError, DownloadError, InputError
-from mambadna.manifests import Checksum, DataManifest, ManifestEntry, load_manifest
+from mambadna.manifests.genomes import Checksum, DataManifest, ManifestEntry, load_manifest
 
 STATE_FILE = ".mambadna-fetch.json"
 _RETRY_HTTP = {408, 425, 429, 500, 502, 503, 504}

@@ -1,0 +1,5 @@
+"""Deprecated alias (removed in mambadna 0.2): use ``mambadna.manifests.labelled``."""
+
+from mambadna._modules import deprecated_alias
+
+deprecated_alias(__name__, "mambadna.manifests.labelled")

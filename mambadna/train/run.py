@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from mambadna.data.sampling import TokenSource, WindowSampler, tile_windows
 from mambadna.data.schedule import SeqLenSchedule
 from mambadna.errors import ConfigError
 from mambadna.io.files import check_path
-from mambadna.manifests.labelled import read_manifest
+from mambadna.manifests.labelled import ManifestRow, read_manifest
 from mambadna.model import MambaDNA, ModelConfig, load_model
 from mambadna.train.callbacks import AttemptMarker, LogLines, SaveOnInterrupt, SeqLenWarmup
 from mambadna.train.config import FinetuneConfig, PretrainConfig, TrainConfig, dump_yaml
@@ -202,6 +202,60 @@ def _stages_callbacks(config: TrainConfig, schedule: SeqLenSchedule, world: int)
     return out
 
 
+# ---------------------------------------------------------------------- the run skeleton
+
+
+@dataclass
+class _Task:
+    """What a task (pretraining, finetuning) brings to the shared run skeleton."""
+
+    examples: LMExamples | SpeciesExamples
+    """The training stream's examples (checked against every warmup stage's length)."""
+    train_bases: int
+    """Bases the training data holds (for --warmup-unit epochs)."""
+    val: Callable[[], WindowDataset | None]
+    """Builds the validation windows (after the schedule's checks, so errors come in order)."""
+    monitor: tuple[str, str] | None
+    """(metric, min/max) that picks the best checkpoint; None: no validation."""
+    record: dict
+    """What config.yaml records besides the resolved schedule and hardware."""
+    module: Callable[[], pl.LightningModule]
+    """Builds the LightningModule (after the trainer, so its weights depend on the seed only)."""
+    labels: list[str] | None
+    info: Callable[[dict], dict]
+    """The exported model's training_info, from the resolved schedule."""
+
+
+def _run(config: TrainConfig, prepare: Callable[[RunFolder, bool], _Task],
+         callbacks: Sequence[pl.Callback]) -> RunResult:
+    """Start the run folder, let ``prepare`` set the task up, check everything before the first
+    step (the leader discards a folder it created if anything fails), then train and export."""
+    folder = _start(config)
+    leader = is_leader()
+    try:
+        task = prepare(folder, leader)
+        trainer = _trainer(config, folder, task.monitor, ())
+        schedule, resolved = _schedule(config, trainer.world_size, task.train_bases)
+        resolved.update(_trainer_record(trainer, config, schedule))
+        for stage in schedule.stages:
+            task.examples.check(stage.seq_len)
+        val = task.val()
+        if leader:
+            _write_config(folder, config, {**resolved, **task.record})
+            folder.mark_prepared()
+    except BaseException:
+        if leader:
+            folder.discard_if_created()
+        raise
+    trainer.callbacks.extend([*_stages_callbacks(config, schedule, trainer.world_size),
+                              *callbacks])
+    module = task.module()
+    datamodule = WindowDataModule(task.examples, schedule, seed=config.seed,
+                                  accumulate=config.accumulate, val=val,
+                                  num_workers=config.num_workers)
+    return _fit(config, folder, module, datamodule, trainer, task.labels, task.info(resolved))
+
+
 # ---------------------------------------------------------------------- pretraining
 
 
@@ -224,48 +278,6 @@ def _pretrain_sources(config: PretrainConfig, folder: RunFolder, leader: bool):
     return source, val
 
 
-def pretrain(config: PretrainConfig, *, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
-    """Next-base pretraining of a new ``config.preset`` model; see PretrainConfig.
-
-    Writes the run folder (mambadna.train.runfolder) and returns its RunResult.
-    callbacks: extra Lightning callbacks (monitoring, tests).
-    """
-    folder = _start(config)
-    leader = is_leader()
-    try:
-        source, val_source = _pretrain_sources(config, folder, leader)
-        data = pretrain_data(source, val_source, config.val_fraction)
-        sampler = WindowSampler(source, data.train, max_n_fraction=config.max_n_fraction,
-                                rc_prob=config.rc_prob, what="the training data")
-        model_config = ModelConfig.from_preset(config.preset, **config.model)
-        trainer = _trainer(config, folder, ("val_loss", "min") if data.val else None, ())
-        schedule, resolved = _schedule(config, trainer.world_size, sampler.total_length)
-        resolved.update(_trainer_record(trainer, config, schedule))
-        examples = LMExamples(sampler)
-        for stage in schedule.stages:
-            examples.check(stage.seq_len)
-        val = _val_windows(config, data.val_source, data.val) if data.val else None
-        if leader:
-            _write_config(folder, config, {**resolved, "split": data.split,
-                                           "model": model_config.to_dict()})
-            folder.mark_prepared()
-    except BaseException:
-        if leader:
-            folder.discard_if_created()
-        raise
-    trainer.callbacks.extend([*_stages_callbacks(config, schedule, trainer.world_size),
-                              *callbacks])
-    torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
-    module = LanguageModelModule(MambaDNA(model_config), OptimSettings.from_config(config))
-    datamodule = WindowDataModule(examples, schedule, seed=config.seed,
-                                  accumulate=config.accumulate, val=val,
-                                  num_workers=config.num_workers)
-    info = {"task": "next-base pretraining", "data": sorted(set(source.sources)),
-            "split": data.split.get("rule"), "seq_len": config.seq_len,
-            "tokens_per_step": resolved["tokens_per_step"], "preset": config.preset}
-    return _fit(config, folder, module, datamodule, trainer, None, info)
-
-
 def _val_windows(config: TrainConfig, source: TokenSource, spans,
                  what: str = "the validation data") -> WindowDataset:
     windows = tile_windows(source, spans, config.seq_len, config.val_windows,
@@ -277,6 +289,40 @@ def _val_windows(config: TrainConfig, source: TokenSource, spans,
             f"{config.max_n_fraction:.0%} N (longest validation sequence: {longest})",
             fix="lower --seq-len, raise --val-fraction, or give longer validation data")
     return WindowDataset(source, windows, config.seq_len)
+
+
+def _pretrain_task(config: PretrainConfig, folder: RunFolder, leader: bool) -> _Task:
+    source, val_source = _pretrain_sources(config, folder, leader)
+    data = pretrain_data(source, val_source, config.val_fraction)
+    sampler = WindowSampler(source, data.train, max_n_fraction=config.max_n_fraction,
+                            rc_prob=config.rc_prob, what="the training data")
+    model_config = ModelConfig.from_preset(config.preset, **config.model)
+
+    def module() -> pl.LightningModule:
+        torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
+        return LanguageModelModule(MambaDNA(model_config), OptimSettings.from_config(config))
+
+    def info(resolved: dict) -> dict:
+        return {"task": "next-base pretraining", "data": sorted(set(source.sources)),
+                "split": data.split.get("rule"), "seq_len": config.seq_len,
+                "tokens_per_step": resolved["tokens_per_step"], "preset": config.preset}
+
+    return _Task(examples=LMExamples(sampler), train_bases=sampler.total_length,
+                 val=lambda: (_val_windows(config, data.val_source, data.val) if data.val
+                              else None),
+                 monitor=("val_loss", "min") if data.val else None,
+                 record={"split": data.split, "model": model_config.to_dict()},
+                 module=module, labels=None, info=info)
+
+
+def pretrain(config: PretrainConfig, *, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
+    """Next-base pretraining of a new ``config.preset`` model; see PretrainConfig.
+
+    Writes the run folder (mambadna.train.runfolder) and returns its RunResult.
+    callbacks: extra Lightning callbacks (monitoring, tests).
+    """
+    return _run(config, lambda folder, leader: _pretrain_task(config, folder, leader),
+                callbacks)
 
 
 # ---------------------------------------------------------------------- finetuning
@@ -325,49 +371,35 @@ def _species_val(config: FinetuneConfig, data) -> WindowDataset:
     return WindowDataset(data.source, windows, config.seq_len, targets)
 
 
+def _finetune_task(config: FinetuneConfig, rows: list[ManifestRow], folder: RunFolder,
+                   leader: bool) -> _Task:
+    paths = [row.path for row in rows]
+    source = (tokenized(paths, folder.store, reuse=config.resume) if leader
+              else TokenSource.from_store(folder.store))
+    data = species_data(rows, source, config.manifest, config.val_fraction)
+    samplers = [WindowSampler(source, data.train[k], max_n_fraction=config.max_n_fraction,
+                              rc_prob=config.rc_prob, what=f"label {label!r} (train)")
+                for k, label in enumerate(data.labels)]
+    weights = _class_weights(config, data.labels)
+    model = _classifier(config, data.labels)
+    info = {"task": "sequence classification", "labels": data.labels,
+            "manifest": os.fspath(config.manifest), "from_model": config.from_model,
+            "seq_len": config.seq_len, "pooling": model.config.pooling}
+    return _Task(examples=SpeciesExamples(samplers),
+                 train_bases=sum(s.total_length for s in samplers),
+                 val=lambda: _species_val(config, data), monitor=("val_acc", "max"),
+                 record={"labels": data.labels, "split": data.split,
+                         "model": model.config.to_dict()},
+                 module=lambda: ClassifierModule(model, OptimSettings.from_config(config),
+                                                 data.labels, weights, folder.path),
+                 labels=data.labels, info=lambda resolved: info)
+
+
 def finetune(config: FinetuneConfig, *, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
     """Train a sequence classifier on the manifest's labelled files; see FinetuneConfig."""
     rows = read_manifest(config.manifest)
     if config.from_model is not None and not Path(config.from_model).is_dir():
         raise ConfigError("--from: no model folder here", path=config.from_model,
                           fix="pass the model/ folder of a pretraining run")
-    folder = _start(config)
-    leader = is_leader()
-    try:
-        paths = [row.path for row in rows]
-        source = (tokenized(paths, folder.store, reuse=config.resume) if leader
-                  else TokenSource.from_store(folder.store))
-        data = species_data(rows, source, config.manifest, config.val_fraction)
-        samplers = [WindowSampler(source, data.train[k], max_n_fraction=config.max_n_fraction,
-                                  rc_prob=config.rc_prob, what=f"label {label!r} (train)")
-                    for k, label in enumerate(data.labels)]
-        weights = _class_weights(config, data.labels)
-        model = _classifier(config, data.labels)
-        trainer = _trainer(config, folder, ("val_acc", "max"), ())
-        train_bases = sum(s.total_length for s in samplers)
-        schedule, resolved = _schedule(config, trainer.world_size, train_bases)
-        resolved.update(_trainer_record(trainer, config, schedule))
-        examples = SpeciesExamples(samplers)
-        for stage in schedule.stages:
-            examples.check(stage.seq_len)
-        val = _species_val(config, data)
-        if leader:
-            _write_config(folder, config, {**resolved, "labels": data.labels,
-                                           "split": data.split,
-                                           "model": model.config.to_dict()})
-            folder.mark_prepared()
-    except BaseException:
-        if leader:
-            folder.discard_if_created()
-        raise
-    trainer.callbacks.extend([*_stages_callbacks(config, schedule, trainer.world_size),
-                              *callbacks])
-    module = ClassifierModule(model, OptimSettings.from_config(config), data.labels, weights,
-                              folder.path)
-    datamodule = WindowDataModule(examples, schedule, seed=config.seed,
-                                  accumulate=config.accumulate, val=val,
-                                  num_workers=config.num_workers)
-    info = {"task": "sequence classification", "labels": data.labels,
-            "manifest": os.fspath(config.manifest), "from_model": config.from_model,
-            "seq_len": config.seq_len, "pooling": model.config.pooling}
-    return _fit(config, folder, module, datamodule, trainer, data.labels, info)
+    return _run(config, lambda folder, leader: _finetune_task(config, rows, folder, leader),
+                callbacks)

@@ -152,7 +152,8 @@ def data_split(manifest, dest, out_dir, only, force) -> None:
 
 
 def _reader_options(command):
-    """Options of validate and tokenize that say how inputs are read."""
+    """Options that say how inputs are read: the fields of ReadOptions.from_cli, which the
+    command builds once and passes on unchanged."""
     options = [
         click.option("--format", "fmt", default="auto", show_default=True,
                      type=click.Choice(["auto", "fasta", "fastq", "sam", "bam", "cram"]),
@@ -191,14 +192,12 @@ def _reader_options(command):
 @click.option("--all", "collect_all", is_flag=True,
               help="Report every problem (up to 1000 per file), not only the first.")
 @_reader_options
-def validate(inputs, collect_all, on_invalid, on_unknown, allow_duplicates, **read) -> None:
+def validate(inputs, collect_all, **read) -> None:
     """Check that every record of INPUT... can be read; summarise each file."""
-    from mambadna.io import reader_options
+    from mambadna.io import ReadOptions
     from mambadna.io.validate import validate as validate_files
 
-    summaries = validate_files(inputs, collect_all=collect_all, on_invalid=on_invalid,
-                               on_unknown=on_unknown, allow_duplicates=allow_duplicates,
-                               **reader_options(**read))
+    summaries = validate_files(inputs, ReadOptions.from_cli(**read), collect_all=collect_all)
     for summary in summaries:
         click.echo(summary.line())
         for problem in summary.problems:
@@ -216,14 +215,12 @@ def validate(inputs, collect_all, on_invalid, on_unknown, allow_duplicates, **re
               help="Token store folder to create (records/*.npy, index.parquet, store.json).")
 @click.option("--force", is_flag=True, help="Replace an existing token store at --out.")
 @_reader_options
-def tokenize(inputs, out, force, on_invalid, on_unknown, allow_duplicates, **read) -> None:
+def tokenize(inputs, out, force, **read) -> None:
     """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (uint8 .npy per record)."""
     from mambadna.data.store import write_token_store
-    from mambadna.io import reader_options
+    from mambadna.io import ReadOptions
 
-    store = write_token_store(inputs, out, force=force, on_invalid=on_invalid,
-                              on_unknown=on_unknown, allow_duplicates=allow_duplicates,
-                              **reader_options(**read))
+    store = write_token_store(inputs, out, ReadOptions.from_cli(**read), force=force)
     n_count = int(store.index["n_count"].sum())
     click.echo(f"{store.path}: {len(store)} records, {store.total_length} bases "
                f"({n_count} N) from {len(inputs)} input(s)")
@@ -272,10 +269,9 @@ def _pipeline_options(command):
 @_pipeline_options
 @_reader_options
 def classify(inputs, out, per_window, model, window, stride, min_window, batch_size, stream,
-             rc_average, device, devices, precision, force, quiet, on_invalid, on_unknown,
-             allow_duplicates, **read) -> None:
+             rc_average, device, devices, precision, force, quiet, **read) -> None:
     """Predict the label (e.g. species) of every record of INPUT... from its windows."""
-    from mambadna.io import reader_options
+    from mambadna.io import ReadOptions
     from mambadna.pipelines.classify import classify_run
     from mambadna.pipelines.run import RunOptions
 
@@ -283,8 +279,7 @@ def classify(inputs, out, per_window, model, window, stride, min_window, batch_s
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=None if device == "auto" else device, devices=devices,
                       precision=precision, progress=False if quiet else None,
-                      on_invalid=on_invalid, on_unknown=on_unknown,
-                      read_opts={**reader_options(**read), "allow_duplicates": allow_duplicates})
+                      read=ReadOptions.from_cli(**read))
     result = classify_run(model, inputs, out, per_window=per_window, force=force, options=opts)
     records = result.frame["start"].isna().sum() if per_window else len(result.frame)
     click.echo(f"{result.out}: {records} records, {result.n_windows} windows, "
@@ -302,10 +297,9 @@ def classify(inputs, out, per_window, model, window, stride, min_window, batch_s
 @_pipeline_options
 @_reader_options
 def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stream, rc_average,
-          device, devices, precision, force, quiet, on_invalid, on_unknown, allow_duplicates,
-          **read) -> None:
+          device, devices, precision, force, quiet, **read) -> None:
     """Write pooled embeddings of the windows of INPUT... to Parquet."""
-    from mambadna.io import reader_options
+    from mambadna.io import ReadOptions
     from mambadna.pipelines.embed import embed_run
     from mambadna.pipelines.run import RunOptions
 
@@ -313,8 +307,7 @@ def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stre
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=None if device == "auto" else device, devices=devices,
                       precision=precision, progress=False if quiet else None,
-                      on_invalid=on_invalid, on_unknown=on_unknown,
-                      read_opts={**reader_options(**read), "allow_duplicates": allow_duplicates})
+                      read=ReadOptions.from_cli(**read))
     result = embed_run(model, inputs, out, pool=pool, force=force, options=opts)
     click.echo(f"{result.out}: {result.n_records} records, {result.n_windows} windows, "
                f"{result.bases} bases in {result.seconds:.1f} s "

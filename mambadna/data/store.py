@@ -14,7 +14,6 @@ Torch-free.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -35,7 +34,7 @@ from mambadna.errors import (
     InputFileError,
     OutputExistsError,
 )
-from mambadna.io import read_tokens
+from mambadna.io import ReadOptions, read_tokens
 from mambadna.io.files import check_path
 
 STORE_FORMAT = "mambadna-token-store"
@@ -62,15 +61,12 @@ def _write_tokens(path: Path, tokens: np.ndarray) -> None:
         np.lib.format.write_array(fh, tokens, allow_pickle=False)
 
 
-def _tokenize_inputs(inputs: Sequence[Path], tmp: Path, on_invalid: str, on_unknown: str,
-                     allow_duplicates: bool, read_opts: dict) -> list[dict]:
+def _tokenize_inputs(inputs: Sequence[Path], tmp: Path, options: ReadOptions) -> list[dict]:
     """Write records/NNNNNN.npy for every record of every input; return the index rows."""
     (tmp / "records").mkdir()
     rows: list[dict] = []
     for path in inputs:
-        for name, source, tokens in read_tokens(path, on_invalid=on_invalid,
-                                                on_unknown=on_unknown,
-                                                allow_duplicates=allow_duplicates, **read_opts):
+        for name, source, tokens in read_tokens(path, options):
             file = f"records/{len(rows):06d}.npy"
             _write_tokens(tmp / file, tokens)
             rows.append({"record": name, "source": source, "file": file,
@@ -94,34 +90,24 @@ def _write_index(rows: list[dict], path: Path) -> None:
     pq.write_table(pa.Table.from_pydict(columns, schema=schema), path)
 
 
-def _jsonable(value):
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-
-
 def write_token_store(
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
+    options: ReadOptions | None = None,
     *,
     force: bool = False,
-    on_invalid: str = "N",
-    on_unknown: str = "error",
-    allow_duplicates: bool = False,
     **read_opts,
 ) -> TokenStore:
     """Tokenize every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM) into a store at out_dir.
 
-    on_invalid / on_unknown: what IUPAC codes / other bytes become (see alphabet.encode).
-    allow_duplicates: accept repeated record names within a file (names may always repeat
-        across files: look such records up with ``store.get(name, source=...)``).
-    read_opts: passed to mambadna.io.read_records (fmt, region, reference, flags).
+    options / read_opts: how to read (mambadna.io.ReadOptions and its fields as keywords):
+    on_invalid / on_unknown say what IUPAC codes / other bytes become (see alphabet.encode);
+    allow_duplicates accepts repeated record names within a file (names may always repeat
+    across files: look such records up with ``store.get(name, source=...)``); fmt, region,
+    reference, flags as for read_records. Recorded in store.json.
     Raises OutputExistsError if out_dir exists and not force; never leaves partial output.
     """
+    options = ReadOptions.of(options, **read_opts)
     paths = [check_path(p) for p in inputs]  # all inputs exist before any work starts
     if not paths:
         raise ConfigError("no inputs given", fix="pass one or more FASTA/FASTQ/BAM files")
@@ -131,15 +117,14 @@ def write_token_store(
                           fix="list each input once")
     out = Path(out_dir)
     with atomic_directory(out, check=lambda target: _check_target(target, force)) as tmp:
-        rows = _tokenize_inputs(paths, tmp, on_invalid, on_unknown, allow_duplicates, read_opts)
+        rows = _tokenize_inputs(paths, tmp, options)
         _write_index(rows, tmp / "index.parquet")
         meta = {"format": STORE_FORMAT, "version": STORE_VERSION,
                 "package_version": __version__,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "tokens": "uint8 ids of mambadna.alphabet: PAD=0 A=5 C=6 G=7 T=8 N=9",
                 "inputs": [os.fspath(p) for p in paths],
-                "options": _jsonable({"on_invalid": on_invalid, "on_unknown": on_unknown,
-                                      "allow_duplicates": allow_duplicates, **read_opts}),
+                "options": options.to_dict(),
                 "records": len(rows), "total_length": sum(r["length"] for r in rows)}
         (tmp / "store.json").write_text(json.dumps(meta, indent=2) + "\n")
     return TokenStore(out)

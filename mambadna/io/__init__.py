@@ -16,9 +16,11 @@ same name needs ``allow_duplicates=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -29,17 +31,25 @@ from mambadna.io.alignments import read_alignments
 from mambadna.io.fasta import DROP, REJECT, OnProblem, read_fasta, sequence_line
 from mambadna.io.fastq import read_fastq
 from mambadna.io.files import FORMATS, check_path, compression, detect_format
-from mambadna.io.indexed import IndexedFasta, fetch_interval, read_fasta_regions
-from mambadna.io.records import DEFAULT_FILTER, ReadFilter, Record, Region, as_regions
+from mambadna.io.indexed import (
+    IndexedFasta,
+    fasta_index_usable,
+    fetch_interval,
+    read_fasta_regions,
+)
+from mambadna.io.options import ReadOptions
+from mambadna.io.records import ReadFilter, Record, Region
 
 __all__ = [
     "FORMATS",
     "IndexedFasta",
     "ReadFilter",
+    "ReadOptions",
     "Record",
     "Region",
     "compression",
     "detect_format",
+    "fasta_index_usable",
     "fetch_interval",
     "locate",
     "read_records",
@@ -50,16 +60,14 @@ __all__ = [
 
 def read_records(
     path: str | os.PathLike,
+    options: ReadOptions | None = None,
     *,
-    fmt: str = "auto",
-    region: str | Region | Sequence[str | Region] | None = None,
-    reference: str | os.PathLike | None = None,
-    flags: ReadFilter = DEFAULT_FILTER,
-    allow_duplicates: bool = False,
     on_problem: OnProblem | None = None,
+    **read_opts,
 ) -> Iterator[Record]:
     """Iterate over the records of a sequence file.
 
+    options: a ReadOptions; read_opts: its fields as keywords (they override ``options``):
     fmt: "auto" (detect from content) or one of fasta, fastq, sam, bam, cram.
     region: one or several regions ("chr1", "chr1:1001-2000" 1-based like samtools, or
         Region(name, start, end) 0-based half-open). FASTA: one record per region (needs an
@@ -71,12 +79,10 @@ def read_records(
     on_problem: receives recoverable problems (the record is skipped) instead of raising.
     The path and format are checked now; records are read lazily.
     """
+    options = ReadOptions.of(options, **read_opts)
     path = check_path(path)
-    if fmt == "auto":
-        fmt = detect_format(path)
-    elif fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
-    regions = as_regions(region)
+    fmt = options.format_of(path)
+    regions = list(options.region)
     if fmt == "fasta":
         records = (read_fasta_regions(path, regions) if regions
                    else read_fasta(path, on_problem=on_problem))
@@ -86,8 +92,9 @@ def read_records(
                               "them", path=path, fix="use region with FASTA or BAM/CRAM")
         records = read_fastq(path, on_problem=on_problem)
     else:
-        records = read_alignments(path, fmt, regions=regions, reference=reference, flags=flags)
-    if allow_duplicates:
+        records = read_alignments(path, fmt, regions=regions, reference=options.reference,
+                                  flags=options.flags)
+    if options.allow_duplicates:
         return records
     return _unique(records, on_problem)
 
@@ -135,13 +142,16 @@ def reader_options(
     skip_unmapped: bool = False,
     min_mapq: int = 0,
 ) -> dict:
-    """Keyword arguments for read_records from the command line's reader options."""
-    flags = ReadFilter(skip_secondary=not include_secondary,
-                       skip_supplementary=not include_supplementary,
-                       skip_qcfail=not include_qcfail, skip_duplicates=not include_duplicates,
-                       skip_unmapped=skip_unmapped, min_mapq=min_mapq)
+    """Deprecated (removed in 0.2): use ``ReadOptions.from_cli``. Keyword arguments for
+    read_records from the command line's reader options."""
+    warnings.warn("mambadna.io.reader_options is deprecated and will be removed in mambadna "
+                  "0.2; use mambadna.io.ReadOptions.from_cli", DeprecationWarning, stacklevel=2)
+    options = ReadOptions.from_cli(
+        fmt=fmt, regions=regions, reference=reference, include_secondary=include_secondary,
+        include_supplementary=include_supplementary, include_qcfail=include_qcfail,
+        include_duplicates=include_duplicates, skip_unmapped=skip_unmapped, min_mapq=min_mapq)
     return {"fmt": fmt, "region": list(regions) or None, "reference": reference,
-            "flags": flags}
+            "flags": options.flags}
 
 
 @functools.cache
@@ -171,34 +181,32 @@ def _reject_error(path, index: int, on_invalid: str, on_unknown: str) -> MambaDN
 
 def read_tokens(
     path: str | os.PathLike,
-    *,
-    on_invalid: str = "N",
-    on_unknown: str = "error",
-    allow_duplicates: bool = False,
+    options: ReadOptions | None = None,
     **read_opts,
 ) -> Iterator[tuple[str, str, np.ndarray]]:
-    """Yield (name, source, tokens) for each record: token ids as uint8 (alphabet.encode).
+    """Yield (name, source, tokens) for each record: token ids as uint8 (alphabet.encode, with
+    the options' on_invalid / on_unknown).
 
     FASTA is encoded while it is parsed (one pass over the bases instead of two); the
     arrays of that path are read-only. Invalid characters raise AlphabetError naming the file,
-    record, position and line. read_opts as for read_records.
+    record, position and line. options / read_opts as for read_records.
     """
+    options = ReadOptions.of(options, **read_opts)
     path = check_path(path)
-    fmt = read_opts.pop("fmt", "auto")
-    fmt = detect_format(path) if fmt == "auto" else fmt
-    if fmt != "fasta" or read_opts.get("region"):
-        for record in read_records(path, fmt=fmt, allow_duplicates=allow_duplicates,
-                                   **read_opts):
+    fmt = options.format_of(path)
+    policy = {"on_invalid": options.on_invalid, "on_unknown": options.on_unknown}
+    if fmt != "fasta" or options.region:
+        for record in read_records(path, dataclasses.replace(options, fmt=fmt)):
             try:
-                tokens = encode(record.sequence, on_invalid=on_invalid, on_unknown=on_unknown)
+                tokens = encode(record.sequence, **policy)
             except AlphabetError as err:
                 raise locate(err, record) from None
             yield record.name, record.source, tokens
         return
-    records = read_fasta(path, table=_fasta_table(on_invalid, on_unknown))
-    if not allow_duplicates:
+    records = read_fasta(path, table=_fasta_table(**policy))
+    if not options.allow_duplicates:
         records = _unique(records, None)
     for index, record in enumerate(records):
         if REJECT in record.sequence:
-            raise _reject_error(path, index, on_invalid, on_unknown)
+            raise _reject_error(path, index, **policy)
         yield record.name, record.source, np.frombuffer(record.sequence, dtype=np.uint8)

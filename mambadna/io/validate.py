@@ -8,6 +8,7 @@ every problem is collected (up to ``max_problems`` per file), except that a brok
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import numpy as np
 from mambadna.alphabet import IUPAC_AMBIGUITY, VOCAB_SIZE, A, C, G, T, encode
 from mambadna.alphabet import N as N_TOKEN
 from mambadna.errors import AlphabetError, MambaDNAError
-from mambadna.io import detect_format, locate, read_records
+from mambadna.io import ReadOptions, locate, read_records
 from mambadna.io.files import check_path
 from mambadna.io.records import Record
 
@@ -110,29 +111,27 @@ def _add_record(summary: FileSummary, record: Record, report: _Collector, on_inv
 
 def validate_file(
     path: str | os.PathLike,
+    options: ReadOptions | None = None,
     *,
     collect_all: bool = False,
     max_problems: int = 1000,
-    on_invalid: str = "N",
-    on_unknown: str = "error",
-    allow_duplicates: bool = False,
     **read_opts,
 ) -> FileSummary:
     """Read and encode every record of ``path``; return a FileSummary (problems included).
 
-    read_opts go to mambadna.io.read_records (fmt, region, reference, flags).
+    options / read_opts: how to read and encode (mambadna.io.ReadOptions and its fields).
     Never raises for problems of the file itself: they end up in ``summary.problems``.
     """
+    options = ReadOptions.of(options, **read_opts)
     summary = FileSummary(os.fspath(path))
     report = _Collector(summary, collect_all, max_problems)
     try:
         check_path(path)
-        fmt = read_opts.pop("fmt", "auto")
-        summary.format = detect_format(path) if fmt == "auto" else fmt
-        records = read_records(path, fmt=summary.format, allow_duplicates=allow_duplicates,
-                               on_problem=report, **read_opts)
+        summary.format = options.format_of(path)
+        records = read_records(path, dataclasses.replace(options, fmt=summary.format),
+                               on_problem=report)
         for record in records:
-            _add_record(summary, record, report, on_invalid, on_unknown)
+            _add_record(summary, record, report, options.on_invalid, options.on_unknown)
     except _Stop:
         pass
     except MambaDNAError as err:  # fatal for this file: structure broken or unreadable
@@ -143,12 +142,13 @@ def validate_file(
     return summary
 
 
-def validate(paths: Sequence[str | os.PathLike], *, collect_all: bool = False,
-             **options) -> list[FileSummary]:
+def validate(paths: Sequence[str | os.PathLike], options: ReadOptions | None = None, *,
+             collect_all: bool = False, **read_opts) -> list[FileSummary]:
     """validate_file for each path; without collect_all, stop after the first bad file."""
+    options = ReadOptions.of(options, **read_opts)
     summaries = []
     for path in paths:
-        summaries.append(validate_file(path, collect_all=collect_all, **options))
+        summaries.append(validate_file(path, options, collect_all=collect_all))
         if not collect_all and not summaries[-1].ok:
             break
     return summaries

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mambadna.errors import ConfigError, InputError
+from mambadna.io import ReadOptions
 from mambadna.model import MambaDNA
 from mambadna.pipelines.inference import Reducer, Rows
 from mambadna.pipelines.output import TABLE_FORMATS, atomic_output, check_output, output_format
@@ -244,14 +245,16 @@ def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,
              min_window: int | None = None, batch_size: int = 8, rc_average: bool = False,
              per_window: bool = False, stream: bool = False, device: str | None = None,
              devices: int = 1, precision: str = "auto", out: str | os.PathLike | None = None,
-             force: bool = False, progress: bool | None = None, on_invalid: str = "N",
-             on_unknown: str = "error", **read_opts) -> pd.DataFrame:
+             force: bool = False, progress: bool | None = None,
+             read: ReadOptions | None = None, **read_opts) -> pd.DataFrame:
     """Predict the label of every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM).
 
     model_or_dir: a classifier (MambaDNA with num_labels >= 2) or its saved folder. Windows,
     strands and streaming as in ``RunOptions``; aggregation and columns in the module
-    docstring. out: also write the table (.tsv, .csv or .parquet, atomically). read_opts go to
-    ``read_records``. Returns the predictions DataFrame (``attrs["mambadna"]``: metadata).
+    docstring. out: also write the table (.tsv, .csv or .parquet, atomically). read: how the
+    inputs are read (mambadna.io.ReadOptions); read_opts: its fields as keywords (on_invalid,
+    on_unknown, fmt, region, reference, flags, allow_duplicates). Returns the predictions
+    DataFrame (``attrs["mambadna"]``: metadata).
 
     Example::
 
@@ -262,6 +265,6 @@ def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=device, devices=devices, precision=precision, progress=progress,
-                      on_invalid=on_invalid, on_unknown=on_unknown, read_opts=read_opts)
+                      read=ReadOptions.of(read, **read_opts))
     return classify_run(model_or_dir, inputs, out, per_window=per_window, force=force,
                         options=opts).frame

@@ -35,6 +35,7 @@ import torch
 
 from mambadna.alphabet import PAD, N
 from mambadna.errors import ConfigError, InputError
+from mambadna.io import ReadOptions
 from mambadna.model import MambaDNA
 from mambadna.pipelines.inference import Reducer, Rows
 from mambadna.pipelines.output import atomic_output, check_output
@@ -273,14 +274,15 @@ def embed(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs,
           batch_size: int = 8, rc_average: bool = False, stream: bool = False,
           device: str | None = None, devices: int = 1, precision: str = "auto",
           force: bool = False, progress: bool | None = None,
-          row_group_size: int | None = None, on_invalid: str = "N",
-          on_unknown: str = "error", **read_opts) -> pd.DataFrame | Path:
+          row_group_size: int | None = None, read: ReadOptions | None = None,
+          **read_opts) -> pd.DataFrame | Path:
     """Embed every window of every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM).
 
     model_or_dir: a MambaDNA or the folder of a saved model. out: a .parquet path (written
     atomically), or None to get a DataFrame. Windows, pooling, strands and streaming are
-    described in the module docstring and ``RunOptions``; read_opts go to ``read_records``
-    (fmt, region, reference, flags, allow_duplicates). Returns the DataFrame (columns as in
+    described in the module docstring and ``RunOptions``. read: how the inputs are read
+    (mambadna.io.ReadOptions); read_opts: its fields as keywords (on_invalid, on_unknown, fmt,
+    region, reference, flags, allow_duplicates). Returns the DataFrame (columns as in
     the file; ``attrs["mambadna"]`` holds the metadata) or the output Path.
 
     Example::
@@ -292,7 +294,7 @@ def embed(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs,
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=device, devices=devices, precision=precision, progress=progress,
-                      on_invalid=on_invalid, on_unknown=on_unknown, read_opts=read_opts)
+                      read=ReadOptions.of(read, **read_opts))
     result = embed_run(model_or_dir, inputs, out, pool=pool, force=force,
                        row_group_size=row_group_size, options=opts)
     return result.table if out is None else result.out

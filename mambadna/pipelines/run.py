@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import torch
 
 from mambadna._version import __version__
 from mambadna.errors import ConfigError
+from mambadna.io import ReadOptions
 from mambadna.model import MambaDNA
 from mambadna.pipelines.inference import (
     Reducer,
@@ -52,14 +54,23 @@ class RunOptions:
     """"auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"."""
     progress: bool | None = None
     """Progress line on stderr; None: only when stderr is a terminal."""
-    on_invalid: str = "N"
-    """IUPAC ambiguity codes: read as N, or "error"."""
-    on_unknown: str = "error"
-    """Other non-base characters: "error", or read as N."""
-    read_opts: dict = field(default_factory=dict)
-    """Passed to mambadna.io.read_records: fmt, region, reference, flags, allow_duplicates."""
+    read: ReadOptions = field(default_factory=ReadOptions)
+    """How the inputs are read and encoded (format, regions, filters, on_invalid ...)."""
+    on_invalid: InitVar[str | None] = None
+    """Deprecated (removed in 0.2): ``read=ReadOptions(on_invalid=...)``."""
+    on_unknown: InitVar[str | None] = None
+    """Deprecated (removed in 0.2): ``read=ReadOptions(on_unknown=...)``."""
+    read_opts: InitVar[dict | None] = None
+    """Deprecated (removed in 0.2): ``read=ReadOptions(...)``."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, on_invalid, on_unknown, read_opts) -> None:
+        old = {**(read_opts or {}), **({"on_invalid": on_invalid} if on_invalid else {}),
+               **({"on_unknown": on_unknown} if on_unknown else {})}
+        if old:
+            warnings.warn("RunOptions(on_invalid=, on_unknown=, read_opts=) is deprecated and "
+                          "will be removed in mambadna 0.2; pass read=ReadOptions(...)",
+                          DeprecationWarning, stacklevel=3)
+            self.read = ReadOptions.of(self.read, **old)
         if isinstance(self.devices, bool) or not isinstance(self.devices, int) \
                 or self.devices < 1:
             raise ConfigError(f"--devices must be a positive integer, got {self.devices!r}")
@@ -89,8 +100,7 @@ def open_run(model_or_dir, inputs: Inputs, opts: RunOptions, reducer: Callable[[
 
     ``seen`` collects (record, n_windows) of every record reached, in input order.
     """
-    records = RecordStream(inputs, select=select, on_invalid=opts.on_invalid,
-                           on_unknown=opts.on_unknown, **opts.read_opts)
+    records = RecordStream(inputs, opts.read, select=select)
     model = prepare_model(model_or_dir, resolve_device(device or opts.device))
     if check_model is not None:
         check_model(model)

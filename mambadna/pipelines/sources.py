@@ -22,7 +22,7 @@ import numpy as np
 
 from mambadna.alphabet import encode
 from mambadna.errors import AlphabetError, InputError
-from mambadna.io import IndexedFasta, compression, detect_format, read_tokens
+from mambadna.io import IndexedFasta, ReadOptions, fasta_index_usable, read_tokens
 from mambadna.io.files import check_path
 
 _log = logging.getLogger(__name__)
@@ -54,43 +54,27 @@ class SourceRecord:
         return f"SourceRecord({self.index}, {self.name!r}, length={self.length})"
 
 
-def _indexed_fasta(path: Path, read_opts: dict) -> bool:
-    """True if ``path`` is a FASTA that can be read window by window through an existing index."""
-    if read_opts.get("region") or read_opts.get("fmt", "auto") not in ("auto", "fasta"):
-        return False
-    kind = compression(path)
-    if kind == "gzip" or not Path(f"{path}.fai").is_file():
-        return False
-    if kind == "bgzip" and not Path(f"{path}.gzi").is_file():
-        return False
-    return detect_format(path) == "fasta"
-
-
 class RecordStream:
     """Iterate the records of several inputs in order (optionally only some ordinals).
 
+    options / read_opts: how to read and encode (mambadna.io.ReadOptions and its fields).
     select: keep the records whose ordinal passes (``None``: all); the others are skipped
         without encoding, but counted in ``n_records``, so ranks agree on ordinals.
-    on_invalid / on_unknown: token policy (mambadna.alphabet.encode).
-    read_opts: passed to ``read_tokens``/``read_records`` (fmt, region, reference, flags,
-        allow_duplicates).
     After iteration, ``n_records`` is the count of records of all inputs.
     """
 
-    def __init__(self, inputs: Sequence[str | os.PathLike], *,
-                 select: Callable[[int], bool] | None = None, on_invalid: str = "N",
-                 on_unknown: str = "error", **read_opts) -> None:
+    def __init__(self, inputs: Sequence[str | os.PathLike], options: ReadOptions | None = None,
+                 *, select: Callable[[int], bool] | None = None, **read_opts) -> None:
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
         if not inputs:
             raise InputError("no inputs given", fix="pass one or more FASTA/FASTQ/BAM files")
         self.inputs = [check_path(p) for p in inputs]  # fail before any work is done
         self.select = select
-        self.encode_opts = {"on_invalid": on_invalid, "on_unknown": on_unknown}
-        self.read_opts = read_opts
+        self.options = ReadOptions.of(options, **read_opts)
         self.n_records = 0
         self._handles: list[IndexedFasta] = []
-        self._indexed = [_indexed_fasta(p, read_opts) for p in self.inputs]
+        self._indexed = [fasta_index_usable(p, self.options) for p in self.inputs]
 
     def total_bases(self) -> int | None:
         """Bases of all inputs when every input is an indexed FASTA (for progress), else None."""
@@ -113,7 +97,7 @@ class RecordStream:
         return index, self.select is None or self.select(index)
 
     def _read(self, path: Path) -> Iterator[SourceRecord]:
-        for name, source, tokens in read_tokens(path, **self.encode_opts, **self.read_opts):
+        for name, source, tokens in read_tokens(path, self.options):
             index, keep = self._take()
             if not keep:
                 continue
@@ -144,7 +128,9 @@ class RecordStream:
     def _window_reader(self, fasta: IndexedFasta, name: str, path: Path):
         def fetch(start: int, end: int) -> np.ndarray:
             try:
-                return encode(fasta.fetch(name, start, end), offset=start, **self.encode_opts)
+                return encode(fasta.fetch(name, start, end), offset=start,
+                              on_invalid=self.options.on_invalid,
+                              on_unknown=self.options.on_unknown)
             except AlphabetError as err:
                 raise err.with_location(path=path, record=name) from None
 

@@ -3,8 +3,8 @@
 Encoding goes through a 256-entry lookup table applied with numpy (no per-base Python loop).
 Torch-free on purpose: readers, validation and tokenization run without it.
 
-Token ids (DESIGN.md): PAD=0, BOS=1 (also CLS), EOS=2, MASK=3, UNK=4, A=5, C=6, G=7, T=8, N=9;
-the vocabulary is padded to 16 so embedding tables stay aligned.
+Token ids (docs/architecture.md): PAD=0, BOS=1 (also CLS), EOS=2, MASK=3, UNK=4, A=5, C=6, G=7,
+T=8, N=9; the vocabulary is padded to 16 so embedding tables stay aligned.
 """
 
 from __future__ import annotations

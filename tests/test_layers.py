@@ -38,7 +38,7 @@ LAYERS: dict[str, tuple[set[str], str]] = {
     "manifests": ({*BASE, "atomic", "io"},
                   "lists of files (genome YAML, labelled TSV) and their downloads"),
     "model": ({*BASE, "alphabet", "atomic", "kernels"},
-              "the network over the ops: neither train nor data (DESIGN rule)"),
+              "the network over the ops: neither train nor data"),
     "data": ({*BASE, "alphabet", "atomic", "io", "manifests"},
              "token stores, samplers, datasets: never the model"),
     "simulate": ({*BASE, "atomic"}, "simulated genomes: numpy and msprime only"),
@@ -47,7 +47,7 @@ LAYERS: dict[str, tuple[set[str], str]] = {
     "train": ({*BASE, "alphabet", "atomic", "io", "manifests", "data", "model"},
               "Lightning training over data and model"),
     "pipelines": ({*BASE, "alphabet", "atomic", "io", "manifests", "model", "baselines"},
-                  "classify, embed, evaluate with trained models: never train (DESIGN rule)"),
+                  "classify, embed, evaluate with trained models: never train"),
     "experiments": ({*BASE, "io", "manifests", "simulate", "train", "pipelines"},
                     "studies that chain simulate, train and pipelines"),
     "demo": ({*BASE, "simulate", "train", "pipelines"}, "the embedded end-to-end demo"),
@@ -55,7 +55,7 @@ LAYERS: dict[str, tuple[set[str], str]] = {
               "`mambadna bench`: end-to-end throughput over library calls"),
     "cli": ({*BASE, "io", "manifests", "data", "simulate", "baselines", "train", "pipelines",
              "experiments", "demo", "bench"},
-            "the shell: options -> one library call; nothing imports it (DESIGN rule)"),
+            "the shell: options -> one library call; nothing imports it"),
     "__main__": ({"cli"}, "`python -m mambadna` runs the CLI"),
     "mambadna": (BASE, "the package root: public names resolved lazily, by name"),
     "fetch": (BASE, "deprecated alias of mambadna.manifests.fetch (removed in 0.2)"),
@@ -67,7 +67,7 @@ TORCH_FREE = [
     "mambadna.data.sampling", "mambadna.baselines", "mambadna.train.config",
     "mambadna.train.command", "mambadna.experiments.command",
 ]
-"""Modules whose import must not load torch: io and the alphabet (DESIGN rule), the package
+"""Modules whose import must not load torch: io and the alphabet (docs/architecture.md), the package
 root and the CLI (fast start), and what their docstrings promise."""
 
 
@@ -251,3 +251,17 @@ def test_every_package_is_in_the_wheel():
     folders = {_module_name(init) for folder in ("mambadna", "kernels")
                for init in (ROOT / folder).rglob("__init__.py")}
     assert folders == packages, (sorted(folders - packages), sorted(packages - folders))
+
+
+def test_files_refer_to_nothing_outside_the_repository():
+    """A clone has no design notes beside it: the repository's files point at docs/."""
+    outside = ("DESIGN" + ".md", "../" + "shared")
+    files = [ROOT / name for name in ("README.md", "BENCHMARKS.md", "Makefile",
+                                      "pyproject.toml", ".ci/run")]
+    for folder in ("mambadna", "kernels", "tests", "benchmarks", "docs", "workflows",
+                   "data_manifests"):
+        files += [p for p in (ROOT / folder).rglob("*") if p.is_file()
+                  and p.suffix in (".py", ".md", ".yaml", ".smk", ".toml", "")]
+    found = [f"{p.relative_to(ROOT)}: {word}" for p in files if p.exists()
+             for word in outside if word in p.read_text(errors="ignore")]
+    assert not found, found

@@ -6,7 +6,7 @@ averaged and softmax-normalised again: the record's probabilities are the normal
 mean of its windows' probabilities, so every window votes with its full distribution. With
 ``rc_average`` the two strands of every window are averaged the same way (mean log-probability).
 
-Output columns (DESIGN.md): ``record_id, predicted_label, probability, n_windows,
+Output columns (docs/architecture.md): ``record_id, predicted_label, probability, n_windows,
 prob_<label>...``, one row per record in input order. ``per_window`` adds ``start, end`` and one
 row per window (n_windows 1) after its record's row, whose start and end stay empty. A record
 with no window (shorter than ``min_window``) gets n_windows 0 and empty predictions, and a

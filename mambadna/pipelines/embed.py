@@ -1,6 +1,6 @@
 """Genome embeddings: one pooled vector per window, written to Parquet as the run goes.
 
-Schema (DESIGN.md), one row per window, rows in input order then start::
+Schema (docs/architecture.md), one row per window, rows in input order then start::
 
     record_id: string, start: int64, end: int64, strand: string, n_fraction: float32,
     embedding: fixed_size_list<float32>[d_model]

@@ -1,5 +1,5 @@
 """Pretraining end to end on a simulated genome: it learns, it resumes exactly, it refuses bad
-input before training, and it writes the run folder of DESIGN.md."""
+input before training, and it writes the run folder of docs/architecture.md."""
 
 from __future__ import annotations
 

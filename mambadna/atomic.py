@@ -71,7 +71,8 @@ def _signals_raise() -> Iterator[None]:
         _active -= 1
         if _active == 0:
             for signum, handler in _previous.items():
-                signal.signal(signum, handler)
+                if signal.getsignal(signum) is _exit_on_signal:  # not replaced meanwhile
+                    signal.signal(signum, handler)
             _previous.clear()
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mambadna.atomic import atomic_file
 from mambadna.errors import ConfigError, OutputExistsError
 
 
@@ -247,7 +248,5 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoReport:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a temporary file in the same folder, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)

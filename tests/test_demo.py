@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -18,13 +20,29 @@ def test_demo_end_to_end(tmp_path):
                                       "--finetune-steps", "4"])
     assert result.exit_code == 0, result.output
     report = (out / "report.md").read_text()
-    assert "accuracy" in report and "chance 50.0%" in report
+    assert "Balanced accuracy" in report and "chance 50.0%" in report
+    assert "majority baseline" in report and "k-mer naive Bayes" in report
     assert "Confusion matrix" in report and "human-orangutan" in report
-    assert "2222x the realistic rate" in report
+    assert "insertion_rate 1000.0" in report
+    # The report's numbers are those of its predictions: recompute them.
+    metrics = json.loads((out / "report.json").read_text())
     predictions = pd.read_csv(out / "predictions.tsv", sep="\t")
-    assert set(predictions["true_label"]) == {"human", "orangutan"}
-    windows = predictions[predictions["start"].notna()]
+    windows = predictions[predictions["level"] == "windows"]
+    assert set(windows["true_label"]) == {"human", "orangutan"}
     assert len(windows) >= 5 and (windows["end"] - windows["start"] <= 128).all()
+    assert metrics["windows"]["n"] == len(windows)
+    correct = windows["true_label"] == windows["predicted_label"]
+    assert metrics["windows"]["accuracy"] == pytest.approx(correct.mean())
+    recall = correct.groupby(windows["true_label"]).mean()
+    assert metrics["windows"]["balanced_accuracy"] == pytest.approx(recall.mean())
+    for label, value in recall.items():
+        assert metrics["windows"]["per_class"][label]["recall"] == pytest.approx(value)
+        n = int((windows["true_label"] == label).sum())
+        assert f"| {label} | {n} | {value:.1%} |" in report
+    kmer = windows["true_label"] == windows["kmer_predicted_label"]
+    assert metrics["baselines"]["kmer"]["windows"]["accuracy"] == pytest.approx(kmer.mean())
+    majority = windows["true_label"].value_counts().max() / len(windows)
+    assert metrics["windows"]["majority_baseline"] == pytest.approx(majority)
     table = pq.read_table(out / "embeddings.parquet")
     assert table.num_rows == len(windows)
     assert (out / "finetune" / "model" / "labels.json").exists()

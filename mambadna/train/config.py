@@ -170,6 +170,8 @@ class FinetuneConfig(TrainConfig):
     pooling: str | None = _f("mean", "Classifier input: mean over positions or the last "
                                      "position (the Mamba paper's; trails mean pooling and "
                                      "k-mer counting at 1-4 kb).", choices=("last", "mean"))
+    head_lr_scale: float = _f(1.0, "Learning rate of the new classification head as a multiple "
+                                   "of --lr.")
     class_weights: dict = field(default_factory=dict, metadata=_meta(
         "Loss weight per label (label=weight,...); missing labels 1.", parse="mapping"))
     max_steps: int = _f(1000, "Optimizer steps to train.")
@@ -184,6 +186,7 @@ class FinetuneConfig(TrainConfig):
             raise ConfigError("give either --from MODEL_DIR or --preset NAME (exactly one)",
                               fix="--from a pretrained model, or --preset tiny to train from "
                                   "scratch")
+        _require(self.head_lr_scale > 0, "head_lr_scale", "must be positive")
         for label, weight in self.class_weights.items():
             _require(weight > 0, f"class_weights[{label}]", "must be positive")
 

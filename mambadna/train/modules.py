@@ -38,11 +38,14 @@ class OptimSettings:
     min_lr_ratio: float
     fused: bool | None = None
     """Fused AdamW: None = on GPUs (mambadna.train.optim.adamw)."""
+    head_lr_scale: float = 1.0
+    """Learning rate of the classification head, as a multiple of ``lr``."""
 
     @classmethod
     def from_config(cls, config) -> OptimSettings:
         return cls(config.lr, config.weight_decay, tuple(config.adam_betas), config.max_steps,
-                   config.lr_warmup, config.min_lr_ratio)
+                   config.lr_warmup, config.min_lr_ratio,
+                   head_lr_scale=getattr(config, "head_lr_scale", 1.0))
 
 
 class _Base(pl.LightningModule):
@@ -56,7 +59,9 @@ class _Base(pl.LightningModule):
         fused = o.fused
         if self._grad_scaler() is not None:
             fused = False  # the scaler must unscale before clipping: a fused step does it late
-        optimizer = adamw(decay_groups(self.model, o.weight_decay), o.lr, o.betas, fused=fused)
+        groups = decay_groups(self.model, o.weight_decay, scaled="classifier.", lr=o.lr,
+                              scale=o.head_lr_scale)
+        optimizer = adamw(groups, o.lr, o.betas, fused=fused)
         factor = cosine_with_warmup(o.max_steps, o.lr_warmup, o.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer,

@@ -18,9 +18,14 @@ from torch import nn
 NO_DECAY_NAMES = ("A_log", "D")
 
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW parameter groups: decayed matrices, and the rest with weight_decay 0."""
-    decay, no_decay = [], []
+def decay_groups(model: nn.Module, weight_decay: float, *, scaled: str | None = None,
+                 lr: float | None = None, scale: float = 1.0) -> list[dict]:
+    """AdamW parameter groups: decayed matrices, and the rest with weight_decay 0.
+
+    scaled / lr / scale: parameters whose name starts with ``scaled`` (e.g. "classifier.")
+    get groups of their own with learning rate ``lr * scale``; empty groups are dropped.
+    """
+    groups: dict[tuple[bool, bool], list] = {}
     seen: set[int] = set()
     for name, param in model.named_parameters():
         if not param.requires_grad or id(param) in seen:  # tied weights are listed once
@@ -28,9 +33,15 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         seen.add(id(param))
         skip = (getattr(param, "_no_weight_decay", False) or param.ndim < 2
                 or name.endswith(".bias") or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES)
-        (no_decay if skip else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        special = scaled is not None and scale != 1.0 and name.startswith(scaled)
+        groups.setdefault((special, skip), []).append(param)
+    out = [{"params": groups.get((False, False), []), "weight_decay": weight_decay},
+           {"params": groups.get((False, True), []), "weight_decay": 0.0}]
+    for skip in (False, True):
+        if groups.get((True, skip)):
+            out.append({"params": groups[(True, skip)], "lr": lr * scale,
+                        "weight_decay": 0.0 if skip else weight_decay})
+    return out
 
 
 def adamw(params: Iterable[dict], lr: float, betas: tuple[float, float],

@@ -59,3 +59,19 @@ def test_fused_adamw_clips_without_a_scaler(precision, tmp_path):
     assert all(norm <= clip * (1 + 1e-3) for norm in module.norms), module.norms
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "the optimizer never stepped"
+
+
+def test_the_classification_head_can_learn_faster_than_the_backbone():
+    from mambadna.train.optim import decay_groups
+
+    model = MambaDNA(ModelConfig(d_model=16, n_layer=1, num_labels=3))
+    plain = decay_groups(model, 0.1)
+    assert [g["weight_decay"] for g in plain] == [0.1, 0.0] and "lr" not in plain[0]
+    groups = decay_groups(model, 0.1, scaled="classifier.", lr=1e-3, scale=10.0)
+    head = {id(p) for p in model.classifier.parameters()}
+    assert len(groups) == 4
+    for group in groups[2:]:
+        assert group["lr"] == pytest.approx(1e-2)
+        assert {id(p) for p in group["params"]} <= head
+    assert sum(len(g["params"]) for g in groups) == sum(len(g["params"]) for g in plain)
+    assert not any(id(p) in head for g in groups[:2] for p in g["params"])

@@ -226,6 +226,14 @@ def tokenize(inputs, out, force, **read) -> None:
                f"({n_count} N) from {len(inputs)} input(s)")
 
 
+def _check_strict(model: str, strict: bool) -> None:
+    """--strict: refuse an unverifiable model folder before any input is read."""
+    if strict:
+        from mambadna.pipelines.inference import require_verified
+
+        require_verified(model)
+
+
 def _pipeline_options(command):
     """Options of classify and embed: model, output, windows, batching, devices."""
     options = [
@@ -254,6 +262,9 @@ def _pipeline_options(command):
                      help="auto: bf16 autocast on CUDA, fp32 on CPU."),
         click.option("--force", is_flag=True, help="Replace an existing output file."),
         click.option("--quiet", is_flag=True, help="No progress display on stderr."),
+        click.option("--strict", is_flag=True,
+                     help="Refuse a model folder whose config.json records no checksum of its "
+                          "weights (by default it loads with a warning)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -269,12 +280,13 @@ def _pipeline_options(command):
 @_pipeline_options
 @_reader_options
 def classify(inputs, out, per_window, model, window, stride, min_window, batch_size, stream,
-             rc_average, device, devices, precision, force, quiet, **read) -> None:
+             rc_average, device, devices, precision, force, quiet, strict, **read) -> None:
     """Predict the label (e.g. species) of every record of INPUT... from its windows."""
     from mambadna.io import ReadOptions
     from mambadna.pipelines.classify import classify_run
     from mambadna.pipelines.run import RunOptions
 
+    _check_strict(model, strict)
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=None if device == "auto" else device, devices=devices,
@@ -297,12 +309,13 @@ def classify(inputs, out, per_window, model, window, stride, min_window, batch_s
 @_pipeline_options
 @_reader_options
 def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stream, rc_average,
-          device, devices, precision, force, quiet, **read) -> None:
+          device, devices, precision, force, quiet, strict, **read) -> None:
     """Write pooled embeddings of the windows of INPUT... to Parquet."""
     from mambadna.io import ReadOptions
     from mambadna.pipelines.embed import embed_run
     from mambadna.pipelines.run import RunOptions
 
+    _check_strict(model, strict)
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=None if device == "auto" else device, devices=devices,
@@ -347,11 +360,17 @@ def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stre
               help="Seed of the bootstrap intervals.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--quiet", is_flag=True, help="No progress display on stderr.")
+@click.option("--strict", is_flag=True,
+              help="Refuse a model folder whose config.json records no checksum of its "
+                   "weights (by default it loads with a warning).")
 def evaluate(model, manifest, out_dir, split, window, stride, min_window, baseline,
-             train_manifest, k, batch_size, rc_average, device, seed, force, quiet) -> None:
+             train_manifest, k, batch_size, rc_average, device, seed, force, quiet,
+             strict) -> None:
     """Score a classifier on labelled files against chance, majority and k-mer baselines."""
     from mambadna.pipelines.evaluate import evaluate as run_evaluation
     from mambadna.pipelines.evaluation_report import summary
+
+    _check_strict(model, strict)
 
     result = run_evaluation(model, manifest, out_dir, split=split, window=window, stride=stride,
                             min_window=min_window, baseline=baseline,

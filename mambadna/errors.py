@@ -105,3 +105,8 @@ class DownloadError(MambaDNAError, OSError):
 
 class ChecksumError(InputError):
     """A file's checksum does not match its manifest, or no checksum could be found for it."""
+
+
+class UnsafeFileError(InputError):
+    """A file would run code when loaded (a pickle naming Python callables), or a path would
+    lead outside the folder it must stay in; it is refused, never loaded or followed."""

@@ -104,3 +104,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class Payload:
+    """Unpickling this runs ``touch marker``: what a crafted file from someone else would do.
+    Tests plant it in files and check that loading refuses them and the marker never appears."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = Path(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+@pytest.fixture
+def payload(tmp_path):
+    """A Payload whose marker file is tmp_path/PWNED (checked with ``payload.marker``)."""
+    return Payload(tmp_path / "PWNED")

@@ -209,10 +209,25 @@ class TokenStore:
         i = range(len(self))[key]  # IndexError and negative indices like a list
         tokens = self._open.pop(i, None)
         if tokens is None:
-            tokens = np.load(self.path / self.index["file"].iat[i], mmap_mode="r")
+            tokens = self._load(i)
             if len(self._open) >= OPEN_RECORDS:
                 self._open.popitem(last=False)
         self._open[i] = tokens
+        return tokens
+
+    def _load(self, i: int) -> np.memmap:
+        """Map record ``i``'s file: uint8 tokens only. allow_pickle=False: a .npy of Python
+        objects would be unpickled (code run) by a permissive load; it is refused instead."""
+        file = self.path / self.index["file"].iat[i]
+        try:
+            tokens = np.load(file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise FormatError(f"unreadable record file {file.name} ({err})", path=file,
+                              record=self.names[i], fix="re-create the store") from None
+        if not isinstance(tokens, np.ndarray) or tokens.dtype != np.uint8 or tokens.ndim != 1:
+            raise FormatError(f"record file holds {getattr(tokens, 'dtype', type(tokens))} "
+                              f"{getattr(tokens, 'shape', '')}, expected uint8 tokens",
+                              path=file, record=self.names[i], fix="re-create the store")
         return tokens
 
     def __getstate__(self) -> dict:
@@ -226,8 +241,8 @@ class TokenStore:
         for i in range(len(self)):
             name, file = self.names[i], self.path / self.index["file"].iat[i]
             try:
-                tokens = np.load(file, mmap_mode="r")
-            except (OSError, ValueError) as err:
+                tokens = np.load(file, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError, EOFError) as err:
                 raise FormatError(f"unreadable record file {file.name} ({err})", path=file,
                                   record=name, fix="re-create the store") from None
             if tokens.dtype != np.uint8 or tokens.ndim != 1 or len(tokens) != self.lengths[i]:

@@ -8,6 +8,7 @@ re-exported here: ``mambadna.model.io`` is the model folder's reading and writin
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ from mambadna.model.save import (
     save_pretrained,
 )
 
-__all__ = ["file_sha256", "load_model", "save_pretrained"]
+__all__ = ["UnverifiedModelWarning", "file_sha256", "load_model", "require_verified",
+           "save_pretrained"]
 
 
 def _read_config(path: Path) -> tuple[ModelConfig, dict]:
@@ -110,15 +112,48 @@ def _load_state(model: MambaDNA, tensors: dict[str, torch.Tensor], file: Path) -
     model.load_state_dict(tensors, strict=True)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> MambaDNA:
+class UnverifiedModelWarning(UserWarning):
+    """A model folder's config.json records no checksum of its weights: they load unverified."""
+
+
+def check_weights_checksum(path: str | Path, meta: dict, *, strict: bool) -> None:
+    """A folder without ``weights_sha256`` (hand-made, or edited) cannot be checked against
+    corruption or tampering: refused when ``strict``, else loaded with a warning naming it."""
+    if meta.get("weights_sha256") is not None:
+        return
+    what = (f"{CONFIG_FILE} records no weights_sha256, so {WEIGHTS_FILE} cannot be verified")
+    fix = "save the model again with save_pretrained (it records the checksum)"
+    if strict:
+        raise ModelFileError(what + " (--strict refuses unverified models)", path=path, fix=fix)
+    warnings.warn(f"{path}: {what}; loading it unverified. Fix: {fix}, or pass --strict to "
+                  "refuse such folders", UnverifiedModelWarning, stacklevel=3)
+
+
+def require_verified(path: str | Path) -> None:
+    """Raise ModelFileError unless the model folder's config records its weights' sha256 (the
+    CLI's ``--strict``, checked before any input is read)."""
+    path = Path(path)
+    if not path.is_dir():
+        load_model(path)  # raises the usual "not found" / "is a file" error
+    _cfg, meta = _read_config(path)
+    check_weights_checksum(path, meta, strict=True)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", *,
+               strict: bool = False) -> MambaDNA:
     """Load a folder written by ``save_pretrained``; returns the model in eval mode on
-    ``device``, with ``model.labels`` set for classifiers."""
+    ``device``, with ``model.labels`` set for classifiers.
+
+    strict: refuse a folder whose config.json records no ``weights_sha256`` (without it the
+    weights load with an UnverifiedModelWarning).
+    """
     path = Path(path)
     if not path.is_dir():
         raise ModelFileError("model folder not found" if not path.exists() else
                              "is a file; a saved model is a folder", path=path,
                              fix="pass the folder holding config.json and model.safetensors")
     cfg, meta = _read_config(path)
+    check_weights_checksum(path, meta, strict=strict)
     labels = _read_labels(path, cfg.num_labels)
     tensors = _read_weights(path, meta["weights_sha256"])
     model = MambaDNA(cfg)

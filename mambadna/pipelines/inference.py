@@ -30,6 +30,7 @@ import torch
 from mambadna.alphabet import PAD, N, reverse_complement
 from mambadna.errors import ConfigError
 from mambadna.model import MambaDNA, load_model
+from mambadna.model.io import require_verified as require_verified  # for the CLI's --strict
 from mambadna.pipelines.output import Progress
 from mambadna.pipelines.sources import SourceRecord
 from mambadna.pipelines.tiling import WindowSpec

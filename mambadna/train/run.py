@@ -27,7 +27,7 @@ from mambadna.data.module import WindowDataModule
 from mambadna.data.prepare import pretrain_data, species_data, tokenized
 from mambadna.data.sampling import TokenSource, WindowSampler, tile_windows
 from mambadna.data.schedule import SeqLenSchedule
-from mambadna.errors import ConfigError
+from mambadna.errors import ConfigError, InputError, UnsafeFileError
 from mambadna.io.files import check_path
 from mambadna.manifests.labelled import ManifestRow, read_manifest
 from mambadna.model import MambaDNA, ModelConfig, load_model
@@ -140,9 +140,47 @@ def _write_config(folder: RunFolder, config: TrainConfig, resolved: dict) -> Non
 # ---------------------------------------------------------------------- export
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def load_checkpoint(checkpoint: Path) -> dict:
+    """A Lightning checkpoint read with ``weights_only=True``: tensors, numbers, strings and
+    containers only. A checkpoint is a pickle; a full unpickler would run any code a crafted
+    file names, so a file that needs anything else is refused (UnsafeFileError), never run."""
+    import pickle
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch names the global it refused ("Unsupported global: GLOBAL module.name ...");
+        # without one the file is merely not a checkpoint (garbage, truncated)
+        found = next((line.strip() for line in str(err).splitlines()
+                      if "GLOBAL" in line or "Unsupported global" in line), None)
+        if found is None:
+            raise InputError(f"not a readable checkpoint ({_first_line(err)})",
+                             path=checkpoint, fix="start the run again without --resume "
+                                                  "(or with --force)") from None
+        raise UnsafeFileError(
+            f"refused: the checkpoint needs more than tensors and plain data to load "
+            f"({found[:200]}); loading it would run code named in the file",
+            path=checkpoint,
+            fix="resume only from checkpoints this mambadna wrote; if this one is yours, "
+                "start the run again without --resume (or with --force)") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        raise InputError(f"not a readable checkpoint ({_first_line(err)})",
+                         path=checkpoint,
+                         fix="start the run again without --resume (or with --force)") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise InputError("not a Lightning checkpoint (no state_dict)", path=checkpoint,
+                         fix="start the run again without --resume (or with --force)")
+    return state
+
+
 def _load_weights(model: MambaDNA, checkpoint: Path) -> MambaDNA:
     """Load the ``model.*`` weights of a Lightning checkpoint into ``model``."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = load_checkpoint(checkpoint)["state_dict"]
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     model.load_state_dict(weights)
     return model
@@ -160,7 +198,10 @@ def _fit(config: TrainConfig, folder: RunFolder, module: pl.LightningModule,
          info: dict) -> RunResult:
     """Train, save last.ckpt, and (rank 0) export the final and best models, merge metrics."""
     ckpt = folder.last_checkpoint if config.resume else None
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=False)
+    # weights_only=True: Lightning's torch.load refuses pickled code (checked before, in _run,
+    # with our error; this is the second lock). save_checkpoint's weights_only=False is a
+    # different flag: save the optimizer and loop state too, not only the weights.
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
     trainer.save_checkpoint(folder.last_checkpoint, weights_only=False)
     trainer.strategy.barrier("mambadna-export")
     if not trainer.is_global_zero:
@@ -233,6 +274,8 @@ def _run(config: TrainConfig, prepare: Callable[[RunFolder, bool], _Task],
     folder = _start(config)
     leader = is_leader()
     try:
+        if config.resume:
+            load_checkpoint(folder.last_checkpoint)  # refuse an unsafe or broken one now
         task = prepare(folder, leader)
         trainer = _trainer(config, folder, task.monitor, ())
         schedule, resolved = _schedule(config, trainer.world_size, task.train_bases)

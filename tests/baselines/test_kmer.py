@@ -219,3 +219,14 @@ def test_bad_arguments():
         KmerNaiveBayes(k=2).fit([encode("ACGT")], ["a", "b"])
     with pytest.raises(InputError, match="list of windows"):
         KmerNaiveBayes(k=2).fit(encode("ACGTACGT"), ["a"])
+
+
+def test_pickled_objects_never_run(saved, payload):
+    _, folder = saved
+    np.save(folder / "log_probs.npy", np.array([payload], dtype=object), allow_pickle=True)
+    with pytest.raises(ModelFileError, match="not a readable numpy array"):
+        KmerNaiveBayes.load(folder)
+    (folder / "baseline.json").write_bytes(__import__("pickle").dumps(payload))
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        KmerNaiveBayes.load(folder)
+    assert not payload.marker.exists()

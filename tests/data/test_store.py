@@ -253,3 +253,17 @@ def test_open_records_are_reused_and_pickling_drops_them(tmp_path, write_fasta, 
     assert len(store._open) == 2 and 0 not in store._open
     clone = pickle.loads(pickle.dumps(store))
     assert not clone._open and np.array_equal(clone["chr2"], encode(GENOME["chr2"]))
+
+
+def test_pickled_record_files_never_run(tmp_path, write_fasta, payload):
+    fa = write_fasta(tmp_path / "g.fa", GENOME)
+    write_token_store([fa], tmp_path / "store")
+    record = tmp_path / "store" / "records" / "000001.npy"
+    np.save(record, np.array([payload], dtype=object), allow_pickle=True)
+    store = TokenStore(tmp_path / "store")
+    with pytest.raises(FormatError, match=r"unreadable record file 000001\.npy") as info:
+        store[1]
+    assert info.value.record == "chr2" and "re-create the store" in str(info.value)
+    with pytest.raises(FormatError, match="unreadable record file"):
+        store.verify()
+    assert not payload.marker.exists()

@@ -153,3 +153,45 @@ def test_missing_folder_and_file_path(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ModelFileError, match="is a file"):
         load_model(tmp_path / "file")
+
+
+def test_pickled_files_never_run(saved, payload):
+    import pickle
+
+    _, folder = saved
+    weights = folder / "model.safetensors"
+    torch.save({"embedding.weight": payload}, weights)  # a torch pickle in the weights' place
+    _edit_config(folder, weights_sha256=None)  # even without a checksum to stop it first
+    with pytest.warns(UserWarning), pytest.raises(ModelFileError, match="not a safetensors"):
+        load_model(folder)
+    for name in ("config.json", "labels.json"):
+        original = (folder / name).read_bytes()
+        (folder / name).write_bytes(pickle.dumps(payload))
+        with pytest.raises(ModelFileError, match=f"{name}.*invalid JSON"):
+            load_model(folder)
+        (folder / name).write_bytes(original)
+    assert not payload.marker.exists()
+
+
+def test_a_folder_without_checksum_warns_and_strict_refuses(saved):
+    from click.testing import CliRunner
+
+    from mambadna.cli import cli
+    from mambadna.model.io import UnverifiedModelWarning
+
+    _, folder = saved
+    _edit_config(folder, weights_sha256=None)
+    with pytest.warns(UnverifiedModelWarning, match=f"{folder}.*no weights_sha256"):
+        load_model(folder)
+    with pytest.raises(ModelFileError, match=r"no weights_sha256.*--strict") as err:
+        load_model(folder, strict=True)
+    assert err.value.path == str(folder) and "save the model again" in str(err.value)
+    (folder.parent / "x.fa").write_text(">a\nACGT\n")
+    for args in (["classify", str(folder.parent / "x.fa"), "-o", str(folder.parent / "p.tsv")],
+                 ["embed", str(folder.parent / "x.fa"), "-o", str(folder.parent / "e.parquet")],
+                 ["evaluate", "--manifest", str(folder.parent / "m.tsv"), "-o",
+                  str(folder.parent / "ev")]):
+        result = CliRunner().invoke(cli, [*args, "--model", str(folder), "--strict"])
+        assert result.exit_code == 1, result.output
+        assert "no weights_sha256" in result.output and "Traceback" not in result.output
+    assert not any(p.name in ("p.tsv", "e.parquet", "ev") for p in folder.parent.iterdir())

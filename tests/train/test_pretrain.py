@@ -9,9 +9,10 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mambadna.alphabet import encode
-from mambadna.errors import ConfigError, InputFileError, OutputExistsError
+from mambadna.errors import ConfigError, InputError, InputFileError, OutputExistsError
 from mambadna.train import PretrainConfig, pretrain
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -111,3 +112,24 @@ def test_bad_input_fails_before_training(genome, tmp_path):
     with pytest.raises(OutputExistsError, match="not a run folder"):
         pretrain(config(genome, run, force=True))
     assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_resume_never_unpickles_code(genome, tmp_path, payload):
+    from mambadna.errors import UnsafeFileError
+    from mambadna.train.run import load_checkpoint
+
+    run = tmp_path / "run"
+    pretrain(config(genome, run, max_steps=3))
+    last = run / "checkpoints" / "last.ckpt"
+    assert set(load_checkpoint(last)) >= {"state_dict", "optimizer_states", "loops"}
+    good = last.read_bytes()
+    torch.save({"state_dict": {}, "evil": payload}, last)
+    with pytest.raises(UnsafeFileError, match=r"refused.*would run code") as info:
+        pretrain(config(genome, run, max_steps=6, resume=True))
+    assert info.value.path == str(last) and "Fix:" in str(info.value)
+    last.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        pretrain(config(genome, run, max_steps=6, resume=True))
+    assert not payload.marker.exists()
+    last.write_bytes(good)  # the genuine checkpoint still resumes (weights_only=True)
+    assert pretrain(config(genome, run, max_steps=6, resume=True)).final

@@ -20,14 +20,23 @@ scheduler stopping a job does not leave temporary files behind either.
 (so a bad output path fails before any work) and again just before the rename if the target
 appeared in the meantime (so nothing is clobbered). Without ``check`` an existing target is
 replaced. Torch-free, imports nothing of mambadna above ``errors``.
+
+SIGKILL (or a power cut) cannot be caught: its temporary stays behind. Temporary names carry
+the writer's host and process id (``.NAME.HOST-PID.RANDOM.tmp``), so the next write into the
+same folder removes those of processes that no longer run on this host (``remove_stale``),
+and only those: other files, and temporaries of live processes or of other hosts sharing the
+folder, are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
 import signal
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -44,9 +53,45 @@ _active = 0  # open blocks (main thread) while our signal handlers are installed
 _previous: dict[int, object] = {}
 
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)\.[0-9a-f]{8}"
+                        r"\.(?:tmp|old)$")
+
+
 def temporary_name(path: Path, tag: str = "tmp") -> Path:
-    """A hidden, unique name beside ``path`` (same folder, so the final rename is atomic)."""
-    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.{tag}"
+    """A hidden, unique name beside ``path`` (same folder, so the final rename is atomic),
+    naming this host and process so that a later run can tell a dead writer's leftovers."""
+    return path.parent / f".{path.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}.{tag}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's live process (or a pid we cannot judge): keep its file
+    return True
+
+
+def remove_stale(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries our writers left in ``folder`` when killed (SIGKILL, power cut):
+    names of ``temporary_name``'s form whose process no longer runs on this host. Returns what
+    was removed. Nothing else is touched (a live writer's temporary, another host's, any
+    other hidden file)."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        found = _TEMPORARY.match(entry.name) if entry.name.startswith(".") else None
+        if (found is None or found["host"] != _HOST or int(found["pid"]) == os.getpid()
+                or _running(int(found["pid"]))):
+            continue
+        _remove(Path(entry.path))
+        removed.append(Path(entry.path))
+    return removed
 
 
 def _exit_on_signal(signum, frame) -> None:
@@ -122,6 +167,7 @@ def atomic_file(path: str | os.PathLike, *, check: Check | None = None,
     path = Path(path)
     if check is not None:
         check(path)
+    remove_stale(path.parent)
     tmp = temporary_name(path)
     with _signals_raise():
         try:
@@ -152,6 +198,7 @@ def atomic_directory(path: str | os.PathLike, *, check: Check | None = None,
     if check is not None:
         check(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent)
     tmp = temporary_name(path)
     old = temporary_name(path, "old")
     with _signals_raise():

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from mambadna.atomic import atomic_directory, atomic_file
+from mambadna.atomic import atomic_directory, atomic_file, temporary_name
 from mambadna.errors import OutputExistsError
 
 
@@ -117,3 +117,31 @@ def test_signal_handlers_are_restored(tmp_path):
     with atomic_file(tmp_path / "a") as tmp:
         tmp.write_text("x")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigkill_leftovers_are_removed_by_the_next_write_and_only_ours(tmp_path):
+    code = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from mambadna.atomic import atomic_directory, atomic_file
+        folder = Path({str(tmp_path)!r})
+        with atomic_directory(folder / "store") as d, atomic_file(folder / "f.txt") as f:
+            (d / "a").write_text("half")
+            f.write_text("half")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    left = sorted(_hidden(tmp_path))
+    assert len(left) == 2  # SIGKILL cannot be caught: the temporaries stay ...
+    (tmp_path / ".mine.txt.abcdef-1.0123abcd.tmp").write_text("other host's")  # not ours here
+    (tmp_path / ".hidden").write_text("the user's")
+    live = temporary_name(tmp_path / "g.txt")  # this (running) process's: kept
+    live.write_text("in progress")
+    with atomic_file(tmp_path / "f.txt") as f:  # ... until the next write into the folder
+        f.write_text("whole")
+    assert (tmp_path / "f.txt").read_text() == "whole"
+    assert sorted(_hidden(tmp_path)) == sorted(
+        [".hidden", ".mine.txt.abcdef-1.0123abcd.tmp", live.name])

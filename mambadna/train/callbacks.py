@@ -1,4 +1,5 @@
-"""Callbacks: sequence-length warmup, plain log lines, and a marker for resumed attempts.
+"""Callbacks: sequence-length warmup, plain log lines, a marker for resumed attempts, and the
+checkpoints (last.ckpt every --val-every steps and on Ctrl-C, the best one apart, all atomic).
 
 ``SeqLenWarmup`` owns the stage bookkeeping on the training side: the data stream computes the
 window length and batch size of each micro-batch from the same SeqLenSchedule and the step, so
@@ -14,9 +15,63 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
+from mambadna.atomic import atomic_file
 from mambadna.data.schedule import SeqLenSchedule
+
+
+def save_checkpoint(trainer: pl.Trainer, path: str | Path) -> None:
+    """trainer.save_checkpoint (optimizer and loop state included) through the atomic helper:
+    a kill while writing leaves the previous file whole, never a truncated one. Every rank
+    calls it (the state may be gathered); only rank 0 writes, so only it needs the
+    temporary name (each process would draw its own)."""
+    if trainer.is_global_zero:
+        with atomic_file(path) as tmp:
+            trainer.save_checkpoint(tmp, weights_only=False)
+    else:
+        trainer.save_checkpoint(path, weights_only=False)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint for the best-validation file (best-step=N.ckpt), written
+    atomically. last.ckpt is SaveLast's: ModelCheckpoint rewrites its last file only when it
+    saved a top-k one at that step, so after a kill --resume went back to the best step."""
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        save_checkpoint(trainer, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
+class SaveLast(Checkpoint):
+    """Writes ``path`` (RUN_DIR/checkpoints/last.ckpt) every ``every`` optimizer steps,
+    whatever the validation metric did: after each validation when the run validates (after
+    the best checkpoint, so the saved state knows the best score), else at the end of every
+    ``every``-th step. A Checkpoint subclass so that Lightning runs it after ModelCheckpoint
+    (it orders checkpoint callbacks last, keeping their order)."""
+
+    def __init__(self, path: Path, every: int, after_validation: bool) -> None:
+        self.path = Path(path)
+        self.every = every
+        self.after_validation = after_validation
+        self._saved_step = -1
+
+    def _save(self, trainer) -> None:
+        if trainer.global_step in (0, self._saved_step) or trainer.sanity_checking \
+                or trainer.state.fn != "fit":
+            return
+        save_checkpoint(trainer, self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.after_validation and trainer.global_step % self.every == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.after_validation:
+            self._save(trainer)
 
 
 class SeqLenWarmup(pl.Callback):
@@ -117,7 +172,7 @@ class SaveOnInterrupt(pl.Callback):
         saved = (copy.deepcopy(loop.batch_progress.state_dict()), loop._batches_that_stepped)
         _as_if_saved_at_batch_end(trainer)
         try:
-            trainer.save_checkpoint(self.path, weights_only=False)
+            save_checkpoint(trainer, self.path)
         finally:
             loop.batch_progress.load_state_dict(saved[0])
             loop._batches_that_stepped = saved[1]

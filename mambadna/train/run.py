@@ -18,7 +18,6 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from mambadna._version import __version__
@@ -31,7 +30,15 @@ from mambadna.errors import ConfigError, InputError, UnsafeFileError
 from mambadna.io.files import check_path
 from mambadna.manifests.labelled import ManifestRow, read_manifest
 from mambadna.model import MambaDNA, ModelConfig, load_model
-from mambadna.train.callbacks import AttemptMarker, LogLines, SaveOnInterrupt, SeqLenWarmup
+from mambadna.train.callbacks import (
+    AttemptMarker,
+    BestCheckpoint,
+    LogLines,
+    SaveLast,
+    SaveOnInterrupt,
+    SeqLenWarmup,
+    save_checkpoint,
+)
 from mambadna.train.config import FinetuneConfig, PretrainConfig, TrainConfig, dump_yaml
 from mambadna.train.modules import ClassifierModule, LanguageModelModule, OptimSettings
 from mambadna.train.runfolder import RunFolder, is_leader, launch_id, merge_metrics, write_atomic
@@ -76,11 +83,14 @@ def _trainer(config: TrainConfig, folder: RunFolder, monitor: tuple[str, str] | 
     if _uses_gpu(config):
         torch.set_float32_matmul_precision("high")
     attempt = folder.next_attempt() if is_leader() else 0
-    checkpoint = ModelCheckpoint(
-        dirpath=folder.checkpoints, filename="best-{step}", save_last=True,
+    # The best checkpoint (validated runs only) and last.ckpt are kept apart: last.ckpt is
+    # rewritten every --val-every steps whether or not validation improved, so a killed run
+    # resumes from its last written step, not from its best one.
+    checkpoint = BestCheckpoint(
+        dirpath=folder.checkpoints, filename="best-{step}", save_last=False,
         monitor=monitor[0] if monitor else None, mode=monitor[1] if monitor else "min",
-        save_top_k=1 if monitor else 0,
-        every_n_train_steps=None if monitor else config.val_every)
+        save_top_k=1 if monitor else 0)
+    last = SaveLast(folder.last_checkpoint, config.val_every, after_validation=bool(monitor))
     interactive = sys.stderr.isatty()
     return pl.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
@@ -91,7 +101,7 @@ def _trainer(config: TrainConfig, folder: RunFolder, monitor: tuple[str, str] | 
         check_val_every_n_epoch=None, limit_val_batches=None if monitor else 0,
         num_sanity_val_steps=0, log_every_n_steps=config.log_every,
         logger=CSVLogger(folder.path, name="logs", version=attempt),
-        callbacks=[checkpoint, SaveOnInterrupt(folder.last_checkpoint),
+        callbacks=[checkpoint, last, SaveOnInterrupt(folder.last_checkpoint),
                    AttemptMarker(folder.logs / f"version_{attempt}"), *callbacks],
         enable_progress_bar=interactive, enable_model_summary=interactive,
         use_distributed_sampler=False,  # the data module shards by rank itself
@@ -202,7 +212,7 @@ def _fit(config: TrainConfig, folder: RunFolder, module: pl.LightningModule,
     # with our error; this is the second lock). save_checkpoint's weights_only=False is a
     # different flag: save the optimizer and loop state too, not only the weights.
     trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
-    trainer.save_checkpoint(folder.last_checkpoint, weights_only=False)
+    save_checkpoint(trainer, folder.last_checkpoint)
     trainer.strategy.barrier("mambadna-export")
     if not trainer.is_global_zero:
         return RunResult(folder.path, None, None, is_global_zero=False)

@@ -37,11 +37,15 @@ def order0_bits(path) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def config(genome, out, **kw) -> PretrainConfig:
+def settings(genome, out, **kw) -> dict:
     base = dict(genomes=[str(genome["train"])], out_dir=str(out), preset="tiny", seq_len=64,
                 batch_size=4, max_steps=6, val_every=3, val_windows=8, log_every=1,
                 num_workers=0, seed=1)
-    return PretrainConfig(**{**base, **kw})
+    return {**base, **kw}
+
+
+def config(genome, out, **kw) -> PretrainConfig:
+    return PretrainConfig(**settings(genome, out, **kw))
 
 
 def test_pretraining_beats_the_order0_entropy(genome, tmp_path):
@@ -133,3 +137,55 @@ def test_resume_never_unpickles_code(genome, tmp_path, payload):
     assert not payload.marker.exists()
     last.write_bytes(good)  # the genuine checkpoint still resumes (weights_only=True)
     assert pretrain(config(genome, run, max_steps=6, resume=True)).final
+
+
+KILLED_RUN = """
+import os, signal, sys
+import lightning.pytorch as pl
+import torch
+from mambadna.train import PretrainConfig, pretrain
+from mambadna.train.callbacks import BestCheckpoint
+
+torch.set_num_threads(1)
+# Validation never improves in this run: last.ckpt must be rewritten all the same.
+BestCheckpoint.check_monitor_top_k = lambda self, trainer, current=None: False
+
+
+class Kill(pl.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == int(sys.argv[1]):
+            os.kill(os.getpid(), signal.SIGKILL)  # no handler, no cleanup: like the OOM killer
+
+
+pretrain(PretrainConfig(**eval(sys.argv[2])), callbacks=[Kill()])
+"""
+
+
+def test_sigkill_and_resume_ends_as_an_uninterrupted_run(genome, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    kw = dict(max_steps=6, val_every=2)
+    whole = pretrain(config(genome, tmp_path / "whole", **kw))
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, "5",
+                           repr(settings(genome, tmp_path / "cut", **kw))],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    # killed in step 6, after step 4's validation (which did not improve): last.ckpt is step 4
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert not list(checkpoints.glob("best-*"))
+    resumed = pretrain(config(genome, tmp_path / "cut", resume=True, **kw))
+    start = (tmp_path / "cut" / "logs" / "version_1" / "start_step").read_text()
+    assert int(start) == 4
+    a = whole.metrics.dropna(subset=["train_loss"]).set_index("step")
+    b = resumed.metrics.dropna(subset=["train_loss"]).set_index("step")
+    assert list(b.index) == list(range(6))
+    np.testing.assert_array_equal(b["train_loss"], a["train_loss"])
+    final_a = load_file(whole.model_dir / "model.safetensors")
+    final_b = load_file(resumed.model_dir / "model.safetensors")
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)  # bit-identical
+    assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]  # no temporaries

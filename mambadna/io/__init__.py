@@ -33,6 +33,7 @@ from mambadna.io.fastq import read_fastq
 from mambadna.io.files import FORMATS, check_path, compression, detect_format
 from mambadna.io.indexed import (
     IndexedFasta,
+    check_fasta_index,
     fasta_index_usable,
     fetch_interval,
     read_fasta_regions,
@@ -47,6 +48,7 @@ __all__ = [
     "ReadOptions",
     "Record",
     "Region",
+    "check_fasta_index",
     "compression",
     "detect_format",
     "fasta_index_usable",

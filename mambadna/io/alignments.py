@@ -26,6 +26,7 @@ from mambadna.errors import (
     MambaDNAError,
 )
 from mambadna.io.files import check_path
+from mambadna.io.indexed import check_index_age
 from mambadna.io.records import DEFAULT_FILTER, ReadFilter, Record, Region
 
 _MODES = {"bam": "rb", "cram": "rc", "sam": "r"}
@@ -104,6 +105,9 @@ def _fetch(handle, path: Path, fmt: str, regions: list[Region]) -> Iterator:
             f"region queries need a coordinate-sorted, indexed {kind}", path=path,
             fix=f"samtools sort -o sorted.{'cram' if fmt == 'cram' else 'bam'} {path.name} "
                 "&& samtools index sorted.*; or read the whole file without a region")
+    for suffix in (".bai", ".csi", ".crai"):  # an index written before the file changed
+        for index in (Path(f"{path}{suffix}"), path.with_suffix(suffix)):
+            check_index_age(path, index, fix=f"samtools index {path.name}")
     for region in regions:
         region = region.resolve(handle.references)
         if region.name not in handle.references:

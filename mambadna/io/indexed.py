@@ -6,6 +6,7 @@ be indexed at all: gzip has no restart points, bgzip has (and is still valid gzi
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,84 @@ def _index_fix(path: Path) -> str:
     return f"samtools faidx {path.name} (in a folder you can write, or next to a copy)"
 
 
+STALE_INDEX = ("{index} is older than the file: the file changed after it was indexed, and "
+               "reads through the old index return the wrong bases")
+CHECKED_RECORDS = 64
+"""Records of a .fai whose header line is checked on disk (the first and last ones)."""
+
+
+def check_index_age(path: Path, index: Path, fix: str) -> None:
+    """Refuse an index older than its file (modified after indexing): samtools and pysam
+    would read the new file at the old offsets and silently return other bases."""
+    if index.is_file() and index.stat().st_mtime_ns < path.stat().st_mtime_ns:
+        raise IndexRequiredError(STALE_INDEX.format(index=index.name), path=path, fix=fix)
+
+
+def _fai_rows(fai: Path, fix: str) -> list[tuple[str, int, int, int, int]]:
+    rows = []
+    with open(fai, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            fields = line.rstrip("\r\n").split("\t")
+            try:
+                name, length, offset, bases, width = fields[0], *map(int, fields[1:5])
+            except (ValueError, IndexError):
+                raise IndexRequiredError("not a FASTA index (each line: name, length, offset, "
+                                         "line bases, line bytes)", path=fai, line=number,
+                                         fix=fix) from None
+            if length < 0 or offset < 0 or bases < 1 or width < bases:
+                raise IndexRequiredError("impossible FASTA index entry", path=fai, line=number,
+                                         record=name, fix=fix)
+            rows.append((name, length, offset, bases, width))
+    return rows
+
+
+def check_fasta_index(path: str | os.PathLike) -> None:
+    """Refuse a .fai (or .gzi) that does not describe ``path`` as it is now: older than the
+    file, or (uncompressed FASTA) record layouts that run past the file's end, overlap, or do
+    not start right after a header line. Called before every indexed read; a stale index
+    would silently change what is read."""
+    path = Path(path)
+    fix = f"index it again: samtools faidx {path.name}"
+    fai = Path(f"{path}.fai")
+    check_index_age(path, fai, fix)
+    kind = compression(path)
+    if kind == "bgzip":
+        check_index_age(path, Path(f"{path}.gzi"), fix)
+    if kind != "none" or not fai.is_file():
+        return  # compressed: the offsets are into the decompressed text
+    rows = _fai_rows(fai, fix)
+    size = path.stat().st_size
+    ends = []
+    for name, length, offset, bases, width in rows:
+        full, rest = divmod(length, bases)
+        end = offset + full * width + (rest + width - bases if rest else 0)
+        ends.append(end)
+        if end > size + (width - bases):  # the last line may lack its line ending
+            raise IndexRequiredError(
+                f"the index puts record {name!r} at bytes {offset}-{end}, past the end of the "
+                f"file ({size} bytes): the file changed after it was indexed", path=path,
+                fix=fix)
+    order = sorted(range(len(rows)), key=lambda i: rows[i][2])
+    for a, b in itertools.pairwise(order):
+        if rows[b][2] < ends[a]:
+            raise IndexRequiredError(
+                f"the index's records {rows[a][0]!r} and {rows[b][0]!r} overlap in the file: "
+                "it does not describe this file", path=path, fix=fix)
+    picked = order[:CHECKED_RECORDS // 2] + order[-(CHECKED_RECORDS // 2):]
+    with open(path, "rb") as handle:
+        for i in dict.fromkeys(picked):
+            name, length, offset, _bases, _width = rows[i]
+            if length == 0:
+                continue  # an empty record's offset is where the next header starts
+            handle.seek(max(0, offset - 1))
+            before = handle.read(2) if offset else b"\n" + handle.read(1)
+            if before[:1] not in (b"\n", b"\r") or before[1:2] in (b">", b";"):
+                raise IndexRequiredError(
+                    f"record {name!r} does not start at byte {offset} where the index puts it "
+                    "(no header line ends there): the file changed after it was indexed",
+                    path=path, fix=fix)
+
+
 class IndexedFasta:
     """An indexed FASTA file: names, lengths and intervals without reading the whole file.
 
@@ -56,6 +135,7 @@ class IndexedFasta:
             raise IndexRequiredError(
                 f"no index ({', '.join(p.name for p in needed)}) and its folder is not "
                 "writable, so it cannot be built", path=self.path, fix=_index_fix(self.path))
+        check_fasta_index(self.path)
         import pysam  # lazy: see mambadna.io.alignments
 
         try:

@@ -22,7 +22,13 @@ import numpy as np
 
 from mambadna.alphabet import encode
 from mambadna.errors import AlphabetError, InputError
-from mambadna.io import IndexedFasta, ReadOptions, fasta_index_usable, read_tokens
+from mambadna.io import (
+    IndexedFasta,
+    ReadOptions,
+    check_fasta_index,
+    fasta_index_usable,
+    read_tokens,
+)
 from mambadna.io.files import check_path
 
 _log = logging.getLogger(__name__)
@@ -75,6 +81,9 @@ class RecordStream:
         self.n_records = 0
         self._handles: list[IndexedFasta] = []
         self._indexed = [fasta_index_usable(p, self.options) for p in self.inputs]
+        for path, indexed in zip(self.inputs, self._indexed):
+            if indexed:
+                check_fasta_index(path)  # a stale index: refused before any work
 
     def total_bases(self) -> int | None:
         """Bases of all inputs when every input is an indexed FASTA (for progress), else None."""

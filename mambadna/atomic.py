@@ -31,6 +31,7 @@ folder, are never touched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -42,7 +43,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from mambadna.errors import OutputExistsError
+from mambadna.errors import OutputError, OutputExistsError
 
 Check = Callable[[Path], object]
 """Raises (a MambaDNAError saying why and how to fix it) if the target may not be written."""
@@ -155,6 +156,36 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+def _ours(err: OSError, *paths: Path) -> bool:
+    """Whether ``err`` failed on one of our output paths (or inside the temporary folder)."""
+    if not err.filename:
+        return False
+    failed = Path(os.fsdecode(err.filename))
+    return any(failed == p or p in failed.parents for p in paths)
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path, *ours: Path) -> Iterator[None]:
+    """A full disk, a read-only filesystem, or a denied write of our own paths becomes an
+    OutputError naming the target and the fix (the caller's finally removes the temporary)."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as err:
+        if OutputError.errno_of(err) is None and _SHORT_WRITE.search(str(err)):
+            # numpy's tofile reports a short write without an errno ("N requested and M
+            # written"): the filesystem (or quota) being full is what happened
+            err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
+        domain = OutputError.from_os_error(err, path, denied=_ours(err, path, *ours))
+        if domain is None:
+            raise
+        raise domain from err
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, *, check: Check | None = None,
                 fsync: bool = True) -> Iterator[Path]:
@@ -169,7 +200,7 @@ def atomic_file(path: str | os.PathLike, *, check: Check | None = None,
         check(path)
     remove_stale(path.parent)
     tmp = temporary_name(path)
-    with _signals_raise():
+    with _signals_raise(), _write_errors(path, tmp, path.parent):
         try:
             yield tmp
             if fsync:
@@ -197,11 +228,12 @@ def atomic_directory(path: str | os.PathLike, *, check: Check | None = None,
     path = Path(path)
     if check is not None:
         check(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(path.parent)
     tmp = temporary_name(path)
     old = temporary_name(path, "old")
-    with _signals_raise():
+    with _write_errors(path, tmp, path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent)
+    with _signals_raise(), _write_errors(path, tmp, path.parent):
         try:
             tmp.mkdir()  # not mkdtemp, which is private (0700): the folder gets the umask
             yield tmp

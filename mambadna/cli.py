@@ -11,7 +11,7 @@ import sys
 import click
 
 from mambadna._version import __version__
-from mambadna.errors import MambaDNAError
+from mambadna.errors import MambaDNAError, OutputError
 
 
 class _Group(click.Group):
@@ -22,6 +22,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MambaDNAError as err:
             click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+        except OSError as err:
+            # a full disk or read-only filesystem met outside our atomic writers (e.g.
+            # Lightning's logs): still one line with the path and the fix, not a traceback
+            domain = OutputError.from_os_error(err)
+            if domain is None:
+                raise
+            click.echo(f"error: {domain}", err=True)
             sys.exit(1)
 
 
@@ -79,7 +87,7 @@ def data() -> None:
 
 
 @data.command("fetch")
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.argument("manifest", type=click.Path())
 @click.option("--dest", required=True, type=click.Path(file_okay=False),
               help="Folder the files are downloaded into (created if missing).")
 @click.option("--only", multiple=True, help="Fetch only this entry (repeatable).")
@@ -114,7 +122,7 @@ def data_fetch(manifest, dest, only, verify_only, base_url, allow_unverified, re
 
 @data.command("check")
 @click.argument("manifests", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False))
+                type=click.Path())
 def data_check(manifests) -> None:
     """Validate data manifests against the schema and list their entries."""
     from mambadna.manifests import load_manifest
@@ -130,8 +138,8 @@ def data_check(manifests) -> None:
 
 
 @data.command("split")
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
-@click.option("--dest", required=True, type=click.Path(exists=True, file_okay=False),
+@click.argument("manifest", type=click.Path())
+@click.option("--dest", required=True, type=click.Path(),
               help="Folder the manifest's files were fetched into.")
 @click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for <label>.<split>.fa files and manifest.tsv (for finetune).")
@@ -506,10 +514,13 @@ def bench(stages, out, **options) -> None:
               help="Lineage-specific insertions per Mb per Myr (realistic: 0.45).")
 @click.option("--spectrum-bias", default=0.0, show_default=True,
               type=click.FloatRange(0.0), help="Lineage substitution signatures (0: none).")
+@click.option("--finetune-from", default="scratch", show_default=True,
+              type=click.Choice(["scratch", "pretrained"]),
+              help="Train the classifier from random weights or from the pretrained model.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--force", is_flag=True, help="Replace an existing demo folder.")
 def demo(out_dir, genome_length, seq_len, pretrain_steps, finetune_steps, species,
-         divergence_scale, insertion_rate, spectrum_bias, seed, force) -> None:
+         divergence_scale, insertion_rate, spectrum_bias, finetune_from, seed, force) -> None:
     """Simulate great apes, pretrain, finetune, classify and embed on CPU; print a report."""
     from mambadna.demo import DemoConfig, run_demo
 
@@ -517,7 +528,8 @@ def demo(out_dir, genome_length, seq_len, pretrain_steps, finetune_steps, specie
                         pretrain_steps=pretrain_steps, finetune_steps=finetune_steps,
                         species=tuple(s.strip() for s in species.split(",") if s.strip()),
                         divergence_scale=divergence_scale, insertion_rate=insertion_rate,
-                        spectrum_bias=spectrum_bias, seed=seed, force=force)
+                        spectrum_bias=spectrum_bias, finetune_from=finetune_from, seed=seed,
+                        force=force)
     report = run_demo(config, log=lambda line: click.echo(line, err=True))
     click.echo(report.text())
 

@@ -110,3 +110,46 @@ class ChecksumError(InputError):
 class UnsafeFileError(InputError):
     """A file would run code when loaded (a pickle naming Python callables), or a path would
     lead outside the folder it must stay in; it is refused, never loaded or followed."""
+
+
+class OutputError(MambaDNAError, OSError):
+    """An output cannot be written: the disk (or quota) is full, the filesystem is read-only,
+    or the location is not writable. Raised by the atomic writers (mambadna.atomic), which
+    leave nothing half-written behind."""
+
+    FULL = (28, 122, 27)  # ENOSPC, EDQUOT (Linux), EFBIG: no room for the data
+    READ_ONLY = (30,)  # EROFS
+    DENIED = (13, 1)  # EACCES, EPERM: only when the failing path is the output's
+
+    @staticmethod
+    def errno_of(err: OSError) -> int | None:
+        """The errno of ``err``; pyarrow's OSErrors carry it only in the text ("[errno 28]")."""
+        if err.errno is not None:
+            return err.errno
+        import re
+
+        found = re.search(r"\[errno (\d+)\]", str(err), re.IGNORECASE)
+        return int(found.group(1)) if found else None
+
+    @classmethod
+    def from_os_error(cls, err: OSError, path: str | os.PathLike | None = None,
+                      *, denied: bool = False) -> OutputError | None:
+        """The domain error for a failed write of ``path`` (default: the error's own file),
+        or None if ``err`` is not a write failure. denied: count EACCES/EPERM too (the
+        caller knows the failing path is an output)."""
+        number = cls.errno_of(err)
+        target = path if path is not None else err.filename
+        where = os.path.dirname(os.fspath(target)) if target is not None else None
+        where = where or "."
+        if number in cls.FULL:
+            return cls(f"cannot write: {err.strerror or 'no space left on device'} "
+                       "(nothing was left half-written)", path=target,
+                       fix=f"free space on that filesystem (`df -h {where}`), or write the "
+                           "output to another location")
+        if number in cls.READ_ONLY:
+            return cls("cannot write: the filesystem is read-only", path=target,
+                       fix="choose an output location on a writable filesystem")
+        if number in cls.DENIED and denied:
+            return cls(f"cannot write: {err.strerror or 'permission denied'}", path=target,
+                       fix=f"make {where} writable for you, or choose another output location")
+        return None

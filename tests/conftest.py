@@ -123,3 +123,28 @@ class Payload:
 def payload(tmp_path):
     """A Payload whose marker file is tmp_path/PWNED (checked with ``payload.marker``)."""
     return Payload(tmp_path / "PWNED")
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """mount(size="64k", read_only=False) -> an empty folder on a fresh tmpfs of that size, to
+    test a full disk (ENOSPC) or a read-only filesystem (EROFS) for real. Skips where mounting
+    is not allowed (it needs root); unmounted after the test."""
+    import subprocess
+
+    mounts = []
+
+    def mount(size: str = "64k", read_only: bool = False) -> Path:
+        folder = tmp_path / f"fs{len(mounts)}"
+        folder.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -317,7 +317,9 @@ def load_manifest(path: str | Path) -> DataManifest:
     try:
         text = path.read_text()
     except OSError as err:
-        raise InputFileError(f"cannot read manifest: {err.strerror or err}", path=path) from None
+        raise InputFileError(f"cannot read manifest: {err.strerror or err}", path=path,
+                             fix="check the path (a YAML file) and that you may read it"
+                             ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

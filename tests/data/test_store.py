@@ -267,3 +267,27 @@ def test_pickled_record_files_never_run(tmp_path, write_fasta, payload):
     with pytest.raises(FormatError, match="unreadable record file"):
         store.verify()
     assert not payload.marker.exists()
+
+
+def test_full_disk_and_read_only_output_are_one_line_errors(tmp_path, write_fasta, random_dna,
+                                                             small_filesystem):
+    fa = write_fasta(tmp_path / "g.fa", {"chr1": random_dna(300_000)})
+    full, read_only = small_filesystem("64k"), small_filesystem(read_only=True)
+    for folder, message in ((full, "No space left on device"), (read_only, "read-only")):
+        result = CliRunner().invoke(cli, ["tokenize", str(fa), "-o", str(folder / "store")])
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"error: {folder / 'store'}: cannot write")
+        assert message in result.output and "Fix:" in result.output
+        assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+        assert os.listdir(folder) == []  # nothing half-written, no temporary left
+
+
+def test_missing_or_unreadable_manifests_are_domain_errors(tmp_path):
+    for args in (["data", "check", str(tmp_path / "none.yaml")],
+                 ["data", "check", str(tmp_path)],
+                 ["data", "fetch", str(tmp_path / "none.yaml"), "--dest", str(tmp_path)],
+                 ["data", "split", str(tmp_path / "none.yaml"), "--dest", str(tmp_path / "d"),
+                  "-o", str(tmp_path / "o")]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, (args, result.output)  # not click's usage error (2)
+        assert result.output.startswith("error: ") and "cannot read manifest" in result.output

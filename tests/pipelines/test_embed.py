@@ -13,6 +13,7 @@ import gc
 import hashlib
 import io
 import json
+import os
 import tracemalloc
 
 import numpy as np
@@ -457,3 +458,18 @@ def test_two_gpus_write_the_single_gpu_file(tmp_path, model_dir, genome):
     assert a.drop(columns="embedding").equals(b.drop(columns="embedding"))
     np.testing.assert_allclose(stack(a), stack(b), atol=1e-4)
     assert no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_cli_embed_on_a_full_or_read_only_disk(tmp_path, model_dir, write_fasta, random_dna,
+                                               small_filesystem, read_only):
+    path = write_fasta(tmp_path / "big.fa", {"chr1": random_dna(40_000)})
+    folder = small_filesystem("8k", read_only=read_only)
+    out = folder / "e.parquet"
+    result = CliRunner().invoke(cli, ["embed", "--model", str(model_dir), str(path), "-o",
+                                      str(out), "--window", "32", "--quiet", "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: {folder}") and "Fix:" in result.output
+    assert ("not writable" if read_only else "No space left") in result.output  # checked first
+    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+    assert os.listdir(folder) == []

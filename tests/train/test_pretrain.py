@@ -4,6 +4,7 @@ input before training, and it writes the run folder of docs/architecture.md."""
 from __future__ import annotations
 
 import json
+import os
 
 import lightning.pytorch as pl
 import numpy as np
@@ -189,3 +190,22 @@ def test_sigkill_and_resume_ends_as_an_uninterrupted_run(genome, tmp_path):
     final_b = load_file(resumed.model_dir / "model.safetensors")
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)  # bit-identical
     assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_full_or_read_only_disk_is_one_line_error(genome, tmp_path, small_filesystem,
+                                                   read_only):
+    from click.testing import CliRunner
+
+    from mambadna.cli import cli
+
+    folder = small_filesystem("64k", read_only=read_only)  # the 100 kb genome's store: > 64k
+    result = CliRunner().invoke(cli, ["pretrain", "--genome", str(genome["train"]), "-o",
+                                      str(folder / "run"), "--preset", "tiny", "--seq-len",
+                                      "64", "--max-steps", "2", "--num-workers", "0"])
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: {folder / 'run'}") and "cannot write" in last
+    assert ("read-only" if read_only else "No space left") in last and "Fix:" in last
+    assert "Traceback" not in result.output
+    assert os.listdir(folder) == []  # the run folder this run created is gone

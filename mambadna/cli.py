@@ -202,10 +202,9 @@ def _reader_options(command):
 @_reader_options
 def validate(inputs, collect_all, **read) -> None:
     """Check that every record of INPUT... can be read; summarise each file."""
-    from mambadna.io import ReadOptions
     from mambadna.io.validate import validate as validate_files
 
-    summaries = validate_files(inputs, ReadOptions.from_cli(**read), collect_all=collect_all)
+    summaries = validate_files(inputs, _read_options(inputs, read), collect_all=collect_all)
     for summary in summaries:
         click.echo(summary.line())
         for problem in summary.problems:
@@ -226,12 +225,23 @@ def validate(inputs, collect_all, **read) -> None:
 def tokenize(inputs, out, force, **read) -> None:
     """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (uint8 .npy per record)."""
     from mambadna.data.store import write_token_store
-    from mambadna.io import ReadOptions
 
-    store = write_token_store(inputs, out, ReadOptions.from_cli(**read), force=force)
+    store = write_token_store(inputs, out, _read_options(inputs, read), force=force)
     n_count = int(store.index["n_count"].sum())
     click.echo(f"{store.path}: {len(store)} records, {store.total_length} bases "
                f"({n_count} N) from {len(inputs)} input(s)")
+
+
+def _read_options(inputs, read: dict):
+    """ReadOptions.from_cli; an invalid option (e.g. --region chr1:100-50) names the inputs it
+    was given for."""
+    from mambadna.errors import ConfigError
+    from mambadna.io import ReadOptions
+
+    try:
+        return ReadOptions.from_cli(**read)
+    except ConfigError as err:
+        raise err.with_location(path=", ".join(map(str, inputs))) from None
 
 
 def _check_strict(model: str, strict: bool) -> None:
@@ -290,7 +300,6 @@ def _pipeline_options(command):
 def classify(inputs, out, per_window, model, window, stride, min_window, batch_size, stream,
              rc_average, device, devices, precision, force, quiet, strict, **read) -> None:
     """Predict the label (e.g. species) of every record of INPUT... from its windows."""
-    from mambadna.io import ReadOptions
     from mambadna.pipelines.classify import classify_run
     from mambadna.pipelines.run import RunOptions
 
@@ -299,7 +308,7 @@ def classify(inputs, out, per_window, model, window, stride, min_window, batch_s
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=None if device == "auto" else device, devices=devices,
                       precision=precision, progress=False if quiet else None,
-                      read=ReadOptions.from_cli(**read))
+                      read=_read_options(inputs, read))
     result = classify_run(model, inputs, out, per_window=per_window, force=force, options=opts)
     records = result.frame["start"].isna().sum() if per_window else len(result.frame)
     click.echo(f"{result.out}: {records} records, {result.n_windows} windows, "
@@ -319,7 +328,6 @@ def classify(inputs, out, per_window, model, window, stride, min_window, batch_s
 def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stream, rc_average,
           device, devices, precision, force, quiet, strict, **read) -> None:
     """Write pooled embeddings of the windows of INPUT... to Parquet."""
-    from mambadna.io import ReadOptions
     from mambadna.pipelines.embed import embed_run
     from mambadna.pipelines.run import RunOptions
 
@@ -328,7 +336,7 @@ def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stre
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=None if device == "auto" else device, devices=devices,
                       precision=precision, progress=False if quiet else None,
-                      read=ReadOptions.from_cli(**read))
+                      read=_read_options(inputs, read))
     result = embed_run(model, inputs, out, pool=pool, force=force, options=opts)
     click.echo(f"{result.out}: {result.n_records} records, {result.n_windows} windows, "
                f"{result.bases} bases in {result.seconds:.1f} s "

@@ -81,7 +81,10 @@ def read_records(
     on_problem: receives recoverable problems (the record is skipped) instead of raising.
     The path and format are checked now; records are read lazily.
     """
-    options = ReadOptions.of(options, **read_opts)
+    try:
+        options = ReadOptions.of(options, **read_opts)
+    except ConfigError as err:  # e.g. region="chr1:100-50": say which file it was for
+        raise err.with_location(path=path) from None
     path = check_path(path)
     fmt = options.format_of(path)
     regions = list(options.region)
@@ -193,7 +196,10 @@ def read_tokens(
     arrays of that path are read-only. Invalid characters raise AlphabetError naming the file,
     record, position and line. options / read_opts as for read_records.
     """
-    options = ReadOptions.of(options, **read_opts)
+    try:
+        options = ReadOptions.of(options, **read_opts)
+    except ConfigError as err:
+        raise err.with_location(path=path) from None
     path = check_path(path)
     fmt = options.format_of(path)
     policy = {"on_invalid": options.on_invalid, "on_unknown": options.on_unknown}

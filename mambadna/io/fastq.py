@@ -82,6 +82,12 @@ def _read_record(path: Path, source: str, header: bytes, lines: _Lines,
                               record=name, line=line, fix=_TRUNCATED_FIX)
         if text.startswith(b"+"):
             break
+        if text.startswith(b"@") and sequence_lines:
+            # no base is '@': the next record's header came before this record's '+' line
+            raise FormatError(f"record has no '+' line: the next header ({text[:30]!r}, line "
+                              f"{lines.number}) comes before it", path=path, record=name,
+                              line=line, fix="each FASTQ record is 4 parts: '@name', "
+                                             "sequence, '+', quality; add the '+' line")
         sequence_lines.append(text)
     plus = text[1:].decode("utf-8", "replace").strip()
     sequence = b"".join(sequence_lines)

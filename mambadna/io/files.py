@@ -7,6 +7,7 @@ BAM by 'BAM\\1' inside BGZF, CRAM by 'CRAM', text formats by their first line.
 
 from __future__ import annotations
 
+import codecs
 import os
 import zlib
 from collections.abc import Iterator
@@ -134,8 +135,22 @@ def head(path: Path, size: int = _SNIFF_SIZE) -> bytes:
 
 
 def check_text(path: Path, data: bytes) -> None:
-    """Raise FormatError if ``data`` (the start of a text format) looks binary."""
+    """Raise FormatError if ``data`` (the start of a text format) looks binary, starts with a
+    byte-order mark, or has old Mac (CR-only) line endings: each named as such, since the
+    readers would otherwise report a symptom (no header, one huge line)."""
     data = data[:_SNIFF_SIZE]
+    if data.startswith(codecs.BOM_UTF8):
+        raise FormatError("the file starts with a UTF-8 byte-order mark (BOM: bytes EF BB BF, "
+                          "added by some Windows editors)", path=path, line=1,
+                          fix=f"remove it: sed -i '1s/^\\xEF\\xBB\\xBF//' {path.name}")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise FormatError("the file is UTF-16 text (it starts with a UTF-16 byte-order mark)",
+                          path=path, line=1,
+                          fix=f"convert it: iconv -f UTF-16 -t ASCII {path.name} > out.fa")
+    if b"\r" in data and b"\n" not in data:
+        raise FormatError("old Mac line endings (CR only, no LF): every reader sees one long "
+                          "line", path=path, line=1,
+                          fix=f"convert them: tr '\\r' '\\n' < {path.name} > unix.{path.name}")
     if len(data.translate(None, _BINARY_BYTES)) != len(data):
         bad = next(i for i, b in enumerate(data) if b in _BINARY_BYTES)
         line = data.count(b"\n", 0, bad) + 1

@@ -102,9 +102,14 @@ class Region:
         end = int(end_text.replace(",", "")) if end_text else None
         if start_text and end_text is None:
             end = None  # "chr1:1001" means from 1001 to the end, as in samtools
-        if start < 1:
-            raise ConfigError(f"region {text!r}: positions are 1-based, start must be >= 1")
         name = match["braced"] or match["name"]
+        if start < 1:
+            raise ConfigError(f"region {text!r}: positions are 1-based, start must be >= 1",
+                              fix=f"e.g. {name}:1-{end or 1000}")
+        if end is not None and end < start:
+            raise ConfigError(f"region {text!r}: end {end:,} is before start {start:,}",
+                              fix=f"write NAME:START-END with START <= END (1-based, "
+                                  f"inclusive, as samtools does), e.g. {name}:{end}-{start}")
         return cls(name, start - 1, end, text=text if match["braced"] is None else None)
 
     def resolve(self, names) -> Region:

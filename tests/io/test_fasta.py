@@ -6,6 +6,7 @@ import gzip
 import os
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -315,3 +316,38 @@ def test_region_parsing():
     for bad in ("chr1:0-5", "chr1:10-5", ""):
         with pytest.raises(ConfigError):
             Region.parse(bad)
+
+
+# --- misleading symptoms named by their cause ---------------------------------------------
+
+
+@pytest.mark.parametrize("data, message", [
+    (b">a\rACGT\rACGT\r>b\rGGGG\r", "old Mac line endings"),
+    (b"\xef\xbb\xbf>a\nACGT\n", "UTF-8 byte-order mark"),
+    (b"\xff\xfe>\x00a\x00", "UTF-16"),
+])
+def test_cr_only_and_byte_order_marks_are_named(tmp_path, data, message):
+    from mambadna.cli import cli
+
+    path = tmp_path / "g.fa"
+    path.write_bytes(data)
+    for read in (lambda: list(read_records(path)), lambda: list(read_fasta(path))):
+        with pytest.raises(FormatError, match=message) as info:
+            read()
+        assert info.value.path == str(path) and info.value.line == 1 and info.value.fix
+    result = CliRunner().invoke(cli, ["tokenize", str(path), "-o", str(tmp_path / "s")])
+    assert result.exit_code == 1 and message in result.output
+
+
+def test_a_reversed_region_names_the_file_and_the_fix(tmp_path, write_fasta):
+    from mambadna.cli import cli
+
+    path = write_fasta(tmp_path / "g.fa", RECORDS)
+    with pytest.raises(ConfigError, match=r"end 50 is before start 100") as info:
+        list(read_records(path, region="chr1:100-50"))
+    assert info.value.path == str(path) and "chr1:50-100" in info.value.fix
+    result = CliRunner().invoke(cli, ["tokenize", str(path), "-o", str(tmp_path / "s"),
+                                      "--region", "chr1:100-50"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {path}: region 'chr1:100-50': end 50 is before")
+    assert "e.g. chr1:50-100" in result.output

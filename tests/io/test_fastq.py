@@ -92,3 +92,12 @@ def test_small_blocks_read_the_same(tmp_path, write_fastq, random_dna):
     path = write_fastq(tmp_path / "reads.fq", reads)
     assert [r.sequence for r in read_fastq(path, block_size=7)] == [
         s.encode() for _, s in reads]
+
+
+def test_a_missing_plus_line_is_named_as_such(tmp_path):
+    path = tmp_path / "r.fq"
+    path.write_text("@r1\nACGT\nIIII\n@r2\nACGT\n+\nIIII\n")
+    with pytest.raises(FormatError, match=r"no '\+' line: the next header .*line 4") as info:
+        list(read_fastq(path))
+    assert info.value.record == "r1" and info.value.line == 1 and "'+'" in info.value.fix
+    assert "truncated" not in str(info.value)

@@ -35,7 +35,7 @@ from urllib.parse import unquote, urljoin, urlparse
 
 from mambadna._version import __version__
 from mambadna.atomic import atomic_file, fsync_path
-from mambadna.errors import ChecksumError, DownloadError, InputError
+from mambadna.errors import ChecksumError, DownloadError, InputError, UnsafeFileError
 from mambadna.manifests.genomes import Checksum, DataManifest, ManifestEntry, load_manifest
 
 STATE_FILE = ".mambadna-fetch.json"
@@ -275,10 +275,25 @@ class _Checksums:
 
 # --- the manifest -------------------------------------------------------------------------------
 
+def _stays_inside(dest: Path, target: Path, part: Path, name: str) -> None:
+    """Refuse links that would take a download out of --dest: a .part that is a symbolic link
+    (appending to it writes wherever it points), or a folder on the way that resolves outside
+    --dest. (A linked target is fine: it is only read, and os.replace replaces the link.)"""
+    fix = "remove the link and run again: downloads only write inside --dest"
+    if part.is_symlink():
+        raise UnsafeFileError(f"is a symbolic link (to {os.readlink(part)}); refusing to "
+                              "write through it", path=part, record=name, fix=fix)
+    root = dest.resolve()
+    if not target.parent.resolve().is_relative_to(root):
+        raise UnsafeFileError(f"leads outside --dest {dest} (through a linked folder)",
+                              path=target.parent, record=name, fix=fix)
+
+
 def _fetch_entry(entry: ManifestEntry, dest: Path, sums: _Checksums, state: dict,
                  options: FetchOptions, progress: Progress | None) -> FetchResult:
     url = resolve_url(entry.url, sums.base_url, sums.manifest.path)
     target, part = dest / entry.file, dest / f"{entry.file}.part"
+    _stays_inside(dest, target, part, entry.name)
     expected = sums.expected(entry, url)
     if expected is None and not options.allow_unverified:
         raise ChecksumError(

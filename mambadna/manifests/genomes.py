@@ -272,9 +272,29 @@ def _entry(check: _Checker, data: dict, line: int | None) -> ManifestEntry:
         group=name, line=line)
 
 
+def _placeholders(check: _Checker, entry: ManifestEntry, field: str, value: str) -> None:
+    """{chrom} is the one placeholder; any other ({0}, {name}, a lone brace) is refused here,
+    when the manifest is read, rather than failing later inside str.format."""
+    import string
+
+    try:
+        names = [name for _text, name, _spec, _conv in string.Formatter().parse(value)
+                 if name is not None]
+    except ValueError as err:
+        raise check.fail(f"{field} {value!r}: unbalanced braces ({err})", line=entry.line,
+                         record=entry.name, fix="the only placeholder is {chrom}") from None
+    other = [name for name in names if name != "chrom"]
+    if other:
+        raise check.fail(f"{field} {value!r} holds the placeholder {{{other[0]}}}; the only "
+                         "placeholder is {chrom}", line=entry.line, record=entry.name,
+                         fix="write {chrom} or a plain name")
+
+
 def _expand(check: _Checker, entry: ManifestEntry) -> list[ManifestEntry]:
     """Default the local file name; expand a {chrom} entry into one entry per chromosome."""
     default_file = PurePosixPath(urlparse(entry.url).path).name
+    for name_of, value in (("url", entry.url), ("file", entry.file)):
+        _placeholders(check, entry, name_of, value)
     if "{chrom}" not in entry.url:
         if "{chrom}" in entry.file:
             raise check.fail("file has {chrom} but url does not", line=entry.line,
@@ -356,6 +376,10 @@ def _unique(check: _Checker, entries: list[ManifestEntry]) -> None:
         if local.is_absolute() or ".." in local.parts or not entry.file:
             raise check.fail(f"file {entry.file!r} must be a relative path inside --dest",
                              line=entry.line, record=entry.name)
+        if entry.file.endswith(("/", "\\")) or local.name in ("", ".") or "\0" in entry.file:
+            raise check.fail(f"file {entry.file!r} names a folder, not a file",
+                             line=entry.line, record=entry.name,
+                             fix="give a file name, e.g. sub/genome.fa.gz")
         if entry.name in names:
             raise check.fail(f"entry name {entry.name!r} is used twice", line=entry.line,
                              record=entry.name)

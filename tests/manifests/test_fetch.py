@@ -258,3 +258,45 @@ def test_cli_fetch_and_verify(server, tmp_path):
     missing = runner.invoke(cli, ["data", "fetch", str(manifest), "--dest", str(dest),
                                   "--only", "nope"])
     assert missing.exit_code == 1 and "no entries named" in missing.output
+
+
+def test_a_linked_part_or_folder_never_leads_outside_dest(server, tmp_path):
+    from mambadna.errors import UnsafeFileError
+
+    server.files["/g/genome.fa"] = GENOME
+    manifest = write_manifest(tmp_path, [{"name": "g", "url": f"{server.url}/g/genome.fa",
+                                          "checksum": sha256(GENOME), "file": "sub/genome.fa"}])
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    (dest / "sub").mkdir(parents=True)
+    outside.mkdir()
+    victim = outside / "victim.txt"
+    victim.write_text("keep me")
+    (dest / "sub" / "genome.fa.part").symlink_to(victim)
+    with pytest.raises(UnsafeFileError, match="symbolic link") as info:
+        fetch_manifest(manifest, dest, options=FAST)
+    assert "remove the link" in info.value.fix
+    (dest / "sub" / "genome.fa.part").unlink()
+    (dest / "sub").rmdir()
+    (dest / "sub").symlink_to(outside)  # a linked folder on the way out
+    with pytest.raises(UnsafeFileError, match="leads outside --dest"):
+        fetch_manifest(manifest, dest, options=FAST)
+    assert victim.read_text() == "keep me" and sorted(p.name for p in outside.iterdir()) == [
+        "victim.txt"]
+    assert server.log == []  # refused before any request
+
+
+@pytest.mark.parametrize("file, message", [
+    (".", "names a folder"), ("'sub/'", "names a folder"), ("'{0}.fa'", r"placeholder \{0\}"),
+    ("'{name}.fa'", r"placeholder \{name\}"), ("'x{.fa'", "unbalanced braces"),
+])
+def test_bad_file_fields_are_refused_when_the_manifest_is_read(tmp_path, file, message):
+    from mambadna.errors import InputError
+    from mambadna.manifests import load_manifest
+
+    manifest = write_manifest(tmp_path, [{"name": "g", "url": "https://x.org/genome.fa",
+                                          "checksum": sha256(GENOME), "file": file}])
+    with pytest.raises(InputError, match=message) as info:
+        load_manifest(manifest)
+    assert info.value.record == "g" and info.value.line is not None
+    result = CliRunner().invoke(cli, ["data", "check", str(manifest)])
+    assert result.exit_code == 1 and "Traceback" not in result.output

@@ -11,7 +11,9 @@ changes a real position's output; the classifier and ``embed`` read only real po
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,10 +89,76 @@ def _real_lengths(tokens: torch.Tensor) -> torch.Tensor:
     return lengths
 
 
+def parameter_count(cfg: ModelConfig) -> int:
+    """Parameters of ``MambaDNA(cfg)`` from its shapes alone, without building it (the tied LM
+    head counts once; tests check it against ``num_parameters``)."""
+    d, i, r, s, k = cfg.d_model, cfg.d_inner, int(cfg.dt_rank), cfg.d_state, cfg.d_conv
+    block = (d  # norm
+             + 2 * i * d  # in_proj (x and z)
+             + i * k + i  # depthwise conv and its bias
+             + i * s + i  # A_log, D
+             + (r + 2 * s) * i  # x_proj -> dt, B, C
+             + i * r + i  # dt_proj and its bias
+             + d * i)  # out_proj
+    head = cfg.num_labels * d + cfg.num_labels if cfg.num_labels else 0
+    return cfg.vocab_size * d + cfg.n_layer * block + d + head
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory the system can still give (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(cfg: ModelConfig, available: int | None = None) -> None:
+    """Refuse (ConfigError) a config whose fp32 weights alone exceed the memory available, and
+    say which d_model and n_layer would fit, before anything is allocated: otherwise an
+    allocation fails halfway through building the model, with a traceback."""
+    available = _available_memory() if available is None else available
+    needed = parameter_count(cfg) * 4
+    if available is None or needed <= available:
+        return
+    budget = available // 4
+
+    def count(**change) -> int:
+        return parameter_count(dataclasses.replace(cfg, **change))
+
+    per_layer = count(n_layer=2) - count(n_layer=1)
+    max_layers = max(0, (budget - count(n_layer=1) + per_layer) // per_layer)
+    low, high = 1, cfg.d_model  # the largest d_model at this n_layer (dt_rank follows it)
+    while low < high:
+        mid = (low + high + 1) // 2
+        dt_rank = math.ceil(mid / 16) if cfg.dt_rank == math.ceil(cfg.d_model / 16) \
+            else cfg.dt_rank
+        if count(d_model=mid, dt_rank=dt_rank) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    gib = 1 << 30
+    raise ConfigError(
+        f"d_model {cfg.d_model} x n_layer {cfg.n_layer} is {parameter_count(cfg):,} "
+        f"parameters: {needed / gib:,.1f} GiB for the fp32 weights alone, more than the "
+        f"{available / gib:,.1f} GiB of memory available",
+        fix=f"at n_layer {cfg.n_layer}, d_model up to {low} fits"
+            + (f"; at d_model {cfg.d_model}, n_layer up to {max_layers}" if max_layers else "")
+            + " (training needs about 4x the weights: gradients and AdamW state)")
+
+
 class MambaDNA(nn.Module):
     """A Mamba language model over DNA tokens with an optional sequence-classification head."""
 
     def __init__(self, cfg: ModelConfig) -> None:
+        if torch.get_default_device().type != "meta":
+            check_fits(cfg)  # before any allocation
         super().__init__()
         self.config = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)

@@ -30,6 +30,7 @@ from mambadna.errors import ConfigError, InputError, UnsafeFileError
 from mambadna.io.files import check_path
 from mambadna.manifests.labelled import ManifestRow, read_manifest
 from mambadna.model import MambaDNA, ModelConfig, load_model
+from mambadna.model.network import check_fits
 from mambadna.train.callbacks import (
     AttemptMarker,
     BestCheckpoint,
@@ -350,6 +351,7 @@ def _pretrain_task(config: PretrainConfig, folder: RunFolder, leader: bool) -> _
     sampler = WindowSampler(source, data.train, max_n_fraction=config.max_n_fraction,
                             rc_prob=config.rc_prob, what="the training data")
     model_config = ModelConfig.from_preset(config.preset, **config.model)
+    check_fits(model_config)  # now, so that a run folder of a model too large is not left
 
     def module() -> pl.LightningModule:
         torch.manual_seed(config.seed)  # the initial weights depend on the seed alone

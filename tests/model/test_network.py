@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -346,3 +347,36 @@ def test_a_preset_trains_on_cpu():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0] and losses[-1] < 0.5 * math.log(4)
+
+
+@pytest.mark.parametrize("kw", [dict(d_model=64, n_layer=1, num_labels=3),
+                                dict(d_model=100, n_layer=3, d_state=8, expand=3, d_conv=3),
+                                dict(d_model=256, n_layer=16)])
+def test_parameter_count_from_the_shapes_alone(kw):
+    from mambadna.model.network import parameter_count
+
+    config = ModelConfig(**kw)
+    assert parameter_count(config) == MambaDNA(config).num_parameters()
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    from mambadna.model import network
+    from mambadna.model.network import parameter_count
+
+    with pytest.raises(ConfigError, match=r"n_layer 64 is .* parameters: .* GiB for the fp32 "
+                                          r"weights alone, more than") as info:
+        MambaDNA(ModelConfig(d_model=1 << 20, n_layer=64))  # petabytes: would never allocate
+    assert "d_model up to" in info.value.fix
+    monkeypatch.setattr(network, "_available_memory", lambda: 64 << 20)  # 64 MiB
+    with pytest.raises(ConfigError) as info:
+        MambaDNA(ModelConfig(d_model=1024, n_layer=8))
+    fits = re.search(r"d_model up to (\d+) fits; at d_model 1024, n_layer up to (\d+)",
+                     info.value.fix)
+    assert fits, info.value.fix
+    d_max, n_max = map(int, fits.groups())
+    budget = (64 << 20) // 4
+    assert parameter_count(ModelConfig(d_model=d_max, n_layer=8)) <= budget
+    assert parameter_count(ModelConfig(d_model=d_max + 1, n_layer=8)) > budget
+    assert parameter_count(ModelConfig(d_model=1024, n_layer=n_max)) <= budget
+    assert parameter_count(ModelConfig(d_model=1024, n_layer=n_max + 1)) > budget
+    MambaDNA(ModelConfig(d_model=d_max, n_layer=8))  # what it says fits is built

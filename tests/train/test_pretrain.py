@@ -209,3 +209,10 @@ def test_full_or_read_only_disk_is_one_line_error(genome, tmp_path, small_filesy
     assert ("read-only" if read_only else "No space left") in last and "Fix:" in last
     assert "Traceback" not in result.output
     assert os.listdir(folder) == []  # the run folder this run created is gone
+
+
+def test_a_model_too_large_for_memory_fails_before_the_run_folder(genome, tmp_path):
+    with pytest.raises(ConfigError, match=r"more than the .* GiB of memory available") as info:
+        pretrain(config(genome, tmp_path / "run", model={"d_model": 1 << 20, "n_layer": 64}))
+    assert "d_model up to" in info.value.fix
+    assert not (tmp_path / "run").exists()

@@ -63,6 +63,12 @@ class DemoConfig:
     """Optimizer steps of species finetuning."""
     finetune_lr: float = 3e-3
     """Peak learning rate of finetuning."""
+    finetune_from: str = "scratch"
+    """Start the classifier from random weights ("scratch") or from the pretrained model
+    ("pretrained"). A CPU's 100 pretraining steps learn little beyond base composition and grow
+    the tied embedding ~7x, so the mean-pooled vector is mostly composition: started from them
+    the classifier reached 0.90 balanced accuracy (k-mer baseline 0.95), from random weights
+    0.97 (human vs orangutan, 256 bases, 1000 steps, 2026-12-02)."""
     batch_size: int = 16
     """Windows per step."""
     seed: int = 0
@@ -71,6 +77,9 @@ class DemoConfig:
     """Replace an existing demo folder."""
 
     def __post_init__(self) -> None:
+        if self.finetune_from not in ("scratch", "pretrained"):
+            raise ConfigError(f"finetune_from must be 'scratch' or 'pretrained', got "
+                              f"{self.finetune_from!r}")
         if len(set(self.species)) < 2 or len(set(self.species)) != len(self.species):
             raise ConfigError(f"the demo needs at least two different species, got "
                               f"{', '.join(self.species) or 'none'}",
@@ -91,6 +100,8 @@ class DemoReport:
     record_calls: pd.DataFrame
     """One row per held-out chromosome: true and predicted species, probability."""
     pretrain_loss: dict[str, float]
+    finetune_from: str
+    """"scratch" or "pretrained" (DemoConfig.finetune_from)."""
     divergence: dict[str, float]
     files: list[Path]
     seconds: dict[str, float] = field(default_factory=dict)
@@ -144,7 +155,12 @@ class DemoReport:
             f"{pair} {value:.2%}" for pair, value in self.divergence.items()
             if pair.startswith(f"{self.reference}-")) + ".",
             "Pretraining (next base): " + ", ".join(
-                f"{key} {value:.3f}" for key, value in self.pretrain_loss.items()) + "."]
+                f"{key} {value:.3f}" for key, value in self.pretrain_loss.items()) + ".",
+            "The classifier was trained from " + (
+                "the pretrained model." if self.finetune_from == "pretrained" else
+                "random weights: 100 CPU pretraining steps learn little beyond base composition "
+                "and were a worse start (0.90 vs 0.97 balanced accuracy, measured 2026-12-02; "
+                "--finetune-from pretrained to compare).")]
         lines += ["", "Files written:", ""] + [f"- {p}" for p in self.files]
         lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
                   + f" (total {sum(self.seconds.values()):.0f} s)"]
@@ -202,11 +218,13 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoReport:
                                   **common))
     lap("pretrain")
 
-    log(f"[demo] finetuning the species classifier ({config.finetune_steps} steps)")
-    fine = finetune(FinetuneConfig(manifest=str(sim.manifest), from_model=str(pre.model_dir),
-                                   out_dir=str(out / "finetune"),
+    log(f"[demo] finetuning the species classifier ({config.finetune_steps} steps, from "
+        f"{'the pretrained model' if config.finetune_from == 'pretrained' else 'random weights'})")
+    start = (dict(from_model=str(pre.model_dir)) if config.finetune_from == "pretrained" else
+             dict(preset="tiny", model=dict(d_model=config.d_model, n_layer=config.n_layer)))
+    fine = finetune(FinetuneConfig(manifest=str(sim.manifest), out_dir=str(out / "finetune"),
                                    max_steps=config.finetune_steps, lr=config.finetune_lr,
-                                   pooling="mean", **common))
+                                   pooling="mean", **start, **common))
     lap("finetune")
 
     log("[demo] evaluating on the held-out chromosomes (and the k-mer baseline)")
@@ -235,6 +253,7 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoReport:
         metrics=metrics,
         record_calls=records[["record_id", "true_label", "predicted_label", "probability"]],
         pretrain_loss={k: v for k, v in pre.final.items() if "loss" in k or "bits" in k},
+        finetune_from=config.finetune_from,
         divergence=sim.divergence,
         files=[out / "genomes" / "manifest.tsv", pre.model_dir, fine.model_dir,
                out / "evaluation", out / "predictions.tsv", out / "report.json",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mambadna._version import __version__
 from mambadna.data.datasets import LMExamples, SpeciesExamples, WindowDataset
@@ -212,7 +214,12 @@ def _fit(config: TrainConfig, folder: RunFolder, module: pl.LightningModule,
     # weights_only=True: Lightning's torch.load refuses pickled code (checked before, in _run,
     # with our error; this is the second lock). save_checkpoint's weights_only=False is a
     # different flag: save the optimizer and loop state too, not only the weights.
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+    except SIGTERMException:
+        # Lightning finishes the step in progress and SaveOnInterrupt writes last.ckpt, but
+        # its exception is a SystemExit of status 0: a scheduler would think the run done
+        raise SystemExit(128 + signal.SIGTERM) from None
     save_checkpoint(trainer, folder.last_checkpoint)
     trainer.strategy.barrier("mambadna-export")
     if not trainer.is_global_zero:

@@ -162,7 +162,9 @@ pretrain(PretrainConfig(**eval(sys.argv[2])), callbacks=[Kill()])
 """
 
 
-def test_sigkill_and_resume_ends_as_an_uninterrupted_run(genome, tmp_path):
+@pytest.mark.parametrize("signum, at, saved_at", [("SIGKILL", 5, 4), ("SIGTERM", 2, 3)])
+def test_killed_run_resumes_to_the_end_of_an_uninterrupted_run(genome, tmp_path, signum, at,
+                                                                saved_at):
     import signal
     import subprocess
     import sys
@@ -171,17 +173,22 @@ def test_sigkill_and_resume_ends_as_an_uninterrupted_run(genome, tmp_path):
 
     kw = dict(max_steps=6, val_every=2)
     whole = pretrain(config(genome, tmp_path / "whole", **kw))
-    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, "5",
+    script = KILLED_RUN.replace("signal.SIGKILL", f"signal.{signum}")
+    proc = subprocess.run([sys.executable, "-c", script, str(at),
                            repr(settings(genome, tmp_path / "cut", **kw))],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    # SIGKILL: no cleanup at all; SIGTERM: the step in progress ends, last.ckpt is saved, and
+    # the exit status says the run was stopped (Lightning's own exit would be 0)
+    expected = -signal.SIGKILL if signum == "SIGKILL" else 128 + signal.SIGTERM
+    assert proc.returncode == expected, proc.stderr[-3000:]
     checkpoints = tmp_path / "cut" / "checkpoints"
-    # killed in step 6, after step 4's validation (which did not improve): last.ckpt is step 4
-    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 4
+    # SIGKILL as step 6 starts, after step 4's validation (which did not improve): last.ckpt
+    # is step 4, written every --val-every steps; SIGTERM as step 3 starts: saved at its end
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == saved_at
     assert not list(checkpoints.glob("best-*"))
     resumed = pretrain(config(genome, tmp_path / "cut", resume=True, **kw))
     start = (tmp_path / "cut" / "logs" / "version_1" / "start_step").read_text()
-    assert int(start) == 4
+    assert int(start) == saved_at
     a = whole.metrics.dropna(subset=["train_loss"]).set_index("step")
     b = resumed.metrics.dropna(subset=["train_loss"]).set_index("step")
     assert list(b.index) == list(range(6))

@@ -50,7 +50,7 @@ LAYERS: dict[str, tuple[set[str], str]] = {
                   "classify, embed, evaluate with trained models: never train"),
     "experiments": ({*BASE, "io", "manifests", "simulate", "train", "pipelines"},
                     "studies that chain simulate, train and pipelines"),
-    "demo": ({*BASE, "simulate", "train", "pipelines"}, "the embedded end-to-end demo"),
+    "demo": ({*BASE, "atomic", "simulate", "train", "pipelines"}, "the embedded end-to-end demo"),
     "bench": ({*BASE, "atomic", "data", "model", "pipelines"},
               "`mambadna bench`: end-to-end throughput over library calls"),
     "cli": ({*BASE, "io", "manifests", "data", "simulate", "baselines", "train", "pipelines",

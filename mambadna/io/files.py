@@ -147,7 +147,8 @@ def check_text(path: Path, data: bytes) -> None:
         raise FormatError("the file is UTF-16 text (it starts with a UTF-16 byte-order mark)",
                           path=path, line=1,
                           fix=f"convert it: iconv -f UTF-16 -t ASCII {path.name} > out.fa")
-    if b"\r" in data and b"\n" not in data:
+    # a CR with more after it and no LF anywhere (a block cut inside a CRLF line ends in CR)
+    if b"\n" not in data and b"\r" in data.rstrip(b"\r"):
         raise FormatError("old Mac line endings (CR only, no LF): every reader sees one long "
                           "line", path=path, line=1,
                           fix=f"convert them: tr '\\r' '\\n' < {path.name} > unix.{path.name}")

@@ -351,3 +351,9 @@ def test_a_reversed_region_names_the_file_and_the_fix(tmp_path, write_fasta):
     assert result.exit_code == 1
     assert result.output.startswith(f"error: {path}: region 'chr1:100-50': end 50 is before")
     assert "e.g. chr1:50-100" in result.output
+
+
+def test_crlf_cut_by_a_small_first_block_is_not_cr_only(tmp_path):
+    path = tmp_path / "g.fa"
+    path.write_bytes(b">rec0 description 0\r\nACGT\r\n")
+    assert [r.sequence for r in read_fasta(path, block_size=20)] == [b"ACGT"]

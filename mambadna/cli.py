@@ -241,6 +241,8 @@ def _read_options(inputs, read: dict):
     try:
         return ReadOptions.from_cli(**read)
     except ConfigError as err:
+        if "region" not in err.message:
+            raise
         raise err.with_location(path=", ".join(map(str, inputs))) from None
 
 

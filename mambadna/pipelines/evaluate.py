@@ -30,9 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from mambadna._version import __version__
+from mambadna.atomic import atomic_directory
 from mambadna.baselines import KmerNaiveBayes, fit_kmer_baseline
 from mambadna.errors import ConfigError, InputError, OutputExistsError
 from mambadna.manifests.labelled import SPLITS, ManifestRow, read_manifest
@@ -201,20 +200,10 @@ def _level_metrics(frame: pd.DataFrame, column: str, labels: list[str], seed: in
 
 
 def _atomic_folder(out_dir: Path, force: bool, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a new hidden folder beside ``out_dir``, then rename it there."""
-    tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
-    old = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.old"
-    try:
-        tmp.mkdir()
+    """Call ``write(tmp)`` on a new hidden folder beside ``out_dir``, then rename it there
+    (mambadna.atomic: nothing is left behind on an error or a signal)."""
+    with atomic_directory(out_dir, check=lambda path: _check_out_dir(path, force)) as tmp:
         write(tmp)
-        if out_dir.exists():
-            _check_out_dir(out_dir, force)  # appeared while we worked: no clobbering
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    finally:
-        # BaseException included: Ctrl-C must not leave the temporary folder behind either.
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write(tmp: Path, predictions: pd.DataFrame, metrics: dict) -> None:

@@ -128,12 +128,13 @@ class DemoReport:
                      f"naive Bayes {kmer['balanced_accuracy']:.1%} ({k_low:.1%}-{k_high:.1%}).")
         gap = w["balanced_accuracy"] - kmer["balanced_accuracy"]
         if low > k_high:
-            verdict = f"The model beats k-mer counting by {gap:+.1%}."
+            verdict = f"The model beats k-mer counting by {gap * 100:.1f} points."
         elif high < k_low:
-            verdict = (f"The model trails k-mer counting by {-gap:.1%}: a finding to fix, not "
-                       "a result.")
+            verdict = (f"The model trails k-mer counting by {-gap * 100:.1f} points: a finding "
+                       "to fix, not a result.")
         else:
-            verdict = f"Model and k-mer counting are level here ({gap:+.1%}, intervals overlap)."
+            verdict = (f"Model and k-mer counting are level here ({gap * 100:+.1f} points, "
+                       "intervals overlap).")
         lines += ["", verdict, "", "| species | windows | recall | k-mer recall | precision |",
                   "|---|---:|---:|---:|---:|"]
         for label, c in w["per_class"].items():
@@ -252,7 +253,7 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoReport:
                     "divergence_scale": config.divergence_scale},
         metrics=metrics,
         record_calls=records[["record_id", "true_label", "predicted_label", "probability"]],
-        pretrain_loss={k: v for k, v in pre.final.items() if "loss" in k or "bits" in k},
+        pretrain_loss={k: v for k, v in pre.final.items() if "loss" in k or "bpb" in k},
         finetune_from=config.finetune_from,
         divergence=sim.divergence,
         files=[out / "genomes" / "manifest.tsv", pre.model_dir, fine.model_dir,

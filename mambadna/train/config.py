@@ -170,6 +170,8 @@ class FinetuneConfig(TrainConfig):
     pooling: str | None = _f("mean", "Classifier input: mean over positions or the last "
                                      "position (the Mamba paper's; trails mean pooling and "
                                      "k-mer counting at 1-4 kb).", choices=("last", "mean"))
+    strict: bool = _f(False, "Refuse a --from model folder whose config has no weights "
+                             "checksum (default: load it with a warning).")
     head_lr_scale: float = _f(1.0, "Learning rate of the new classification head as a multiple "
                                    "of --lr.")
     class_weights: dict = field(default_factory=dict, metadata=_meta(

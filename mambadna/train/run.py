@@ -398,7 +398,7 @@ def _classifier(config: FinetuneConfig, labels: list[str]) -> MambaDNA:
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     if config.preset is not None:
         return MambaDNA(ModelConfig.from_preset(config.preset, **{**config.model, **head}))
-    base = load_model(config.from_model)
+    base = load_model(config.from_model, strict=config.strict)
     model = MambaDNA(ModelConfig.from_dict({**base.config.to_dict(), **config.model, **head}))
     backbone = {k: v for k, v in base.state_dict().items() if not k.startswith("classifier.")}
     missing, unexpected = model.load_state_dict(backbone, strict=False)

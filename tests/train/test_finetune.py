@@ -129,3 +129,22 @@ def _short_val(species, tmp_path):
     (tmp_path / "m.tsv").write_text(rows)
     finetune(config(species, tmp_path / "run", manifest=str(tmp_path / "m.tsv"),
                     preset="tiny"))
+
+
+def test_strict_refuses_an_unverified_pretrained_model(species, pretrained, tmp_path):
+    import json
+    import shutil
+
+    from mambadna.errors import ModelFileError
+    from mambadna.model.io import UnverifiedModelWarning
+    from mambadna.train.run import _classifier
+
+    folder = tmp_path / "unverified"
+    shutil.copytree(pretrained, folder)
+    card = json.loads((folder / "config.json").read_text())
+    card["weights_sha256"] = None
+    (folder / "config.json").write_text(json.dumps(card))
+    with pytest.raises(ModelFileError, match="--strict"):
+        _classifier(config(species, "unused", from_model=str(folder), strict=True), ["a", "b"])
+    with pytest.warns(UnverifiedModelWarning):
+        _classifier(config(species, "unused", from_model=str(folder)), ["a", "b"])

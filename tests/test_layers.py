@@ -48,7 +48,7 @@ LAYERS: dict[str, tuple[set[str], str]] = {
               "Lightning training over data and model"),
     "pipelines": ({*BASE, "alphabet", "atomic", "io", "manifests", "model", "baselines"},
                   "classify, embed, evaluate with trained models: never train"),
-    "experiments": ({*BASE, "io", "manifests", "simulate", "train", "pipelines"},
+    "experiments": ({*BASE, "atomic", "io", "manifests", "simulate", "train", "pipelines"},
                     "studies that chain simulate, train and pipelines"),
     "demo": ({*BASE, "atomic", "simulate", "train", "pipelines"}, "the embedded end-to-end demo"),
     "bench": ({*BASE, "atomic", "data", "model", "pipelines"},

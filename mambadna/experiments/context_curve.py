@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mambadna.atomic import atomic_file
 from mambadna.errors import ConfigError
 
 GREAT_APES = ("human", "chimpanzee", "bonobo", "gorilla", "orangutan")
@@ -222,7 +223,8 @@ def _plot_curve(curve: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("window (bases)")
     ax.set_ylabel("balanced accuracy, held-out chromosomes")
     ax.legend()
-    fig.savefig(path, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 def _plot_perplexity(table: pd.DataFrame, path: Path) -> None:
@@ -236,7 +238,8 @@ def _plot_perplexity(table: pd.DataFrame, path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("window (bases)")
     ax.set_ylabel("bits per base, held-out chromosome")
-    fig.savefig(path, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 def _report(config: ContextCurveConfig, curve: pd.DataFrame, ppl: pd.DataFrame,
@@ -263,6 +266,11 @@ def _report(config: ContextCurveConfig, curve: pd.DataFrame, ppl: pd.DataFrame,
     return "\n".join(lines) + "\n"
 
 
+def _write(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
 def context_curve(config: ContextCurveConfig, log=print) -> pd.DataFrame:
     """Run the study (module docstring) and return the curve table (also in curve.csv)."""
     from mambadna.pipelines.evaluate import evaluate
@@ -281,7 +289,7 @@ def context_curve(config: ContextCurveConfig, log=print) -> pd.DataFrame:
         log(f"[context-curve] {step} done in {seconds[step]:.0f} s")
 
     manifest, labels = _manifest(config, out, log)
-    (out / "experiment.json").write_text(json.dumps(
+    _write(out / "experiment.json", json.dumps(
         {**asdict(config), "manifest": str(manifest), "labels": labels}, indent=2) + "\n")
     lap("data")
     if config.pretrained is None:
@@ -299,7 +307,7 @@ def context_curve(config: ContextCurveConfig, log=print) -> pd.DataFrame:
         bases = shortest // config.lengths[-1] * config.lengths[-1]
     ppl = pd.DataFrame([bits_per_base(pre_model, held_out, length, bases=bases).as_dict()
                         for length in config.lengths])
-    ppl.to_csv(out / "perplexity.csv", index=False)
+    _write(out / "perplexity.csv", ppl.to_csv(index=False))
     _plot_perplexity(ppl, out / "perplexity.png")
     lap("perplexity")
 
@@ -311,10 +319,10 @@ def context_curve(config: ContextCurveConfig, log=print) -> pd.DataFrame:
                           baseline="kmer", k=config.k, batch_size=max(1, 2 ** 17 // length),
                           force=config.force, progress=False, seed=config.seed)
         rows.append(_curve_row(length, result.metrics, config.finetune_steps))
-        pd.DataFrame(rows).to_csv(out / "curve.csv", index=False)  # partial results survive
+        _write(out / "curve.csv", pd.DataFrame(rows).to_csv(index=False))  # partial results survive
         lap(f"length {length}")
 
     curve = pd.DataFrame(rows)
     _plot_curve(curve, out / "curve.png")
-    (out / "report.md").write_text(_report(config, curve, ppl, seconds))
+    _write(out / "report.md", _report(config, curve, ppl, seconds))
     return curve

@@ -53,6 +53,9 @@ def experiment() -> None:
 @click.option("--pretrain-lr", default=8e-3, show_default=True, type=float)
 @click.option("--pooling", default="mean", show_default=True,
               type=click.Choice(["mean", "last"]), help="Classifier pooling.")
+@click.option("--finetune-from", default="pretrained", show_default=True,
+              type=click.Choice(["pretrained", "scratch"]),
+              help="Start each classifier from the pretrained model or from random weights.")
 @click.option("--eval-overlap", "eval_stride_windows", default=1, show_default=True,
               type=click.IntRange(min=1),
               help="Evaluation windows overlap this many times where a test record holds "

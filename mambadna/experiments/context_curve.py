@@ -75,6 +75,9 @@ class ContextCurveConfig:
     """Peak learning rate of finetuning."""
     pooling: str = "mean"
     """Classifier pooling: mean over positions, or the last position (the paper's)."""
+    finetune_from: str = "pretrained"
+    """Start each classifier from the pretrained model (the paper's recipe) or from random
+    weights ("scratch"; a short pretraining can be the worse start, see BENCHMARKS.md)."""
     k: int = 6
     """k of the k-mer naive Bayes baseline."""
     eval_stride_windows: int = 1
@@ -107,6 +110,9 @@ class ContextCurveConfig:
                               fix=f"use e.g. --tokens-per-step {self.lengths[-1]}")
         if self.pooling not in ("mean", "last"):
             raise ConfigError(f"pooling must be mean or last, got {self.pooling!r}")
+        if self.finetune_from not in ("pretrained", "scratch"):
+            raise ConfigError(f"finetune_from must be pretrained or scratch, got "
+                              f"{self.finetune_from!r}")
         if self.eval_stride_windows < 1:
             raise ConfigError("eval_stride_windows must be at least 1")
 
@@ -166,8 +172,10 @@ def _finetune(config: ContextCurveConfig, manifest: Path, model_dir: Path, lengt
               out: Path):
     from mambadna.train import FinetuneConfig, finetune
 
+    start = (dict(from_model=str(model_dir)) if config.finetune_from == "pretrained"
+             else dict(preset=config.preset))
     settings = dict(
-        manifest=str(manifest), from_model=str(model_dir), out_dir=str(out / f"finetune_{length}"),
+        manifest=str(manifest), **start, out_dir=str(out / f"finetune_{length}"),
         seq_len=length, tokens_per_step=config.tokens_per_step, max_steps=config.finetune_steps,
         lr=config.finetune_lr, pooling=config.pooling, val_every=config.finetune_steps,
         val_windows=4, devices=config.devices, precision=config.precision,
@@ -248,7 +256,7 @@ def _report(config: ContextCurveConfig, curve: pd.DataFrame, ppl: pd.DataFrame,
                    else f"from {config.pretrained}")
     lines = ["# Context-length study", "",
              f"Model {config.preset}, pooling {config.pooling}; pretraining {pretraining}, "
-             f"finetuning {config.finetune_steps} steps per length, "
+             f"finetuning from {config.finetune_from} {config.finetune_steps} steps per length, "
              f"{config.tokens_per_step:,} bases per step (scaled down from the paper).",
              "", "| window | model balanced acc. (95 % CI) | k-mer NB (95 % CI) | accuracy | "
              "chance | majority | windows |", "|---:|---|---|---:|---:|---:|---:|"]

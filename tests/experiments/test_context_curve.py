@@ -43,5 +43,7 @@ def test_context_curve_writes_the_curve_and_the_perplexity_table(tmp_path):
 def test_context_curve_checks_its_settings(tmp_path):
     with pytest.raises(ConfigError, match="not a multiple of the longest window"):
         ContextCurveConfig(out_dir=str(tmp_path), lengths=(1024, 4096), tokens_per_step=6000)
+    with pytest.raises(ConfigError, match="finetune_from"):
+        ContextCurveConfig(out_dir=str(tmp_path), finetune_from="checkpoint")
     with pytest.raises(ConfigError, match="at least 16"):
         ContextCurveConfig(out_dir=str(tmp_path), lengths=(8,), tokens_per_step=64)

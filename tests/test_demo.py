@@ -13,6 +13,7 @@ from mambadna.cli import cli
 from mambadna.errors import OutputExistsError
 
 
+@pytest.mark.slow  # every step of the package, ~40 s on 2 cores
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "-o", str(out), "--genome-length", "60000",

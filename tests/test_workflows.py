@@ -128,6 +128,7 @@ def _missing_commands() -> list[str]:
     return [name for name in needed if name not in cli.commands]
 
 
+@pytest.mark.slow  # ~17 s: the whole Snakemake workflow
 @pytest.mark.skipif(bool(_missing_commands()),
                     reason=f"mambadna commands not available yet: {_missing_commands()}")
 def test_demo_runs_end_to_end(tmp_path):

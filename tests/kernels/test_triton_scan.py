@@ -211,6 +211,7 @@ def interpreted_results() -> dict:
     return results
 
 
+@pytest.mark.slow  # one interpreter process runs every case: ~45 s on 2 cores
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_interpreted_kernels_match_definition(case, interpreted_results):
     assert case["id"] in interpreted_results, "the worker stopped before this case"

@@ -104,6 +104,7 @@ def test_finetune_from_scratch_on_the_command_line(files, tmp_path):
     assert neither.exit_code == 1 and "either --from MODEL_DIR or --preset" in neither.output
 
 
+@pytest.mark.slow  # ~7 s: two processes
 def test_two_process_ddp_run_on_cpu(files, tmp_path):
     """Lightning's DDP launcher re-runs the command in a second process (gloo): rank 0
     prepares the run folder, rank 1 waits for it, both train, rank 0 exports."""

@@ -64,6 +64,7 @@ def config(species, out, **kw) -> FinetuneConfig:
     return FinetuneConfig(**{**base, **kw})
 
 
+@pytest.mark.slow  # ~8 s: 100 training steps
 def test_finetuned_classifier_beats_chance_on_held_out_chromosomes(species, pretrained,
                                                                   tmp_path):
     run = finetune(config(species, tmp_path / "run", from_model=str(pretrained)))

@@ -49,6 +49,7 @@ def config(genome, out, **kw) -> PretrainConfig:
     return PretrainConfig(**settings(genome, out, **kw))
 
 
+@pytest.mark.slow  # ~14 s: 100 training steps
 def test_pretraining_beats_the_order0_entropy(genome, tmp_path):
     # Validation on held-out regions of the same chromosomes (the default split for a file
     # with two equal records), so it shares their base composition: the order-0 entropy of

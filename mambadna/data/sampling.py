@@ -23,6 +23,7 @@ import numpy as np
 
 from mambadna.alphabet import N, reverse_complement
 from mambadna.errors import ConfigError, InputError
+from mambadna.io.records import format_region
 
 MAX_DRAWS = 1000  # rejected windows (too many N) before sampling gives up
 
@@ -113,8 +114,9 @@ class Split:
         held = []
         for s in self.val:
             whole = s.start == 0 and s.end == source.lengths[s.record]
-            held.append(source.label(s.record) if whole else
-                        f"{source.label(s.record)}:{s.start}-{s.end}")
+            # file:REGION, the region in samtools' notation (1-based, inclusive)
+            held.append(source.label(s.record) if whole else f"{source.sources[s.record]}:"
+                        f"{format_region(source.names[s.record], s.start, s.end)}")
         return {"rule": self.rule, "val": held,
                 "train_bases": int(sum(s.length for s in self.train)),
                 "val_bases": int(sum(s.length for s in self.val))}

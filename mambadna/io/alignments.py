@@ -6,7 +6,9 @@
   reverse-strand alignments.
 - The two reads of a pair share a name in SAM; they become ``name/1`` and ``name/2`` (the
   convention of FASTQ files) so that each read has a unique name in a token store.
-- Region queries need an index (.bai/.csi/.crai); CRAM needs its reference FASTA. Without the
+- Region queries need an index (.bai/.csi/.crai); CRAM needs its reference FASTA. Regions may
+  overlap: each read is read once, at the first region (in the order given) that it overlaps,
+  as ``samtools view -M`` does, so overlapping regions never repeat a read name. Without the
   reference htslib would try to download it, which a tool must never do silently.
 """
 
@@ -76,7 +78,7 @@ def _name(read) -> str:
     return name
 
 
-def _record(read, path: Path, source: str) -> Record:
+def _record(read, path: Path, source: str, region: str | None) -> Record:
     sequence = read.get_forward_sequence()
     name = _name(read)
     if not sequence:
@@ -92,12 +94,14 @@ def _record(read, path: Path, source: str) -> Record:
     if qualities is not None and len(qualities) == len(sequence):
         phred = np.asarray(qualities, dtype=np.uint8)
         quality = ((phred[::-1] if read.is_reverse else phred) + 33).tobytes()
-    return Record(name, sequence.encode("ascii"), "", quality, source, None)
+    return Record(name, sequence.encode("ascii"), "", quality, source, None, region)
 
 
-def _fetch(handle, path: Path, fmt: str, regions: list[Region]) -> Iterator:
+def _fetch(handle, path: Path, fmt: str, regions: list[Region]) -> Iterator[tuple]:
+    """(read, the region that found it or None) for each read, each read once."""
     if not regions:
-        yield from handle.fetch(until_eof=True)
+        for read in handle.fetch(until_eof=True):
+            yield read, None
         return
     if fmt == "sam" or not handle.has_index():
         kind = "CRAM (.crai)" if fmt == "cram" else "BAM (.bai or .csi)"
@@ -108,6 +112,7 @@ def _fetch(handle, path: Path, fmt: str, regions: list[Region]) -> Iterator:
     for suffix in (".bai", ".csi", ".crai"):  # an index written before the file changed
         for index in (Path(f"{path}{suffix}"), path.with_suffix(suffix)):
             check_index_age(path, index, fix=f"samtools index {path.name}")
+    done: dict[str, list[Region]] = {}  # the regions already read, by sequence
     for region in regions:
         region = region.resolve(handle.references)
         if region.name not in handle.references:
@@ -115,7 +120,19 @@ def _fetch(handle, path: Path, fmt: str, regions: list[Region]) -> Iterator:
             raise InputError(f"region {region}: no sequence {region.name!r} in the header "
                              f"(has {shown}{'...' if len(handle.references) > 5 else ''})",
                              path=path, fix="use a name from the @SQ lines")
-        yield from handle.fetch(region.name, region.start, region.end)
+        earlier = done.setdefault(region.name, [])
+        for read in handle.fetch(region.name, region.start, region.end):
+            if not any(_overlaps(read, other) for other in earlier):
+                yield read, str(region)
+        earlier.append(region)
+
+
+def _overlaps(read, region: Region) -> bool:
+    """Whether ``fetch`` of ``region`` returns ``read`` (htslib's rule: the read's reference
+    span, one base for a read without one, overlaps the interval)."""
+    start = read.reference_start
+    end = read.reference_end if read.reference_end is not None else start + 1
+    return start < (region.end if region.end is not None else 1 << 62) and end > region.start
 
 
 def read_alignments(path: str | os.PathLike, fmt: str, *, regions: list[Region] | None = None,
@@ -130,9 +147,9 @@ def read_alignments(path: str | os.PathLike, fmt: str, *, regions: list[Region] 
     source = os.fspath(path)
     with open_alignments(path, fmt, reference) as handle:
         try:
-            for read in _fetch(handle, path, fmt, regions or []):
+            for read, region in _fetch(handle, path, fmt, regions or []):
                 if _keep(read, flags):
-                    yield _record(read, path, source)
+                    yield _record(read, path, source, region)
         except (OSError, ValueError) as err:
             if isinstance(err, MambaDNAError):
                 raise

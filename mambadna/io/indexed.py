@@ -183,11 +183,17 @@ def fetch_interval(path: str | os.PathLike, name: str, start: int, end: int) -> 
 
 
 def read_fasta_regions(path: str | os.PathLike, regions: list[Region]) -> Iterator[Record]:
-    """One Record per region; named like samtools faidx ('chr1' or 'chr1:1001-2000')."""
+    """One Record per distinct region; named like samtools faidx ('chr1' or 'chr1:1001-2000').
+    Overlapping regions are distinct records (their names differ); a region asked twice is
+    read once."""
     source = os.fspath(path)
+    seen: set[str] = set()
     with IndexedFasta(path) as fasta:
         for region in regions:
             region = region.resolve(fasta.lengths)
+            if str(region) in seen:  # the same region asked twice is one record
+                continue
+            seen.add(str(region))
             end = region.end
             if end is not None and region.name in fasta.lengths:
                 end = min(end, fasta.lengths[region.name])  # samtools clips at the end too
@@ -195,4 +201,4 @@ def read_fasta_regions(path: str | os.PathLike, regions: list[Region]) -> Iterat
             if not sequence:
                 raise InputError(f"region {region} is empty", path=source,
                                  fix="choose a region inside the record")
-            yield Record(str(region), sequence, "", None, source, None)
+            yield Record(str(region), sequence, "", None, source, None, str(region))

@@ -6,9 +6,15 @@ averaged and softmax-normalised again: the record's probabilities are the normal
 mean of its windows' probabilities, so every window votes with its full distribution. With
 ``rc_average`` the two strands of every window are averaged the same way (mean log-probability).
 
-Output columns (docs/architecture.md): ``record_id, predicted_label, probability, n_windows,
-prob_<label>...``, one row per record in input order. ``per_window`` adds ``start, end`` and one
-row per window (n_windows 1) after its record's row, whose start and end stay empty. A record
+Output columns (docs/architecture.md): ``source, record_id, predicted_label, probability,
+n_windows, prob_<label>...``, one row per record in input order; ``source`` is the input file,
+so records of the same name in two files stay apart. ``per_window`` adds ``start, end`` and one
+row per window (n_windows 1) after its record's row, whose start and end stay empty. Window
+coordinates are 0-based, half-open positions in the record's sequence: with regions
+(``region="chr1:1001-2000"``) a FASTA region's windows are reported in genome coordinates
+(``record_id`` chr1, the first window starting at 1000), and a ``region`` column (after
+``record_id``) names the region asked for (for BAM/CRAM reads: the region that found the read;
+their windows stay positions in the read as sequenced). A record
 with no window (shorter than ``min_window``) gets n_windows 0 and empty predictions, and a
 warning says how many records that was. Formats by extension: .tsv, .csv, .parquet (the
 Parquet file also carries the ``mambadna`` metadata that embeddings have).
@@ -80,7 +86,16 @@ def _prediction_columns(probs: np.ndarray, labels: list[str], known: np.ndarray)
     return columns
 
 
-def record_frame(run: Run, sums: dict[int, np.ndarray], labels: list[str]) -> pd.DataFrame:
+def _names(sources: list[str], records: list[str], regions: list | None) -> dict:
+    """The source, record_id [and region] columns (region only when regions were asked)."""
+    columns = {"source": sources, "record_id": records}
+    if regions is not None:
+        columns["region"] = regions
+    return columns
+
+
+def record_frame(run: Run, sums: dict[int, np.ndarray], labels: list[str], *,
+                 with_region: bool = False) -> pd.DataFrame:
     """One row per record reached (input order) from summed window log-probabilities."""
     index = np.array([record.index for record, _ in run.seen], dtype=np.int64)
     counts = np.array([n for _, n in run.seen], dtype=np.int64)
@@ -88,16 +103,20 @@ def record_frame(run: Run, sums: dict[int, np.ndarray], labels: list[str]) -> pd
     for row, i in enumerate(index.tolist()):
         if counts[row]:
             mean[row] = sums[i] / counts[row]
-    frame = pd.DataFrame({"record_index": index,
-                          "record_id": [record.name for record, _ in run.seen]})
+    records = [record for record, _ in run.seen]
+    frame = pd.DataFrame({"record_index": index, **_names(
+        [r.source for r in records], [r.name for r in records],
+        [r.region for r in records] if with_region else None)})
     frame = frame.assign(**_prediction_columns(_softmax(mean), labels, counts > 0))
     frame.insert(frame.columns.get_loc("probability") + 1, "n_windows", counts)
     return frame
 
 
-def window_frame(rows: Rows, labels: list[str]) -> pd.DataFrame:
+def window_frame(rows: Rows, labels: list[str], *, with_region: bool = False) -> pd.DataFrame:
     """One row per window (n_windows 1) from per-window log-probabilities."""
-    frame = pd.DataFrame({"record_index": rows.record_index, "record_id": rows.records,
+    frame = pd.DataFrame({"record_index": rows.record_index,
+                          **_names(rows.sources, rows.records,
+                                   rows.regions if with_region else None),
                           "start": rows.start, "end": rows.end})
     frame = frame.assign(**_prediction_columns(_softmax(rows.values.astype(np.float64)),
                                                labels, np.ones(len(rows), dtype=bool)))
@@ -114,7 +133,8 @@ def interleave(records: pd.DataFrame, windows: pd.DataFrame | None) -> pd.DataFr
     frame = pd.concat([records, windows[records.columns]], ignore_index=True)
     frame = frame.sort_values(["record_index", "_order"], kind="stable", ignore_index=True)
     frame[["start", "end"]] = frame[["start", "end"]].astype("Int64")
-    columns = ["record_index", "record_id", "start", "end"]
+    columns = ["record_index", *(c for c in ("source", "record_id", "region") if c in frame),
+               "start", "end"]
     return frame[columns + [c for c in records.columns if c not in [*columns, "_order"]]]
 
 
@@ -166,10 +186,12 @@ def classify_records(model_or_dir, inputs: Inputs, opts: RunOptions, *,
         raise InputError("the inputs hold no records (after read filters and regions)",
                          fix="check the inputs, --region and the read filters")
     window_rows = None
+    with_region = bool(opts.read.region)
     if per_window:
         window_rows = window_frame(Rows.concat(windows) if windows
-                                   else Rows.empty(len(labels)), labels)
-    frame = interleave(record_frame(run, sums, labels), window_rows)
+                                   else Rows.empty(len(labels)), labels,
+                                   with_region=with_region)
+    frame = interleave(record_frame(run, sums, labels, with_region=with_region), window_rows)
     metadata = {**run_metadata(run, opts, inputs, model_or_dir), "per_window": per_window,
                 "aggregation": "softmax of the mean of window log-probabilities",
                 "strand_handling": "mean log-probability of both strands" if opts.rc_average

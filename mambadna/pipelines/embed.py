@@ -2,8 +2,14 @@
 
 Schema (docs/architecture.md), one row per window, rows in input order then start::
 
-    record_id: string, start: int64, end: int64, strand: string, n_fraction: float32,
-    embedding: fixed_size_list<float32>[d_model]
+    source: string, record_id: string, [region: string,] start: int64, end: int64,
+    strand: string, n_fraction: float32, embedding: fixed_size_list<float32>[d_model]
+
+``source`` is the input file (records of one name in two files stay apart). start/end are
+0-based, half-open positions in the record's sequence; with regions a FASTA region's windows
+are in genome coordinates (``record_id`` the sequence, ``region`` the region asked for, in
+samtools' notation); BAM/CRAM reads keep positions in the read, ``region`` the region that
+found the read.
 
 File metadata key ``mambadna``: JSON with the package version, model config, labels, weights
 sha256, pooling, window, stride, min_window, stream, strand handling and precision.
@@ -69,9 +75,12 @@ def pooling(mode: str) -> Reducer:
 
 
 def embedding_schema(d_model: int, metadata: dict | None = None, *,
-                     record_index: bool = False) -> pa.Schema:
-    """The embeddings Parquet schema; ``record_index`` adds the ordinal column of part files."""
-    fields = [("record_id", pa.string()), ("start", pa.int64()), ("end", pa.int64()),
+                     record_index: bool = False, region: bool = False) -> pa.Schema:
+    """The embeddings Parquet schema; ``record_index`` adds the ordinal column of part files,
+    ``region`` the region column (runs with regions)."""
+    fields = [("source", pa.string()), ("record_id", pa.string()),
+              *([("region", pa.string())] if region else []),
+              ("start", pa.int64()), ("end", pa.int64()),
               ("strand", pa.string()), ("n_fraction", pa.float32()),
               ("embedding", pa.list_(pa.float32(), d_model))]
     if record_index:
@@ -84,7 +93,9 @@ def rows_table(rows: Rows, schema: pa.Schema, strand: str) -> pa.Table:
     """A pyarrow table of ``rows`` in ``schema`` (values are the embeddings)."""
     d_model = schema.field("embedding").type.list_size
     flat = pa.array(np.ascontiguousarray(rows.values, dtype=np.float32).reshape(-1))
-    columns = [pa.array(rows.records, pa.string()), pa.array(rows.start, pa.int64()),
+    columns = [pa.array(rows.sources, pa.string()), pa.array(rows.records, pa.string()),
+               *([pa.array(rows.regions, pa.string())] if "region" in schema.names else []),
+               pa.array(rows.start, pa.int64()),
                pa.array(rows.end, pa.int64()), pa.array([strand] * len(rows), pa.string()),
                pa.array(rows.n_fraction, pa.float32()),
                pa.FixedSizeListArray.from_arrays(flat, d_model)]
@@ -174,7 +185,7 @@ def embed_to_file(model_or_dir, inputs: Inputs, path: Path, opts: RunOptions, *,
                    select=select, device=device)
     d_model = run.model.config.d_model
     schema = embedding_schema(d_model, _metadata(run, opts, inputs, model_or_dir, pool),
-                              record_index=record_index)
+                              record_index=record_index, region=bool(opts.read.region))
     size = row_group_size or max(256, ROW_GROUP_BYTES // (4 * d_model))
     writer = RowGroupWriter(path, schema, "." if opts.rc_average else "+", size)
     bases = 0

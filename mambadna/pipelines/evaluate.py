@@ -152,7 +152,7 @@ def _file_predictions(model: MambaDNA, row: ManifestRow, run: dict,
         classify_log.setLevel(level)
     metadata.update(frame.attrs.get("mambadna", {}))
     frame.insert(0, "level", np.where(frame["start"].isna(), "records", "windows"))
-    frame.insert(1, "source", os.fspath(row.path))
+    frame.insert(1, "source", frame.pop("source"))  # classify's: the file of each record
     n_windows = frame.pop("n_windows")
     frame.insert(frame.columns.get_loc("predicted_label"), "n_windows", n_windows)
     frame.insert(frame.columns.get_loc("predicted_label"), "true_label", row.label)
@@ -177,6 +177,7 @@ def _kmer_columns(nb: KmerNaiveBayes, frame: pd.DataFrame, row: ManifestRow,
                 continue
             starts = frame["start"].to_numpy()[rows].astype(np.int64)
             stops = frame["end"].to_numpy()[rows].astype(np.int64)
+            starts, stops = starts - record.offset, stops - record.offset  # into the record
             log_probs = nb.predict_log_proba([record.tokens(s, e) for s, e in zip(starts, stops)])
             mean = log_probs.mean(axis=0, keepdims=True)
             mean -= np.logaddexp.reduce(mean, axis=1, keepdims=True)

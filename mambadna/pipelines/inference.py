@@ -83,6 +83,16 @@ class Rows:
     end: np.ndarray
     n_fraction: np.ndarray
     values: np.ndarray
+    sources: list[str] | None = None
+    """The input file of each row (None: not known)."""
+    regions: list[str | None] | None = None
+    """The region asked for that each row's record comes from (None: no regions)."""
+
+    def __post_init__(self) -> None:
+        if self.sources is None:
+            self.sources = [""] * len(self.records)
+        if self.regions is None:
+            self.regions = [None] * len(self.records)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -91,7 +101,9 @@ class Rows:
     def concat(cls, parts: list[Rows]) -> Rows:
         return cls(records=[name for p in parts for name in p.records],
                    **{f: np.concatenate([getattr(p, f) for p in parts])
-                      for f in ("record_index", "start", "end", "n_fraction", "values")})
+                      for f in ("record_index", "start", "end", "n_fraction", "values")},
+                   sources=[s for p in parts for s in p.sources],
+                   regions=[r for p in parts for r in p.regions])
 
     @classmethod
     def empty(cls, k: int) -> Rows:
@@ -101,7 +113,8 @@ class Rows:
     def take(self, rows: np.ndarray | slice) -> Rows:
         index = np.arange(len(self))[rows]
         return Rows([self.records[i] for i in index], self.record_index[rows], self.start[rows],
-                    self.end[rows], self.n_fraction[rows], self.values[rows])
+                    self.end[rows], self.n_fraction[rows], self.values[rows],
+                    [self.sources[i] for i in index], [self.regions[i] for i in index])
 
 
 @dataclass
@@ -198,11 +211,13 @@ class WindowRunner:
         return Rows(
             records=[w.record.name for w in windows],
             record_index=np.array([w.record.index for w in windows], dtype=np.int64),
-            start=np.array([w.start for w in windows], dtype=np.int64),
-            end=np.array([w.end for w in windows], dtype=np.int64),
+            # in the record's sequence: a region's record starts at its offset
+            start=np.array([w.record.offset + w.start for w in windows], dtype=np.int64),
+            end=np.array([w.record.offset + w.end for w in windows], dtype=np.int64),
             n_fraction=np.array([np.count_nonzero(w.tokens == N) / len(w.tokens)
                                  for w in windows], dtype=np.float32),
-            values=values)
+            values=values, sources=[w.record.source for w in windows],
+            regions=[w.record.region for w in windows])
 
     # ---------------------------------------------------------------- window mode
 

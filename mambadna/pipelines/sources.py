@@ -27,6 +27,8 @@ from mambadna.io import (
     ReadOptions,
     check_fasta_index,
     fasta_index_usable,
+    locate,
+    read_records,
     read_tokens,
 )
 from mambadna.io.files import check_path
@@ -40,18 +42,26 @@ LARGE_RECORD = 1 << 26
 class SourceRecord:
     """One input record: ``index`` (ordinal over all inputs), ``name``, ``source``, ``length``.
 
-    ``tokens(start, end)`` -> uint8 token ids of bases [start, end) (0-based, half-open).
+    ``tokens(start, end)`` -> uint8 token ids of bases [start, end) of the record (0-based,
+    half-open, counted from the record's first base).
+    ``offset``: where the record's first base lies in its sequence (a FASTA region
+    ``chr1:1001-2000`` is the record ``chr1`` with offset 1000), so that outputs report
+    ``offset + start`` in genome coordinates; 0 for whole records and reads.
+    ``region``: the region asked for (samtools' notation) that the record comes from, or None.
     """
 
-    __slots__ = ("_fetch", "index", "length", "name", "source")
+    __slots__ = ("_fetch", "index", "length", "name", "offset", "region", "source")
 
     def __init__(self, index: int, name: str, source: str, length: int,
-                 fetch: Callable[[int, int], np.ndarray]) -> None:
+                 fetch: Callable[[int, int], np.ndarray], *, offset: int = 0,
+                 region: str | None = None) -> None:
         self.index = index
         self.name = name
         self.source = source
         self.length = length
         self._fetch = fetch
+        self.offset = offset
+        self.region = region
 
     def tokens(self, start: int, end: int) -> np.ndarray:
         return self._fetch(start, end)
@@ -98,7 +108,14 @@ class RecordStream:
     def __iter__(self) -> Iterator[SourceRecord]:
         self.n_records = 0
         for path, indexed in zip(self.inputs, self._indexed):
-            yield from (self._indexed_records(path) if indexed else self._read(path))
+            if indexed:
+                yield from self._indexed_records(path)
+            elif self.options.region and self.options.format_of(path) == "fasta":
+                yield from self._fasta_regions(path)
+            elif self.options.region:
+                yield from self._region_reads(path)
+            else:
+                yield from self._read(path)
 
     def _take(self) -> tuple[int, bool]:
         index = self.n_records
@@ -128,14 +145,55 @@ class RecordStream:
                 yield SourceRecord(index, name, os.fspath(path), fasta.lengths[name],
                                    self._window_reader(fasta, name, path))
 
+    def _fasta_regions(self, path: Path) -> Iterator[SourceRecord]:
+        # Each region is read window by window through the index (built if missing), as a
+        # record of its sequence that starts at the region's start.
+        fasta = IndexedFasta(path)
+        self._handles.append(fasta)
+        seen: set[str] = set()
+        for asked in self.options.region:
+            region = asked.resolve(fasta.lengths)
+            if region.name not in fasta.lengths:
+                raise InputError(f"region {region}: no sequence {region.name!r} in the file",
+                                 path=path, fix="use a name of the FASTA's records "
+                                                "(cut -f1 FILE.fai lists them)")
+            if str(region) in seen:  # the same region asked twice is read once
+                continue
+            seen.add(str(region))
+            clipped = region.clip(fasta.lengths[region.name])
+            if clipped.end == clipped.start:
+                raise InputError(f"region {region} is empty", path=path,
+                                 fix="choose a region inside the record")
+            index, keep = self._take()
+            if keep:
+                yield SourceRecord(index, region.name, os.fspath(path),
+                                   clipped.end - clipped.start,
+                                   self._window_reader(fasta, region.name, path, clipped.start),
+                                   offset=clipped.start, region=str(region))
+
+    def _region_reads(self, path: Path) -> Iterator[SourceRecord]:
+        # Reads of BAM/CRAM overlapping the regions, each once, with the region that found it.
+        for record in read_records(path, self.options):
+            index, keep = self._take()
+            if not keep:
+                continue
+            try:
+                tokens = encode(record.sequence, on_invalid=self.options.on_invalid,
+                                on_unknown=self.options.on_unknown)
+            except AlphabetError as err:
+                raise locate(err, record) from None
+            yield SourceRecord(index, record.name, record.source, len(tokens),
+                               lambda start, end, t=tokens: t[start:end], region=record.region)
+
     def close(self) -> None:
         """Close the indexed FASTA files opened by the iteration."""
         for fasta in self._handles:
             fasta.close()
         self._handles.clear()
 
-    def _window_reader(self, fasta: IndexedFasta, name: str, path: Path):
+    def _window_reader(self, fasta: IndexedFasta, name: str, path: Path, offset: int = 0):
         def fetch(start: int, end: int) -> np.ndarray:
+            start, end = start + offset, end + offset
             try:
                 return encode(fasta.fetch(name, start, end), offset=start,
                               on_invalid=self.options.on_invalid,

@@ -17,8 +17,9 @@ Splits hold out whole chromosomes when there are at least three: the last chromo
 the one before it val, the rest train. With one or two chromosomes each chromosome is cut into
 three disjoint regions: the first 80 % train, the next 10 % val, the last 10 % test. The cut
 points are ancestral positions mapped through each species' indels, so a held-out region is
-the same homologous region in every species. Region records are named ``chr1:START-END`` with
-0-based, half-open coordinates in that species' chromosome (the bedtools convention).
+the same homologous region in every species. Region records are named ``chr1:START-END`` in
+samtools' notation (1-based, inclusive; ``mambadna.regions``) in that species' chromosome, so
+``samtools faidx human.fa chr1:START-END`` returns the record's bases.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 from mambadna._version import __version__
 from mambadna.atomic import atomic_directory
 from mambadna.errors import ConfigError
+from mambadna.regions import format_region
 from mambadna.simulate.evolve import (
     GREAT_APES_TREE,
     EvolutionConfig,
@@ -227,7 +229,7 @@ def _species_records(config: SimulationConfig, ancestral, layout: dict, all_vari
         whole.append((name, letters))
         keeps.append(sp.keep)
         for (split, _, _), start, end in zip(regions, sp.cuts[:-1], sp.cuts[1:]):
-            label = name if len(regions) == 1 else f"{name}:{start}-{end}"
+            label = name if len(regions) == 1 else format_region(name, int(start), int(end))
             by_split[split].append((label, letters[start:end]))
     return whole, by_split, keeps
 

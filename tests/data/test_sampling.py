@@ -60,7 +60,7 @@ def test_single_record_holds_out_its_end_region_without_overlap():
     split = holdout_split(source, val_fraction=0.05)
     assert split.rule == "regions"
     assert split.train == [Span(0, 0, 9500)] and split.val == [Span(0, 9500, 10_000)]
-    assert split.describe(source)["val"] == ["<memory>:chr1:9500-10000"]
+    assert split.describe(source)["val"] == ["<memory>:chr1:9501-10000"]
 
 
 def test_uneven_records_fall_back_to_regions():

@@ -98,7 +98,10 @@ def test_tiny_classifier_finds_the_species_of_held_out_chromosomes(tmp_path):
     # Each species' test FASTA holds one chromosome (chr3); rows come in input order, each
     # record's row before its windows.
     records = table[table.start.isna()]
-    assert records.record_id.tolist() == ["chr3:1-60000"] * 2
+    # a region's rows: its sequence, the region asked for, windows in genome coordinates
+    assert records.record_id.tolist() == ["chr3"] * 2
+    assert records.region.tolist() == ["chr3:1-60000"] * 2
+    assert records.source.tolist() == [str(f) for f in files.values()]
     assert records.predicted_label.tolist() == list(files)  # human, then orangutan
     truth = np.array(list(files))[table.start.isna().cumsum() - 1]
     windows = table.start.notna().to_numpy()
@@ -112,9 +115,10 @@ def test_tiny_classifier_finds_the_species_of_held_out_chromosomes(tmp_path):
 def test_columns_and_per_record_aggregation(classifier, genome):
     path, records = genome
     table = md.classify(classifier, path, per_window=True, progress=False)
-    assert list(table.columns) == ["record_id", "start", "end", "predicted_label",
+    assert list(table.columns) == ["source", "record_id", "start", "end", "predicted_label",
                                    "probability", "n_windows", *[f"prob_{x}" for x in LABELS]]
     prob_cols = [f"prob_{x}" for x in LABELS]
+    assert (table.source == str(path)).all()
     rows = table[table.start.isna()].set_index("record_id")
     windows = table[table.start.notna()]
     assert rows.n_windows.to_dict() == {"chr1": 3, "chr2": 1, "chr3": 2, "tiny": 0}
@@ -133,7 +137,7 @@ def test_columns_and_per_record_aggregation(classifier, genome):
     # Each record's row comes first, then its windows by start.
     assert table.record_id.tolist()[:4] == ["chr1"] * 4 and pd.isna(table.start[0])
     plain = md.classify(classifier, path, progress=False)
-    assert list(plain.columns) == ["record_id", "predicted_label", "probability",
+    assert list(plain.columns) == ["source", "record_id", "predicted_label", "probability",
                                    "n_windows", *prob_cols]
     pd.testing.assert_frame_equal(plain, rows.reset_index()[plain.columns], check_dtype=False)
 

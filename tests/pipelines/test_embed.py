@@ -97,7 +97,8 @@ def test_parquet_schema_and_metadata_are_exact(tmp_path, model_dir, genome):
     out = md.embed(model_dir, [path], tmp_path / "emb.parquet", progress=False)
     assert out == tmp_path / "emb.parquet"
     schema = pq.read_schema(out)
-    expected = pa.schema([("record_id", pa.string()), ("start", pa.int64()),
+    expected = pa.schema([("source", pa.string()), ("record_id", pa.string()),
+                          ("start", pa.int64()),
                           ("end", pa.int64()), ("strand", pa.string()),
                           ("n_fraction", pa.float32()),
                           ("embedding", pa.list_(pa.float32(), D_MODEL))])
@@ -110,7 +111,9 @@ def test_parquet_schema_and_metadata_are_exact(tmp_path, model_dir, genome):
     assert (meta["window"], meta["stride"], meta["min_window"]) == (64, 64, 32)  # trained 64
     assert meta["pooling"] == "mean" and meta["stream"] is False
     assert meta["strand"] == "+" and meta["strand_handling"] == "forward strand"
+    assert meta["inputs"] == [str(path)] and meta["regions"] is None
     frame = pd.read_parquet(out)
+    assert (frame["source"] == str(path)).all()
     assert list(frame.columns) == expected.names
     assert frame["embedding"].iloc[0].dtype == np.float32
     assert frame["embedding"].iloc[0].shape == (D_MODEL,)

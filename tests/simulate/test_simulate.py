@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from mambadna.cli import cli
 from mambadna.errors import ConfigError, OutputExistsError
+from mambadna.regions import Region
 from mambadna.simulate import GREAT_APES, core, evolve, genome, lineage, simulate_species
 
 
@@ -165,8 +166,8 @@ def test_region_splits_are_disjoint_and_homologous(tmp_path):
         pieces = []
         for split in ("train", "val", "test"):
             ((record, seq),) = read_fasta(result.split_fasta[name][split]).items()
-            chrom, span = record.split(":")
-            start, end = map(int, span.split("-"))
+            region = Region.parse(record)  # samtools' notation: 1-based, inclusive
+            chrom, start, end = region.name, region.start, region.end
             assert chrom == "chr1" and seq == whole[start:end]
             pieces.append((start, end))
         assert pieces[0][0] == 0 and pieces[-1][1] == len(whole)

@@ -254,11 +254,20 @@ def _check_strict(model: str, strict: bool) -> None:
         require_verified(model)
 
 
+def _summary(line: str, *outs) -> None:
+    """The closing line of classify/embed: on stderr when results go to stdout (an output
+    named -), which then carries nothing but the results."""
+    click.echo(line, err="-" in outs)
+
+
 def _pipeline_options(command):
     """Options of classify and embed: model, output, windows, batching, devices."""
     options = [
         click.option("--model", required=True, type=click.Path(),
                      help="Saved model folder (RUN_DIR/model)."),
+        click.option("--bed", type=click.Path(dir_okay=False), default=None,
+                     help="Also write the windows as BED6+ (0-based, half-open; for bedtools "
+                          "and genome browsers); - for stdout."),
         click.option("--window", type=click.IntRange(min=1), default=None,
                      help="Bases per window. Default: the model's training length, else 1024."),
         click.option("--stride", type=click.IntRange(min=1), default=None,
@@ -294,13 +303,15 @@ def _pipeline_options(command):
 @cli.command("classify")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
-              help="Predictions table: .tsv, .csv or .parquet (format from the extension).")
+              help="Predictions table: .tsv, .csv or .parquet (format from the extension); "
+                   "- for TSV on stdout. An input - reads stdin.")
 @click.option("--per-window", is_flag=True,
               help="Add one row per window (with start, end) after each record's row.")
 @_pipeline_options
 @_reader_options
-def classify(inputs, out, per_window, model, window, stride, min_window, batch_size, stream,
-             rc_average, device, devices, precision, force, quiet, strict, **read) -> None:
+def classify(inputs, out, per_window, model, bed, window, stride, min_window, batch_size,
+             stream, rc_average, device, devices, precision, force, quiet, strict,
+             **read) -> None:
     """Predict the label (e.g. species) of every record of INPUT... from its windows."""
     from mambadna.pipelines.classify import classify_run
     from mambadna.pipelines.run import RunOptions
@@ -311,24 +322,25 @@ def classify(inputs, out, per_window, model, window, stride, min_window, batch_s
                       device=None if device == "auto" else device, devices=devices,
                       precision=precision, progress=False if quiet else None,
                       read=_read_options(inputs, read))
-    result = classify_run(model, inputs, out, per_window=per_window, force=force, options=opts)
+    result = classify_run(model, inputs, out, per_window=per_window, force=force, options=opts,
+                          bed=bed)
     records = result.frame["start"].isna().sum() if per_window else len(result.frame)
-    click.echo(f"{result.out}: {records} records, {result.n_windows} windows, "
-               f"{result.bases} bases in {result.seconds:.1f} s")
+    _summary(f"{result.out}: {records} records, {result.n_windows} windows, "
+             f"{result.bases} bases in {result.seconds:.1f} s", out, bed)
 
 
 @cli.command("embed")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
-              help="Embeddings Parquet file: one row per window (record_id, start, end, "
-                   "strand, n_fraction, embedding).")
+              help="Embeddings Parquet file: one row per window (source, record_id, start, "
+                   "end, strand, n_fraction, embedding); .tsv or - (stdout) for TSV.")
 @click.option("--pool", default="mean", show_default=True,
               type=click.Choice(["mean", "max", "last"]),
               help="Window vector: mean or max over non-N bases, or the last base's state.")
 @_pipeline_options
 @_reader_options
-def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stream, rc_average,
-          device, devices, precision, force, quiet, strict, **read) -> None:
+def embed(inputs, out, pool, model, bed, window, stride, min_window, batch_size, stream,
+          rc_average, device, devices, precision, force, quiet, strict, **read) -> None:
     """Write pooled embeddings of the windows of INPUT... to Parquet."""
     from mambadna.pipelines.embed import embed_run
     from mambadna.pipelines.run import RunOptions
@@ -339,10 +351,10 @@ def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stre
                       device=None if device == "auto" else device, devices=devices,
                       precision=precision, progress=False if quiet else None,
                       read=_read_options(inputs, read))
-    result = embed_run(model, inputs, out, pool=pool, force=force, options=opts)
-    click.echo(f"{result.out}: {result.n_records} records, {result.n_windows} windows, "
-               f"{result.bases} bases in {result.seconds:.1f} s "
-               f"({result.bases_per_second:,.0f} bases/s)")
+    result = embed_run(model, inputs, out, pool=pool, force=force, options=opts, bed=bed)
+    _summary(f"{result.out}: {result.n_records} records, {result.n_windows} windows, "
+             f"{result.bases} bases in {result.seconds:.1f} s "
+             f"({result.bases_per_second:,.0f} bases/s)", out, bed)
 
 
 @cli.command("evaluate")

@@ -8,6 +8,9 @@ Torch-free. Formats and compression are detected from the content, never from th
     read_records("reads.bam", region="chr1:1-100000")   # samtools-style string, or Region
     fetch_interval("genome.fa", "chr1", 0, 1000)         # 0-based, half-open
 
+``-`` reads the standard input (once, as it streams; the format is detected from its first
+bytes): ``samtools view -b reads.bam | python -c '...read_records("-")...'``.
+
 Record names must be unique within a file (DuplicateRecordError otherwise, unless
 ``allow_duplicates``). This holds for reads too: the mates of a pair in BAM/CRAM/SAM are told
 apart by the /1 and /2 suffixes their flags give them; interleaved FASTQ whose mates carry the
@@ -40,19 +43,23 @@ from mambadna.io.indexed import (
 )
 from mambadna.io.options import ReadOptions
 from mambadna.io.records import ReadFilter, Record, Region
+from mambadna.io.stdin import STDIN, check_stdin, is_stdin
 
 __all__ = [
     "FORMATS",
+    "STDIN",
     "IndexedFasta",
     "ReadFilter",
     "ReadOptions",
     "Record",
     "Region",
     "check_fasta_index",
+    "check_stdin",
     "compression",
     "detect_format",
     "fasta_index_usable",
     "fetch_interval",
+    "is_stdin",
     "locate",
     "read_records",
     "read_tokens",
@@ -85,6 +92,7 @@ def read_records(
         options = ReadOptions.of(options, **read_opts)
     except ConfigError as err:  # e.g. region="chr1:100-50": say which file it was for
         raise err.with_location(path=path) from None
+    check_stdin([path], regions=bool(options.region))
     path = check_path(path)
     fmt = options.format_of(path)
     regions = list(options.region)
@@ -203,7 +211,8 @@ def read_tokens(
     path = check_path(path)
     fmt = options.format_of(path)
     policy = {"on_invalid": options.on_invalid, "on_unknown": options.on_unknown}
-    if fmt != "fasta" or options.region:
+    # The fast path finds an invalid letter by reading the file again: not for a pipe.
+    if fmt != "fasta" or options.region or is_stdin(path):
         for record in read_records(path, dataclasses.replace(options, fmt=fmt)):
             try:
                 tokens = encode(record.sequence, **policy)

@@ -30,6 +30,7 @@ from mambadna.errors import (
 from mambadna.io.files import check_path
 from mambadna.io.indexed import check_index_age
 from mambadna.io.records import DEFAULT_FILTER, ReadFilter, Record, Region
+from mambadna.io.stdin import is_stdin, stdin_pipe
 
 _MODES = {"bam": "rb", "cram": "rc", "sam": "r"}
 
@@ -48,7 +49,9 @@ def open_alignments(path: Path, fmt: str, reference: str | os.PathLike | None):
     ref = os.fspath(check_path(reference)) if reference is not None else None
     pysam = _pysam()
     try:
-        return pysam.AlignmentFile(os.fspath(path), _MODES[fmt], check_sq=False,
+        # the standard input through a pipe that replays the head format detection read
+        source = stdin_pipe() if is_stdin(path) else os.fspath(path)
+        return pysam.AlignmentFile(source, _MODES[fmt], check_sq=False,
                                    reference_filename=ref)
     except (ValueError, OSError) as err:
         raise FormatError(f"cannot read as {fmt.upper()}: {err}", path=path,

@@ -2,12 +2,14 @@
 
 Formats are detected from the bytes, never from the file name: gzip and bgzip by the magic
 bytes 1f 8b (bgzip is gzip with a 'BC' extra field, which matters only for random access),
-BAM by 'BAM\\1' inside BGZF, CRAM by 'CRAM', text formats by their first line.
+BAM by 'BAM\\1' inside BGZF, CRAM by 'CRAM', text formats by their first line. ``-`` is the
+standard input (mambadna.io.stdin): detected from its buffered head, read once.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import zlib
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mambadna.errors import FormatError, InputFileError
+from mambadna.io.stdin import STDIN, is_stdin, open_stdin, stdin
 
 FORMATS = ("fasta", "fastq", "sam", "bam", "cram")
 BLOCK_SIZE = 8 << 20  # 8 MiB reads: few Python-level steps per byte, bounded memory
@@ -30,7 +33,13 @@ _CORRUPT_GZIP_FIX = ("the file is truncated or corrupt: download or copy it agai
 
 
 def check_path(path: str | os.PathLike) -> Path:
-    """Return ``path`` as a Path if it is a readable, non-empty regular file, else raise."""
+    """Return ``path`` as a Path if it is a readable, non-empty regular file (or ``-``, the
+    standard input, with data piped in), else raise."""
+    if is_stdin(path):
+        if not stdin().head:
+            raise FormatError("the standard input is empty: no records", path=STDIN,
+                              fix="check the command that writes into the pipe")
+        return Path(STDIN)
     p = Path(path)
     if not p.exists():
         hint = f" (did you mean {p.with_suffix('')}?)" if p.suffix in (".gz", ".bgz") else ""
@@ -52,8 +61,11 @@ def check_path(path: str | os.PathLike) -> Path:
 
 def compression(path: str | os.PathLike) -> str:
     """'bgzip', 'gzip' or 'none', from the first bytes of the file."""
-    with open(path, "rb") as fh:
-        head = fh.read(18)
+    if is_stdin(path):
+        head = stdin().head[:18]
+    else:
+        with open(path, "rb") as fh:
+            head = fh.read(18)
     if not head.startswith(_GZIP_MAGIC):
         return "none"
     # BGZF: FLG.FEXTRA set, XLEN=6, subfield 'BC' of length 2 (SAM spec, section 4.1).
@@ -104,7 +116,7 @@ def _gunzip_blocks(fh: BinaryIO, path: Path, block_size: int,
 def read_blocks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
     """Yield the (decompressed) content of ``path`` in blocks; corrupt gzip -> FormatError."""
     compressed = compression(path) != "none"
-    with open(path, "rb") as fh:
+    with (open_stdin() if is_stdin(path) else open(path, "rb")) as fh:
         if compressed:
             yield from _gunzip_blocks(fh, path, block_size)
             return
@@ -125,12 +137,31 @@ def iter_lines(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
 
 
 def head(path: Path, size: int = _SNIFF_SIZE) -> bytes:
-    """The first ``size`` decompressed bytes (fewer at the end of the file)."""
+    """The first ``size`` decompressed bytes (fewer at the end of the file). For the standard
+    input: of its buffered head, which stays unread for the reader."""
+    if is_stdin(path):
+        return _stdin_head(size)
     out = b""
     for block in read_blocks(path, size):
         out += block
         if len(out) >= size:
             break
+    return out[:size]
+
+
+def _stdin_head(size: int) -> bytes:
+    raw = stdin().head
+    if not raw.startswith(_GZIP_MAGIC):
+        return raw[:size]
+    out = b""
+    try:
+        for block in _gunzip_blocks(io.BytesIO(raw), Path(STDIN), size):
+            out += block
+            if len(out) >= size:
+                break
+    except FormatError:
+        if not out:  # the buffer ends inside a block: what inflated before it is the head
+            raise
     return out[:size]
 
 
@@ -163,8 +194,11 @@ def check_text(path: Path, data: bytes) -> None:
 def detect_format(path: str | os.PathLike) -> str:
     """One of FORMATS, detected from the file's content (compression is looked through)."""
     p = check_path(path)
-    with open(p, "rb") as fh:
-        magic = fh.read(4)
+    if is_stdin(p):
+        magic = stdin().head[:4]
+    else:
+        with open(p, "rb") as fh:
+            magic = fh.read(4)
     if magic == b"CRAM":
         return "cram"
     data = head(p)

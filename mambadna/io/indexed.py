@@ -15,13 +15,14 @@ from mambadna.errors import FormatError, IndexRequiredError, InputError
 from mambadna.io.files import check_path, compression
 from mambadna.io.options import ReadOptions
 from mambadna.io.records import Record, Region
+from mambadna.io.stdin import is_stdin
 
 
 def fasta_index_usable(path: str | os.PathLike, options: ReadOptions | None = None) -> bool:
     """True if ``path`` is a FASTA that can be read window by window through an index that
     already exists (.fai, plus .gzi for bgzip), and ``options`` ask for whole records."""
     options = options or ReadOptions()
-    if options.region or options.fmt not in ("auto", "fasta"):
+    if options.region or options.fmt not in ("auto", "fasta") or is_stdin(path):
         return False
     kind = compression(path)
     if kind == "gzip" or not Path(f"{path}.fai").is_file():

@@ -21,6 +21,7 @@ from mambadna.errors import AlphabetError, MambaDNAError
 from mambadna.io import ReadOptions, locate, read_records
 from mambadna.io.files import check_path
 from mambadna.io.records import Record
+from mambadna.io.stdin import check_stdin
 
 _LOWERCASE = bytes(range(ord("a"), ord("z") + 1))
 _BASES = b"ACGTNacgtn"
@@ -144,8 +145,10 @@ def validate_file(
 
 def validate(paths: Sequence[str | os.PathLike], options: ReadOptions | None = None, *,
              collect_all: bool = False, **read_opts) -> list[FileSummary]:
-    """validate_file for each path; without collect_all, stop after the first bad file."""
+    """validate_file for each path; without collect_all, stop after the first bad file.
+    ``-`` is the standard input."""
     options = ReadOptions.of(options, **read_opts)
+    check_stdin(paths, regions=bool(options.region))
     summaries = []
     for path in paths:
         summaries.append(validate_file(path, options, collect_all=collect_all))

@@ -17,7 +17,9 @@ coordinates are 0-based, half-open positions in the record's sequence: with regi
 their windows stay positions in the read as sequenced). A record
 with no window (shorter than ``min_window``) gets n_windows 0 and empty predictions, and a
 warning says how many records that was. Formats by extension: .tsv, .csv, .parquet (the
-Parquet file also carries the ``mambadna`` metadata that embeddings have).
+Parquet file also carries the ``mambadna`` metadata that embeddings have); ``-`` writes TSV to
+the standard output. ``bed`` writes the window predictions as BED6+ (``bed_frame``) for
+bedtools and genome browsers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -40,7 +43,14 @@ from mambadna.errors import ConfigError, InputError
 from mambadna.io import ReadOptions
 from mambadna.model import MambaDNA
 from mambadna.pipelines.inference import Reducer, Rows
-from mambadna.pipelines.output import TABLE_FORMATS, atomic_output, check_output, output_format
+from mambadna.pipelines.output import (
+    TABLE_FORMATS,
+    atomic_output,
+    check_output,
+    is_stdout,
+    output_format,
+    write_bed,
+)
 from mambadna.pipelines.parallel import merge_predictions, run_on_devices
 from mambadna.pipelines.run import Inputs, Run, RunOptions, open_run, run_metadata
 
@@ -203,13 +213,40 @@ def classify_records(model_or_dir, inputs: Inputs, opts: RunOptions, *,
 def write_predictions(frame: pd.DataFrame, path: Path, fmt: str, metadata: dict) -> None:
     """Write predictions (without record_index) as tsv, csv or parquet to ``path``."""
     frame = frame.drop(columns="record_index", errors="ignore")
-    if fmt == "parquet":
+    if is_stdout(path):
+        frame.to_csv(sys.stdout, sep="\t", index=False, na_rep="", float_format="%.6g")
+        sys.stdout.flush()
+    elif fmt == "parquet":
         table = pa.Table.from_pandas(frame, preserve_index=False)
         meta = {**(table.schema.metadata or {}), b"mambadna": json.dumps(metadata).encode()}
         pq.write_table(table.replace_schema_metadata(meta), path)
     else:
         frame.to_csv(path, sep="\t" if fmt == "tsv" else ",", index=False, na_rep="",
                      float_format="%.6g")
+
+
+def bed_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The window rows of a predictions frame as BED6+ columns: chrom (record_id), start, end,
+    name (predicted label), score (1000 x its probability, as integer 0-1000), strand ("."),
+    then probability, prob_<label>..., source [and region]."""
+    windows = frame[frame["start"].notna()]
+    probs = [c for c in windows.columns if c.startswith("prob_")]
+    bed = pd.DataFrame({
+        "chrom": windows["record_id"], "start": windows["start"].astype("int64"),
+        "end": windows["end"].astype("int64"), "name": windows["predicted_label"],
+        "score": (windows["probability"] * 1000).round().astype("int64"), "strand": ".",
+        "probability": windows["probability"]})
+    bed = pd.concat([bed, windows[probs + [c for c in ("source", "region")
+                                           if c in windows]]], axis=1)
+    return bed.reset_index(drop=True)
+
+
+def write_bed_predictions(frame: pd.DataFrame, path, metadata: dict) -> None:
+    """Per-window predictions as BED (``bed_frame``) at ``path`` (a file or ``-``)."""
+    strand = "both strands averaged" if metadata.get("rc_average") else "forward strand"
+    write_bed(bed_frame(frame), path, track="mambadna classify",
+              description=f"predicted label per window ({strand}); score = 1000 x probability",
+              use_score=True)
 
 
 def classify_rank(model_dir: str, inputs: Inputs, path: Path, opts: RunOptions, select, *,
@@ -241,25 +278,51 @@ def classify_on_devices(model_or_dir, inputs: Inputs, opts: RunOptions, *, per_w
 
 def classify_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = None, *,
                  per_window: bool = False, force: bool = False,
-                 options: RunOptions | None = None) -> ClassifyResult:
-    """``classify`` returning a ClassifyResult (for the CLI: counts and timing)."""
+                 options: RunOptions | None = None,
+                 bed: str | os.PathLike | None = None) -> ClassifyResult:
+    """``classify`` returning a ClassifyResult (for the CLI: counts and timing).
+
+    out / bed: a path, or ``-`` for the standard output (the table as TSV); ``bed`` also writes
+    the per-window predictions as BED6+ (``bed_frame``), whether or not the table has them."""
     opts = options or RunOptions()
     fmt = None
+    if out is not None and bed is not None and is_stdout(out) and is_stdout(bed):
+        raise ConfigError("the table and the BED file cannot both go to the standard output",
+                          fix="give one of -o and --bed a file name")
+    for target in (out, bed):
+        if target is not None and not is_stdout(target):
+            check_output(target, force=force)
     if out is not None:
         fmt = output_format(out, TABLE_FORMATS)
-        check_output(out, force=force)
+    windows = per_window or bed is not None
     if opts.devices > 1:
-        result = classify_on_devices(model_or_dir, inputs, opts, per_window=per_window)
+        result = classify_on_devices(model_or_dir, inputs, opts, per_window=windows)
     else:
-        result = classify_records(model_or_dir, inputs, opts, per_window=per_window)
+        result = classify_records(model_or_dir, inputs, opts, per_window=windows)
     result.frame = result.frame.drop(columns="record_index")
     _warn_empty(result.frame, opts.min_window or result.metadata["min_window"])
+    if bed is not None:
+        _write(bed, force, lambda target: write_bed_predictions(result.frame, target,
+                                                                result.metadata))
+    if windows and not per_window:  # the window rows were for the BED file only
+        result.frame = result.frame[result.frame["start"].isna()].drop(
+            columns=["start", "end"]).reset_index(drop=True)
+        result.metadata["per_window"] = False
     if out is not None:
-        with atomic_output(out, force=force) as tmp:
-            write_predictions(result.frame, tmp, fmt, result.metadata)
+        _write(out, force, lambda target: write_predictions(result.frame, target, fmt,
+                                                            result.metadata))
         result.out = Path(out)
     result.frame.attrs["mambadna"] = result.metadata
     return result
+
+
+def _write(target, force: bool, write) -> None:
+    """``write(path)`` into ``target`` atomically, or straight to the standard output."""
+    if is_stdout(target):
+        write(target)
+        return
+    with atomic_output(target, force=force) as tmp:
+        write(tmp)
 
 
 def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,
@@ -268,12 +331,14 @@ def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,
              per_window: bool = False, stream: bool = False, device: str | None = None,
              devices: int = 1, precision: str = "auto", out: str | os.PathLike | None = None,
              force: bool = False, progress: bool | None = None,
+             bed: str | os.PathLike | None = None,
              read: ReadOptions | None = None, **read_opts) -> pd.DataFrame:
     """Predict the label of every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM).
 
     model_or_dir: a classifier (MambaDNA with num_labels >= 2) or its saved folder. Windows,
     strands and streaming as in ``RunOptions``; aggregation and columns in the module
-    docstring. out: also write the table (.tsv, .csv or .parquet, atomically). read: how the
+    docstring. out: also write the table (.tsv, .csv or .parquet, atomically; ``-``: TSV on
+    the standard output). bed: also write the per-window predictions as BED6+. read: how the
     inputs are read (mambadna.io.ReadOptions); read_opts: its fields as keywords (on_invalid,
     on_unknown, fmt, region, reference, flags, allow_duplicates). Returns the predictions
     DataFrame (``attrs["mambadna"]``: metadata).
@@ -289,4 +354,4 @@ def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,
                       device=device, devices=devices, precision=precision, progress=progress,
                       read=ReadOptions.of(read, **read_opts))
     return classify_run(model_or_dir, inputs, out, per_window=per_window, force=force,
-                        options=opts).frame
+                        options=opts, bed=bed).frame

@@ -20,7 +20,9 @@ last base (with ``stream``, that state has read the whole record up to the windo
 Strands: rows are "+" (the sequence as given); with ``rc_average`` each window's reverse
 complement is embedded too and the two vectors are averaged, strand ".".
 Rows are buffered into row groups of ``row_group_size`` rows (default: about 16 MiB of
-embeddings), so memory stays flat however long the records are.
+embeddings), so memory stays flat however long the records are. Also as TSV (``.tsv``, or
+``-`` for the standard output: the embedding spread over ``emb_0...`` columns) and the
+windows' coordinates as BED6+ (``bed``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -42,13 +45,21 @@ import torch
 from mambadna.alphabet import PAD, N
 from mambadna.errors import ConfigError, InputError
 from mambadna.io import ReadOptions
+from mambadna.io.records import format_region
 from mambadna.model import MambaDNA
 from mambadna.pipelines.inference import Reducer, Rows
-from mambadna.pipelines.output import atomic_output, check_output
+from mambadna.pipelines.output import (
+    atomic_output,
+    check_output,
+    is_stdout,
+    output_format,
+    write_bed,
+)
 from mambadna.pipelines.parallel import merge_embeddings, run_on_devices
 from mambadna.pipelines.run import Inputs, Run, RunOptions, open_run, run_metadata
 
 POOLS = ("mean", "max", "last")
+OUTPUT_FORMATS = {".parquet": "parquet", ".tsv": "tsv"}
 METADATA_KEY = b"mambadna"
 ROW_GROUP_BYTES = 16 << 20
 
@@ -238,13 +249,53 @@ def embed_on_devices(model_or_dir, inputs: Inputs, out, opts: RunOptions, *, poo
 
 def embed_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = None, *,
               pool: str = "mean", force: bool = False, row_group_size: int | None = None,
-              options: RunOptions | None = None) -> EmbedResult:
-    """``embed`` returning an EmbedResult (counts and timing, for the CLI and benchmarks)."""
+              options: RunOptions | None = None,
+              bed: str | os.PathLike | None = None) -> EmbedResult:
+    """``embed`` returning an EmbedResult (counts and timing, for the CLI and benchmarks).
+
+    out: .parquet, .tsv (one column per dimension), ``-`` (that TSV on the standard output) or
+    None (a DataFrame); bed: also write the windows' coordinates as BED6+ (``bed_frame``)."""
     opts = options or RunOptions()
     pooling(pool)  # validate before any work
-    if out is not None and Path(out).suffix.lower() != ".parquet":
-        raise ConfigError("embeddings are written as Parquet", path=out,
-                          fix="end the output name with .parquet")
+    fmt = None if out is None else output_format(out, OUTPUT_FORMATS)
+    if out is not None and bed is not None and is_stdout(out) and is_stdout(bed):
+        raise ConfigError("the embeddings and the BED file cannot both go to the standard "
+                          "output", fix="give one of -o and --bed a file name")
+    for target in (out, bed):
+        if target is not None and not is_stdout(target):
+            check_output(target, force=force)
+    if fmt == "parquet" or (out is None and bed is None):
+        result = _embed_parquet(model_or_dir, inputs, out, opts, pool=pool, force=force,
+                                row_group_size=row_group_size)
+        if bed is not None:
+            _write(bed, force, lambda target: write_bed_embeddings(result.out, target))
+        return result
+    with tempfile.TemporaryDirectory(prefix="mambadna-embed-") as folder:
+        parquet = Path(folder) / "embeddings.parquet"
+        result = _embed_parquet(model_or_dir, inputs, parquet, opts, pool=pool, force=True,
+                                row_group_size=row_group_size)
+        if bed is not None:
+            _write(bed, force, lambda target: write_bed_embeddings(parquet, target))
+        if out is None:
+            result.table, result.out = read_embeddings(parquet), None
+        else:
+            _write(out, force, lambda target: write_embeddings_tsv(parquet, target))
+            result.out = Path(out)
+    return result
+
+
+def _write(target, force: bool, write) -> None:
+    """``write(path)`` into ``target`` atomically, or straight to the standard output."""
+    if is_stdout(target):
+        write(target)
+        return
+    with atomic_output(target, force=force) as tmp:
+        write(tmp)
+
+
+def _embed_parquet(model_or_dir, inputs: Inputs, out, opts: RunOptions, *, pool: str,
+                   force: bool, row_group_size: int | None) -> EmbedResult:
+    """Embeddings into the Parquet file ``out`` (or a DataFrame when None)."""
     if opts.devices > 1:
         return embed_on_devices(model_or_dir, inputs, out, opts, pool=pool, force=force,
                                 row_group_size=row_group_size)
@@ -268,6 +319,59 @@ def _embed_to_frame(model_or_dir, inputs: Inputs, opts: RunOptions, pool: str) -
     return result
 
 
+def _batches(path: Path, columns: list[str] | None = None):
+    """The rows of an embeddings file as DataFrames, a row group's worth at a time."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=columns):
+        yield batch.to_pandas()
+
+
+def write_embeddings_tsv(parquet: Path, target) -> None:
+    """An embeddings Parquet file as TSV at ``target`` (a path or ``-``): its columns, with the
+    embedding spread over ``emb_0 ... emb_<d-1>``; streamed, a row group at a time."""
+    stream = sys.stdout if is_stdout(target) else open(target, "w", encoding="utf-8")
+    try:
+        for i, frame in enumerate(_batches(parquet)):
+            vectors = np.stack(frame.pop("embedding").to_numpy()) if len(frame) else None
+            if vectors is not None:
+                frame = pd.concat([frame, pd.DataFrame(
+                    vectors, columns=[f"emb_{k}" for k in range(vectors.shape[1])])], axis=1)
+            frame.to_csv(stream, sep="\t", index=False, header=i == 0, na_rep="",
+                         float_format="%.6g")
+        stream.flush()
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+
+
+def bed_frame(frame: pd.DataFrame, first_row: int = 0) -> pd.DataFrame:
+    """Embedding rows' coordinates as BED6+ columns: chrom (record_id), start, end, name (the
+    window in samtools' notation), score 0, strand (+, or . for both strands averaged), then
+    row (the row of the embeddings file, from 0, to join back), n_fraction, source [region]."""
+    bed = pd.DataFrame({
+        "chrom": frame["record_id"], "start": frame["start"], "end": frame["end"],
+        "name": [format_region(*w) for w in zip(frame["record_id"], frame["start"],
+                                                 frame["end"])],
+        "score": 0, "strand": frame["strand"],
+        "row": np.arange(first_row, first_row + len(frame), dtype=np.int64),
+        "n_fraction": frame["n_fraction"], "source": frame["source"]})
+    if "region" in frame:
+        bed["region"] = frame["region"].to_numpy()
+    return bed
+
+
+def write_bed_embeddings(parquet: Path, target) -> None:
+    """The windows of an embeddings Parquet file as BED6+ (``bed_frame``) at ``target``."""
+    names = [n for n in pq.read_schema(parquet).names if n != "embedding"]
+    frames, first = [], 0
+    for frame in _batches(parquet, names):
+        frames.append(bed_frame(frame, first))
+        first += len(frame)
+    bed = pd.concat(frames, ignore_index=True) if frames else bed_frame(
+        pd.DataFrame({n: [] for n in names}))
+    write_bed(bed, target, track="mambadna embed",
+              description="embedded windows; row = row of the embeddings file")
+
+
 def read_embeddings(path: str | os.PathLike) -> pd.DataFrame:
     """An embeddings Parquet file as a DataFrame (``embedding``: float32 arrays), with the
     file's metadata as ``frame.attrs["mambadna"]``."""
@@ -285,16 +389,18 @@ def embed(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs,
           batch_size: int = 8, rc_average: bool = False, stream: bool = False,
           device: str | None = None, devices: int = 1, precision: str = "auto",
           force: bool = False, progress: bool | None = None,
-          row_group_size: int | None = None, read: ReadOptions | None = None,
-          **read_opts) -> pd.DataFrame | Path:
+          row_group_size: int | None = None, bed: str | os.PathLike | None = None,
+          read: ReadOptions | None = None, **read_opts) -> pd.DataFrame | Path:
     """Embed every window of every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM).
 
     model_or_dir: a MambaDNA or the folder of a saved model. out: a .parquet path (written
-    atomically), or None to get a DataFrame. Windows, pooling, strands and streaming are
-    described in the module docstring and ``RunOptions``. read: how the inputs are read
-    (mambadna.io.ReadOptions); read_opts: its fields as keywords (on_invalid, on_unknown, fmt,
-    region, reference, flags, allow_duplicates). Returns the DataFrame (columns as in
-    the file; ``attrs["mambadna"]`` holds the metadata) or the output Path.
+    atomically; .tsv or ``-`` for TSV, one column per dimension), or None to get a DataFrame.
+    bed: also write the windows' coordinates as BED6+ (``bed_frame``). Windows, pooling,
+    strands and streaming are described in the module docstring and ``RunOptions``. read: how
+    the inputs are read (mambadna.io.ReadOptions); read_opts: its fields as keywords
+    (on_invalid, on_unknown, fmt, region, reference, flags, allow_duplicates). Returns the
+    DataFrame (columns as in the file; ``attrs["mambadna"]`` holds the metadata) or the output
+    Path.
 
     Example::
 
@@ -307,5 +413,5 @@ def embed(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs,
                       device=device, devices=devices, precision=precision, progress=progress,
                       read=ReadOptions.of(read, **read_opts))
     result = embed_run(model_or_dir, inputs, out, pool=pool, force=force,
-                       row_group_size=row_group_size, options=opts)
+                       row_group_size=row_group_size, options=opts, bed=bed)
     return result.table if out is None else result.out

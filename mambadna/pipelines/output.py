@@ -17,10 +17,20 @@ from mambadna.atomic import atomic_file
 from mambadna.errors import ConfigError, OutputExistsError
 
 TABLE_FORMATS = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet"}
+STDOUT = "-"
+"""An output named ``-`` is the standard output, as TSV; logs and progress go to stderr."""
+
+
+def is_stdout(path) -> bool:
+    """Whether the output ``path`` is ``-`` (the standard output)."""
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path) == STDOUT
 
 
 def output_format(path: str | os.PathLike, formats: dict[str, str]) -> str:
-    """The format named by the extension of ``path`` (case-insensitive), else ConfigError."""
+    """The format named by the extension of ``path`` (case-insensitive), else ConfigError;
+    ``-`` (the standard output) is TSV."""
+    if is_stdout(path):
+        return "tsv"
     suffix = Path(path).suffix.lower()
     if suffix not in formats:
         raise ConfigError(f"cannot tell the output format from the extension {suffix!r}",
@@ -47,6 +57,28 @@ def check_output(path: str | os.PathLike, *, force: bool) -> Path:
                                 fix="pass --force to replace it (Python: force=True), or "
                                     "choose another output path")
     return path
+
+
+def write_bed(frame, path: str | os.PathLike, *, track: str, description: str,
+              use_score: bool = False) -> None:
+    """Write ``frame`` (BED6 columns first: chrom, start, end, name, score, strand, then any
+    others) as BED to ``path``: a ``track`` line, a ``#`` line naming the columns (bedtools
+    and genome browsers skip both), then tab-separated rows, coordinates 0-based half-open.
+    ``path`` may be ``-`` (the standard output). use_score: browsers shade features by score.
+    """
+    shade = " useScore=1" if use_score else ""
+    header = (f'track name="{track}" description="{description}"{shade}\n'
+              f"#{chr(9).join(frame.columns)}\n")
+    if is_stdout(path):
+        sys.stdout.write(header)
+        frame.to_csv(sys.stdout, sep="\t", header=False, index=False, na_rep=".",
+                     float_format="%.6g")
+        sys.stdout.flush()
+        return
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(header)
+        frame.to_csv(fh, sep="\t", header=False, index=False, na_rep=".",
+                     float_format="%.6g")
 
 
 def atomic_output(path: str | os.PathLike, *, force: bool):

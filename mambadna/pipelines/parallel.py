@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mambadna.errors import ConfigError, InputError
+from mambadna.io import is_stdin
 from mambadna.model import MambaDNA
 from mambadna.pipelines.output import atomic_output
 from mambadna.pipelines.run import Inputs, RunOptions
@@ -205,6 +206,10 @@ def run_on_devices(work: RankWork, model_or_dir, inputs: Inputs, opts: RunOption
     """
     check_devices(opts.devices, device_type)
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if any(is_stdin(p) for p in paths):
+        raise ConfigError(f"--devices {opts.devices}: every rank reads the inputs, and the "
+                          "standard input ('-') can be read only once",
+                          fix="write the input to a file first, or use --devices 1")
     parts = [part_path(beside, r) for r in range(opts.devices)]
     with saved_model(model_or_dir) as model_dir:
         try:

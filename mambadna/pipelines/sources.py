@@ -26,6 +26,7 @@ from mambadna.io import (
     IndexedFasta,
     ReadOptions,
     check_fasta_index,
+    check_stdin,
     fasta_index_usable,
     locate,
     read_records,
@@ -85,9 +86,10 @@ class RecordStream:
             inputs = [inputs]
         if not inputs:
             raise InputError("no inputs given", fix="pass one or more FASTA/FASTQ/BAM files")
+        self.options = ReadOptions.of(options, **read_opts)
+        check_stdin(inputs, regions=bool(self.options.region))
         self.inputs = [check_path(p) for p in inputs]  # fail before any work is done
         self.select = select
-        self.options = ReadOptions.of(options, **read_opts)
         self.n_records = 0
         self._handles: list[IndexedFasta] = []
         self._indexed = [fasta_index_usable(p, self.options) for p in self.inputs]

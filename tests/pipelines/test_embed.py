@@ -312,8 +312,9 @@ def test_bad_outputs_fail_before_any_work(tmp_path, model_dir, genome):
     path, _ = genome
     with pytest.raises(ConfigError, match="output folder does not exist"):
         md.embed(model_dir, path, tmp_path / "missing" / "e.parquet")
-    with pytest.raises(ConfigError, match="Parquet"):
-        md.embed(model_dir, path, tmp_path / "e.tsv")
+    with pytest.raises(ConfigError, match="extension '.csv'") as info:
+        md.embed(model_dir, path, tmp_path / "e.csv")
+    assert ".parquet, .tsv" in info.value.fix
     with pytest.raises(ModelFileError, match="model folder not found"):
         md.embed(tmp_path / "nope", path, tmp_path / "e.parquet")
     target = tmp_path / "e.parquet"

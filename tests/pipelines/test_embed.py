@@ -312,7 +312,7 @@ def test_bad_outputs_fail_before_any_work(tmp_path, model_dir, genome):
     path, _ = genome
     with pytest.raises(ConfigError, match="output folder does not exist"):
         md.embed(model_dir, path, tmp_path / "missing" / "e.parquet")
-    with pytest.raises(ConfigError, match="extension '.csv'") as info:
+    with pytest.raises(ConfigError, match=r"extension '\.csv'") as info:
         md.embed(model_dir, path, tmp_path / "e.csv")
     assert ".parquet, .tsv" in info.value.fix
     with pytest.raises(ModelFileError, match="model folder not found"):

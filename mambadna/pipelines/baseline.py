@@ -8,7 +8,8 @@ of its windows' log-posteriors, as classify aggregates a model's windows.
 
 Columns: ``source, record_id, start, end, predicted_label, probability, n_windows,
 prob_<label>...`` (``per_window`` adds each window's row after its record's, whose start and
-end stay empty); ties go to the first label of the baseline.
+end stay empty); ties go to the first label of the baseline. With regions, as in classify: a
+``region`` column after ``record_id`` and a FASTA region's windows in genome coordinates.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from mambadna.pipelines.tiling import WindowSpec
 
 def _rows(nb: KmerNaiveBayes, record, spec: WindowSpec | None, per_window: bool) -> list[dict]:
     spans = np.array([[0, record.length]]) if spec is None else spec.of(record.length)
-    row = {"source": record.source, "record_id": record.name, "start": None, "end": None,
-           "n_windows": len(spans)}
+    row = {"source": record.source, "record_id": record.name, "region": record.region,
+           "start": None, "end": None, "n_windows": len(spans)}
     if not len(spans):
         return [{**row, "predicted_label": None, "probability": np.nan}]
     log_probs = nb.predict_log_proba([record.tokens(int(s), int(e)) for s, e in spans])
@@ -42,8 +43,9 @@ def _rows(nb: KmerNaiveBayes, record, spec: WindowSpec | None, per_window: bool)
     names = predict_labels(probs, nb.labels)
     out = []
     for i, (p, name) in enumerate(zip(probs, names)):
-        extra = {} if i == 0 else {"start": int(spans[i - 1, 0]), "end": int(spans[i - 1, 1]),
-                                   "n_windows": 1}
+        # in genome coordinates, as classify reports them (a region starts at its offset)
+        extra = {} if i == 0 else {"start": record.offset + int(spans[i - 1, 0]),
+                                   "end": record.offset + int(spans[i - 1, 1]), "n_windows": 1}
         out.append({**row, **extra, "predicted_label": name, "probability": float(p.max()),
                     **{f"prob_{x}": float(v) for x, v in zip(nb.labels, p)}})
     return out
@@ -77,8 +79,9 @@ def predict_kmer(baseline: KmerNaiveBayes | str | os.PathLike, inputs: Inputs, *
             rows += _rows(nb, record, spec, per_window)
     finally:
         stream.close()
-    columns = ["source", "record_id", "start", "end", "predicted_label", "probability",
-               "n_windows", *[f"prob_{x}" for x in nb.labels]]
+    columns = ["source", "record_id", *(["region"] if stream.options.region else []),
+               "start", "end", "predicted_label", "probability", "n_windows",
+               *[f"prob_{x}" for x in nb.labels]]
     frame = pd.DataFrame(rows, columns=columns)
     frame[["start", "end"]] = frame[["start", "end"]].astype("Int64")
     if out is not None:

@@ -124,6 +124,28 @@ def test_region_windows_are_in_genome_coordinates(tmp_path, classifier_dir, two_
     assert json.loads(json.dumps(table.attrs["mambadna"]))["regions"] == ["chr1:101-250"]
 
 
+def test_the_kmer_baseline_reports_regions_as_classify_does(classifier_dir, two_species):
+    from mambadna.alphabet import encode
+    from mambadna.baselines import KmerNaiveBayes
+    from mambadna.pipelines.baseline import predict_kmer
+
+    a, _ = two_species
+    nb = KmerNaiveBayes(k=3).fit([encode("ACGTTGCA" * 20), encode("GGGCCCAT" * 20)], LABELS)
+    table = predict_kmer(nb, [a], window=50, per_window=True, region="chr1:101-250")
+    model = md.classify(classifier_dir, a, window=50, per_window=True, region="chr1:101-250",
+                        progress=False)
+    columns = ["source", "record_id", "region", "start", "end"]
+    assert list(table.columns[:5]) == columns
+    pd.testing.assert_frame_equal(table[columns], model[columns], check_dtype=False)
+    assert table["start"].dropna().tolist() == [100, 150, 200]
+    # and the windows it scored are those bases: the same call as on the bases alone
+    (record,) = read_records(a)
+    window = record.sequence[150:200]
+    expected = nb.predict_log_proba([encode(window)])[0]
+    row = table[table["start"] == 150].iloc[0]
+    np.testing.assert_allclose([row["prob_ape"], row["prob_bat"]], np.exp(expected), atol=1e-9)
+
+
 def test_overlapping_bam_regions_read_each_read_once(tmp_path, classifier_dir, random_dna):
     reference = random_dna(1000, seed=7)
     reads = [("r100", 100, 60), ("r150", 150, 60), ("r400", 400, 60), ("r700", 700, 60)]

@@ -176,8 +176,8 @@ def _reader_options(command):
                      help="Accept repeated record names within a file."),
         click.option("--region", "regions", multiple=True,
                      help="Only this region (samtools style, 1-based: chr1:1001-2000; "
-                          "{NAME}:1-100 for names with colons); repeatable. Needs an indexed "
-                          "FASTA, BAM or CRAM."),
+                          "{NAME}:1-100 for names with colons); repeatable, may overlap (a "
+                          "read is read once). Needs an indexed FASTA, BAM or CRAM."),
         click.option("--reference", type=click.Path(dir_okay=False),
                      help="Reference FASTA of CRAM inputs (required for CRAM)."),
         click.option("--include-secondary", is_flag=True, help="Keep secondary alignments."),

@@ -48,14 +48,20 @@ def open_alignments(path: Path, fmt: str, reference: str | os.PathLike | None):
                           path=path, fix="pass --reference REF.fa (Python: reference=...)")
     ref = os.fspath(check_path(reference)) if reference is not None else None
     pysam = _pysam()
+    # The standard input comes through a pipe that replays the head format detection read;
+    # htslib would look for an index of the pipe (and say it found none): quiet while opening.
+    stream = is_stdin(path)
+    verbosity = pysam.set_verbosity(0) if stream else None
     try:
-        # the standard input through a pipe that replays the head format detection read
-        source = stdin_pipe() if is_stdin(path) else os.fspath(path)
+        source = stdin_pipe() if stream else os.fspath(path)
         return pysam.AlignmentFile(source, _MODES[fmt], check_sq=False,
                                    reference_filename=ref)
     except (ValueError, OSError) as err:
         raise FormatError(f"cannot read as {fmt.upper()}: {err}", path=path,
                           fix="check the file with `samtools quickcheck -v FILE`") from None
+    finally:
+        if verbosity is not None:
+            pysam.set_verbosity(verbosity)
 
 
 def _keep(read, flags: ReadFilter) -> bool:
@@ -148,14 +154,20 @@ def read_alignments(path: str | os.PathLike, fmt: str, *, regions: list[Region] 
     """
     path = Path(path)
     source = os.fspath(path)
-    with open_alignments(path, fmt, reference) as handle:
+    handle = open_alignments(path, fmt, reference)
+    try:
+        for read, region in _fetch(handle, path, fmt, regions or []):
+            if _keep(read, flags):
+                yield _record(read, path, source, region)
+    except (OSError, ValueError) as err:
+        if isinstance(err, MambaDNAError):
+            raise
+        raise FormatError(f"{fmt.upper()} data is corrupt or truncated ({err})", path=path,
+                          fix="check it with `samtools quickcheck -v FILE`; copy or "
+                              "download it again") from None
+    finally:
         try:
-            for read, region in _fetch(handle, path, fmt, regions or []):
-                if _keep(read, flags):
-                    yield _record(read, path, source, region)
-        except (OSError, ValueError) as err:
-            if isinstance(err, MambaDNAError):
+            handle.close()
+        except OSError:
+            if not is_stdin(path):  # a pipe that broke off mid-record fails to close too
                 raise
-            raise FormatError(f"{fmt.upper()} data is corrupt or truncated ({err})", path=path,
-                              fix="check it with `samtools quickcheck -v FILE`; copy or "
-                                  "download it again") from None

@@ -150,7 +150,8 @@ def head(path: Path, size: int = _SNIFF_SIZE) -> bytes:
 
 
 def _stdin_head(size: int) -> bytes:
-    raw = stdin().head
+    buffered = stdin()
+    raw = buffered.head
     if not raw.startswith(_GZIP_MAGIC):
         return raw[:size]
     out = b""
@@ -160,7 +161,9 @@ def _stdin_head(size: int) -> bytes:
             if len(out) >= size:
                 break
     except FormatError:
-        if not out:  # the buffer ends inside a block: what inflated before it is the head
+        # the buffer may end inside a block: what inflated before it is the head, unless
+        # the buffer is the whole input (then the input itself is truncated or corrupt)
+        if not out or buffered.complete:
             raise
     return out[:size]
 

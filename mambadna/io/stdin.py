@@ -38,9 +38,12 @@ class _Stdin:
         self.stream = stream
         self.head = b""
         self.taken = False
+        self.complete = False
+        """Whether the head is the whole input (it ended within HEAD_SIZE)."""
         while len(self.head) < HEAD_SIZE:  # a pipe returns what has arrived: read until full
             chunk = stream.read(HEAD_SIZE - len(self.head))
             if not chunk:
+                self.complete = True
                 break
             self.head += chunk
 

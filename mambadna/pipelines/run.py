@@ -147,7 +147,7 @@ def run_metadata(run: Run, opts: RunOptions, inputs: Inputs, model_or_dir) -> di
         "precision": "bf16" if run.runner.bf16 else "fp32",
         "inputs": [os.fspath(p) for p in paths],
         "source": "the input file each row was read from (one of inputs)",
-        "regions": [str(r) for r in opts.read.region] or None,
+        "regions": opts.read.to_dict()["region"],  # as asked (samtools' notation)
         "coordinates": "0-based, half-open, in the record's sequence (genome coordinates "
                        "for FASTA regions)",
     }

@@ -124,3 +124,12 @@ def test_binary_junk_on_stdin_is_named(pipe_stdin):
     pipe_stdin(b"\x00\x01\x02 not a sequence file")
     with pytest.raises(FormatError, match="binary data"):
         list(read_records("-"))
+
+
+@pytest.mark.parametrize("keep", [0.5, None])
+def test_a_truncated_bam_on_stdin_is_named(pipe_stdin, tmp_path, random_dna, keep):
+    # cut after the buffered head (the reader meets the end) or within it (detection does)
+    data = _bam_bytes(tmp_path, [random_dna(150, seed=i) for i in range(6000)])
+    pipe_stdin(data[:int(len(data) * keep)] if keep else data[:100])
+    with pytest.raises(FormatError, match="truncated"):
+        list(read_records("-"))

@@ -201,7 +201,7 @@ def _reader_options(command):
               help="Report every problem (up to 1000 per file), not only the first.")
 @_reader_options
 def validate(inputs, collect_all, **read) -> None:
-    """Check that every record of INPUT... can be read; summarise each file."""
+    """Check that every record of INPUT... can be read; summarise each file (- is stdin)."""
     from mambadna.io.validate import validate as validate_files
 
     summaries = validate_files(inputs, _read_options(inputs, read), collect_all=collect_all)
@@ -223,7 +223,7 @@ def validate(inputs, collect_all, **read) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing token store at --out.")
 @_reader_options
 def tokenize(inputs, out, force, **read) -> None:
-    """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (uint8 .npy per record)."""
+    """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (- reads stdin)."""
     from mambadna.data.store import write_token_store
 
     store = write_token_store(inputs, out, _read_options(inputs, read), force=force)

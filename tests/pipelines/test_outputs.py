@@ -182,6 +182,26 @@ def test_classify_reads_stdin_and_writes_only_the_table_to_stdout(tmp_path, clas
     assert "2 records" in result.stderr
 
 
+def test_the_api_reads_a_pipe_too(tmp_path, classifier_dir, two_species, monkeypatch):
+    import os
+    import threading
+
+    a, _ = two_species
+    read_fd, write_fd = os.pipe()
+    data = a.read_bytes()
+    feeder = threading.Thread(target=lambda: os.write(write_fd, data) and os.close(write_fd))
+    feeder.start()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(os.fdopen(read_fd, "rb")))
+    piped = md.embed(classifier_dir, "-", window=100, progress=False)
+    feeder.join()
+    from_file = md.embed(classifier_dir, a, window=100, progress=False)
+    assert (piped["source"] == "-").all()
+    assert piped["start"].tolist() == from_file["start"].tolist()
+    np.testing.assert_allclose(np.stack(piped["embedding"]), np.stack(from_file["embedding"]))
+    with pytest.raises(ConfigError, match="read only once"):
+        md.embed(classifier_dir, "-", window=100, progress=False)
+
+
 def test_embed_writes_tsv_to_stdout(tmp_path, classifier_dir, two_species):
     a, _ = two_species
     result = CliRunner().invoke(cli, ["embed", "--model", str(classifier_dir), str(a),

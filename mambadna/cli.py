@@ -223,7 +223,7 @@ def validate(inputs, collect_all, **read) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing token store at --out.")
 @_reader_options
 def tokenize(inputs, out, force, **read) -> None:
-    """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (- reads stdin)."""
+    """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (uint8 .npy per record)."""
     from mambadna.data.store import write_token_store
 
     store = write_token_store(inputs, out, _read_options(inputs, read), force=force)

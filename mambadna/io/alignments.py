@@ -7,8 +7,9 @@
 - The two reads of a pair share a name in SAM; they become ``name/1`` and ``name/2`` (the
   convention of FASTQ files) so that each read has a unique name in a token store.
 - Region queries need an index (.bai/.csi/.crai); CRAM needs its reference FASTA. Regions may
-  overlap: each read is read once, at the first region (in the order given) that it overlaps,
-  as ``samtools view -M`` does, so overlapping regions never repeat a read name. Without the
+  overlap: each read is read once, under its own name, at the first region (in the order
+  given) that it overlaps, so overlapping regions never repeat a read (``samtools view -M``
+  drops the repeats too; it keeps file order, we keep the order of the regions). Without the
   reference htslib would try to download it, which a tool must never do silently.
 """
 

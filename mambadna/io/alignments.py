@@ -141,7 +141,7 @@ def _overlaps(read, region: Region) -> bool:
     """Whether ``fetch`` of ``region`` returns ``read`` (htslib's rule: the read's reference
     span, one base for a read without one, overlaps the interval)."""
     start = read.reference_start
-    end = read.reference_end if read.reference_end is not None else start + 1
+    end = max(read.reference_end or start, start + 1)  # htslib's bam_endpos
     return start < (region.end if region.end is not None else 1 << 62) and end > region.start
 
 

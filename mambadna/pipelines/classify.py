@@ -45,11 +45,11 @@ from mambadna.model import MambaDNA
 from mambadna.pipelines.inference import Reducer, Rows
 from mambadna.pipelines.output import (
     TABLE_FORMATS,
-    atomic_output,
     check_output,
     is_stdout,
     output_format,
     write_bed,
+    write_output,
 )
 from mambadna.pipelines.parallel import merge_predictions, run_on_devices
 from mambadna.pipelines.run import Inputs, Run, RunOptions, open_run, run_metadata
@@ -302,27 +302,18 @@ def classify_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = N
     result.frame = result.frame.drop(columns="record_index")
     _warn_empty(result.frame, opts.min_window or result.metadata["min_window"])
     if bed is not None:
-        _write(bed, force, lambda target: write_bed_predictions(result.frame, target,
-                                                                result.metadata))
+        write_output(bed, force, lambda target: write_bed_predictions(
+            result.frame, target, result.metadata))
     if windows and not per_window:  # the window rows were for the BED file only
         result.frame = result.frame[result.frame["start"].isna()].drop(
             columns=["start", "end"]).reset_index(drop=True)
         result.metadata["per_window"] = False
     if out is not None:
-        _write(out, force, lambda target: write_predictions(result.frame, target, fmt,
-                                                            result.metadata))
+        write_output(out, force, lambda target: write_predictions(
+            result.frame, target, fmt, result.metadata))
         result.out = Path(out)
     result.frame.attrs["mambadna"] = result.metadata
     return result
-
-
-def _write(target, force: bool, write) -> None:
-    """``write(path)`` into ``target`` atomically, or straight to the standard output."""
-    if is_stdout(target):
-        write(target)
-        return
-    with atomic_output(target, force=force) as tmp:
-        write(tmp)
 
 
 def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,

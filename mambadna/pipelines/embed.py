@@ -54,6 +54,7 @@ from mambadna.pipelines.output import (
     is_stdout,
     output_format,
     write_bed,
+    write_output,
 )
 from mambadna.pipelines.parallel import merge_embeddings, run_on_devices
 from mambadna.pipelines.run import Inputs, Run, RunOptions, open_run, run_metadata
@@ -268,29 +269,20 @@ def embed_run(model_or_dir, inputs: Inputs, out: str | os.PathLike | None = None
         result = _embed_parquet(model_or_dir, inputs, out, opts, pool=pool, force=force,
                                 row_group_size=row_group_size)
         if bed is not None:
-            _write(bed, force, lambda target: write_bed_embeddings(result.out, target))
+            write_output(bed, force, lambda target: write_bed_embeddings(result.out, target))
         return result
     with tempfile.TemporaryDirectory(prefix="mambadna-embed-") as folder:
         parquet = Path(folder) / "embeddings.parquet"
         result = _embed_parquet(model_or_dir, inputs, parquet, opts, pool=pool, force=True,
                                 row_group_size=row_group_size)
         if bed is not None:
-            _write(bed, force, lambda target: write_bed_embeddings(parquet, target))
+            write_output(bed, force, lambda target: write_bed_embeddings(parquet, target))
         if out is None:
             result.table, result.out = read_embeddings(parquet), None
         else:
-            _write(out, force, lambda target: write_embeddings_tsv(parquet, target))
+            write_output(out, force, lambda target: write_embeddings_tsv(parquet, target))
             result.out = Path(out)
     return result
-
-
-def _write(target, force: bool, write) -> None:
-    """``write(path)`` into ``target`` atomically, or straight to the standard output."""
-    if is_stdout(target):
-        write(target)
-        return
-    with atomic_output(target, force=force) as tmp:
-        write(tmp)
 
 
 def _embed_parquet(model_or_dir, inputs: Inputs, out, opts: RunOptions, *, pool: str,

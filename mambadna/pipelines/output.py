@@ -87,6 +87,16 @@ def atomic_output(path: str | os.PathLike, *, force: bool):
     return atomic_file(path, check=lambda target: check_output(target, force=force))
 
 
+def write_output(target: str | os.PathLike, force: bool, write) -> None:
+    """``write(path)`` into ``target`` atomically (``atomic_output``), or straight to the
+    standard output when ``target`` is ``-``."""
+    if is_stdout(target):
+        write(target)
+        return
+    with atomic_output(target, force=force) as tmp:
+        write(tmp)
+
+
 def _si(value: float, unit: str) -> str:
     for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if value >= factor:

@@ -6,6 +6,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import click
@@ -20,6 +22,12 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # the reader of stdout stopped early (`... -o - | head`): stop quietly, as Unix
+            # tools do on SIGPIPE, without a traceback at exit from flushing stdout again
+            with contextlib.suppress(OSError, ValueError):  # no real stdout (tests)
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except MambaDNAError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(1)

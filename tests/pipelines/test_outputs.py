@@ -284,3 +284,20 @@ def test_a_samtools_style_pipe_into_the_installed_command(tmp_path, classifier_d
     table = pd.read_csv(io.BytesIO(done.stdout), sep="\t")
     assert table["record_id"].tolist() == ["r1", "r2"]
     assert len(_read_bed(tmp_path / "w.bed")[1]) == 5
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path, classifier_dir,
+                                                             write_fasta, random_dna):
+    # `mambadna embed ... -o - | head -1`: SIGPIPE's status, no traceback. The output (~3 MB)
+    # is far more than a pipe holds, so the command is still writing when the reader stops.
+    genome = write_fasta(tmp_path / "g.fa", {"chr1": random_dna(40_000, seed=5)})
+    command = [sys.executable, "-m", "mambadna", "embed", "--model", str(classifier_dir),
+               str(genome), "-o", "-", "--window", "2", "--batch-size", "1024"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        header = proc.stdout.readline()
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        proc.wait(timeout=300)
+    assert header.startswith(b"source\trecord_id")
+    assert proc.returncode == 141 and "Traceback" not in stderr, stderr

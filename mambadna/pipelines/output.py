@@ -39,26 +39,6 @@ def output_format(path: str | os.PathLike, formats: dict[str, str]) -> str:
     return formats[suffix]
 
 
-def check_output(path: str | os.PathLike, *, force: bool) -> Path:
-    """Fail early, before any work, if ``path`` cannot be written as a new file."""
-    path = Path(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise ConfigError("the output folder does not exist", path=parent,
-                          fix=f"create it (mkdir -p {parent}) or choose another output path")
-    if not os.access(parent, os.W_OK):
-        raise ConfigError("the output folder is not writable", path=parent,
-                          fix="choose an output path in a folder you can write")
-    if path.is_dir():
-        raise OutputExistsError("exists and is a folder; the output is a file", path=path,
-                                fix="choose another output path")
-    if path.exists() and not force:
-        raise OutputExistsError("output already exists", path=path,
-                                fix="pass --force to replace it (Python: force=True), or "
-                                    "choose another output path")
-    return path
-
-
 def write_bed(frame, path: str | os.PathLike, *, track: str, description: str,
               use_score: bool = False) -> None:
     """Write ``frame`` (BED6 columns first: chrom, start, end, name, score, strand, then any
@@ -81,12 +61,6 @@ def write_bed(frame, path: str | os.PathLike, *, track: str, description: str,
                      float_format="%.6g")
 
 
-def atomic_output(path: str | os.PathLike, *, force: bool):
-    """``mambadna.atomic.atomic_file`` for a pipeline output: ``check_output`` before the work
-    and again before the rename. Yields the temporary path to write."""
-    return atomic_file(path, check=lambda target: check_output(target, force=force))
-
-
 def write_output(target: str | os.PathLike, force: bool, write) -> None:
     """``write(path)`` into ``target`` atomically (``atomic_output``), or straight to the
     standard output when ``target`` is ``-``."""
@@ -95,6 +69,32 @@ def write_output(target: str | os.PathLike, force: bool, write) -> None:
         return
     with atomic_output(target, force=force) as tmp:
         write(tmp)
+
+
+def check_output(path: str | os.PathLike, *, force: bool) -> Path:
+    """Fail early, before any work, if ``path`` cannot be written as a new file."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError("the output folder does not exist", path=parent,
+                          fix=f"create it (mkdir -p {parent}) or choose another output path")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError("the output folder is not writable", path=parent,
+                          fix="choose an output path in a folder you can write")
+    if path.is_dir():
+        raise OutputExistsError("exists and is a folder; the output is a file", path=path,
+                                fix="choose another output path")
+    if path.exists() and not force:
+        raise OutputExistsError("output already exists", path=path,
+                                fix="pass --force to replace it (Python: force=True), or "
+                                    "choose another output path")
+    return path
+
+
+def atomic_output(path: str | os.PathLike, *, force: bool):
+    """``mambadna.atomic.atomic_file`` for a pipeline output: ``check_output`` before the work
+    and again before the rename. Yields the temporary path to write."""
+    return atomic_file(path, check=lambda target: check_output(target, force=force))
 
 
 def _si(value: float, unit: str) -> str:

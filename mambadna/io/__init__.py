@@ -8,8 +8,8 @@ Torch-free. Formats and compression are detected from the content, never from th
     read_records("reads.bam", region="chr1:1-100000")   # samtools-style string, or Region
     fetch_interval("genome.fa", "chr1", 0, 1000)         # 0-based, half-open
 
-``-`` reads the standard input (once, as it streams; the format is detected from its first
-bytes): ``samtools view -b reads.bam | python -c '...read_records("-")...'``.
+``read_records("-")`` reads the standard input (``samtools view -b reads.bam | python
+script.py``): once, as it streams, the format detected from its first bytes.
 
 Record names must be unique within a file (DuplicateRecordError otherwise, unless
 ``allow_duplicates``). This holds for reads too: the mates of a pair in BAM/CRAM/SAM are told

@@ -202,6 +202,16 @@ def test_the_api_reads_a_pipe_too(tmp_path, classifier_dir, two_species, monkeyp
         md.embed(classifier_dir, "-", window=100, progress=False)
 
 
+def test_ranks_cannot_share_stdin(classifier_dir):
+    from mambadna.pipelines.classify import classify_on_devices
+    from mambadna.pipelines.run import RunOptions
+
+    with pytest.raises(ConfigError, match="read only once") as info:
+        classify_on_devices(classifier_dir, "-", RunOptions(devices=2), per_window=False,
+                            device_type="cpu", processes=False)
+    assert "--devices 1" in info.value.fix
+
+
 def test_embed_writes_tsv_to_stdout(tmp_path, classifier_dir, two_species):
     a, _ = two_species
     result = CliRunner().invoke(cli, ["embed", "--model", str(classifier_dir), str(a),

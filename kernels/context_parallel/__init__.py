@@ -4,7 +4,8 @@
   affine map of the state, the prefix over ranks and its reverse pass.
 - ``ops.py``: ``context_parallel_scan`` and ``context_parallel_conv1d`` (the distributed
   selective scan and causal convolution, exact in values and gradients), their autograd
-  functions (``_CarryExchange``, ``_Halo``), and ``ContextGroup`` / ``context_groups``.
+  functions (``_CarryExchange``, ``_Halo``), ``context_sum`` (a differentiable sum over the
+  ranks) and ``ContextGroup`` / ``context_groups``.
 
 The design and its math are in docs/kernels.md ("Context parallelism").
 """
@@ -19,7 +20,9 @@ from mambadna.kernels.context_parallel.ops import (
     context_groups,
     context_parallel_conv1d,
     context_parallel_scan,
+    context_sum,
 )
 
 __all__ = ["ContextGroup", "combine_carries", "combine_carry_grads", "context_groups",
-           "context_parallel_conv1d", "context_parallel_scan", "segment_log_decay"]
+           "context_parallel_conv1d", "context_parallel_scan", "context_sum",
+           "segment_log_decay"]

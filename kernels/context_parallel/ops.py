@@ -16,6 +16,7 @@ Every rank of a ``ContextGroup`` holds one segment of the same sequences (rank 0
 - ``context_parallel_conv1d``: the causal depthwise convolution, with the last width-1 inputs
   of the previous rank (the halo) as its initial state; the halo's gradient goes back to the
   rank it came from.
+- ``context_sum``: a differentiable sum over the group (mean pooling of a split sequence).
 - ``ContextGroup`` / ``context_groups``: which ranks share a sequence (world = data-parallel
   replicas x context-parallel ranks, consecutive ranks in one group).
 
@@ -139,6 +140,38 @@ class _Halo(torch.autograd.Function):
         context = ctx.context
         parts = _gather(grad, context)
         return (torch.zeros_like(grad) if context.last else parts[context.rank + 1]), None
+
+
+class _Sum(torch.autograd.Function):
+    """The sum over the group's ranks, on every rank; backward: the sum of the gradients (each
+    rank's input reaches every rank's copy of the sum)."""
+
+    @staticmethod
+    def forward(ctx, tensor, context):
+        ctx.context = context
+        total = tensor.clone().contiguous()
+        dist.all_reduce(total, group=context.group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        total = grad.clone().contiguous()
+        dist.all_reduce(total, group=ctx.context.group)
+        return total, None
+
+
+def context_sum(tensor: torch.Tensor, context: ContextGroup) -> torch.Tensor:
+    """The sum of ``tensor`` over the ranks of ``context``, on every rank, differentiable (for
+    what reads the whole sequence: mean pooling, the whole loss). A loss computed alike on
+    every rank from the sum gets every gradient ``context.size`` times over the ranks, as a
+    loss of the whole sequence that each rank sees once; data-parallel averaging over all
+    ranks then gives each replica's gradient exactly once."""
+    if not isinstance(context, ContextGroup):
+        raise TypeError(f"context_sum: context must be a ContextGroup, got "
+                        f"{type(context).__name__}")
+    if context.size == 1:
+        return tensor
+    return _Sum.apply(tensor, context)
 
 
 def _check_context(context, initial_state, op: str) -> None:

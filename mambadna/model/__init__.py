@@ -11,7 +11,7 @@
     logits = model(tokens[:, start:stop], context=context)   # this rank's segment, exact
 """
 
-from mambadna.kernels.context_parallel import ContextGroup, context_groups
+from mambadna.kernels.context_parallel import ContextGroup, context_groups, context_sum
 from mambadna.model.config import PRESETS, ModelConfig
 from mambadna.model.io import load_model, save_pretrained
 from mambadna.model.network import MambaDNA, lm_loss, segment_lm_loss
@@ -24,6 +24,7 @@ __all__ = [
            "ModelConfig",
            "ModelState",
            "context_groups",
+           "context_sum",
            "lm_loss",
            "load_model",
            "save_pretrained",

@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mambadna.alphabet import PAD, N, encode
 from mambadna.errors import ConfigError, InputError
-from mambadna.kernels.context_parallel import ContextGroup
+from mambadna.kernels.context_parallel import ContextGroup, context_sum
 from mambadna.model.config import POOLINGS, ModelConfig
 from mambadna.model.mixer import Mixer, RMSNorm, no_weight_decay
 from mambadna.model.state import ModelState
@@ -355,15 +355,29 @@ class MambaDNA(nn.Module):
         total = (hidden * mask[..., None].to(hidden.dtype)).sum(1)
         return total / lengths[:, None].to(hidden.dtype)
 
-    def classify_logits(self, tokens, lengths=None):
+    def classify_logits(self, tokens, lengths=None, context: ContextGroup | None = None):
         """Class logits (batch, num_labels) fp32 of right-padded tokens (batch, L).
 
         lengths (batch,): real lengths (default: count of non-PAD tokens per row).
+        context: a ``ContextGroup`` whose ranks each pass their segment of the same unpadded
+        sequences; every rank gets the logits of the whole sequences (pooled over all
+        segments: ``context_sum``, so the gradients reach every rank's segment).
         """
         if self.classifier is None:
             raise ConfigError("this model has no classification head (num_labels = 0)",
                               fix="finetune it with labels, or build it with num_labels >= 2")
         tokens = _as_tokens(tokens, self.config.vocab_size)
+        if context is not None and context.size > 1:
+            if lengths is not None or bool((tokens == PAD).any()):
+                raise InputError("a sequence split over ranks must not be padded",
+                                 fix="split sequences of equal length, or one sequence")
+            hidden = self.hidden_states(tokens, context=context)
+            if self.config.pooling == "mean":
+                count = context_sum(hidden.new_tensor(float(hidden.shape[1])), context)
+                pooled = context_sum(hidden.sum(1), context) / count
+            else:  # the last position of the sequence is the last rank's
+                pooled = context_sum(hidden[:, -1] * float(context.last), context)
+            return self.classifier(pooled).float()
         if lengths is None:
             lengths = _real_lengths(tokens)
         hidden = self.hidden_states(tokens, lengths=lengths)

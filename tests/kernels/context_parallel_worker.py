@@ -131,6 +131,29 @@ def model_case(context, length, checkpointing):
         close(f"d {name}", summed(p.grad, context), want[name], 1e-4, 1e-6)
 
 
+def classify_case(context, length, pooling):
+    """The classifier (pooled over every segment): logits and every parameter's gradient; the
+    loss is the whole window's on every rank, so summed gradients are size x the one-process
+    ones (data-parallel averaging over all ranks divides that out)."""
+    torch.manual_seed(0)
+    model = MambaDNA(ModelConfig(d_model=16, n_layer=2, d_state=4, num_labels=3,
+                                 pooling=pooling))
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(5, 10, (3, length), generator=g)
+    labels = torch.tensor([0, 2, 1])
+    logits = model.classify_logits(tokens)
+    torch.nn.functional.cross_entropy(logits, labels).backward()
+    want = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    lo, hi = context.bounds(length)
+    logits_r = model.classify_logits(tokens[:, lo:hi], context=context)
+    torch.nn.functional.cross_entropy(logits_r, labels).backward()
+    close(f"{pooling} logits", logits_r.detach(), logits.detach(), 1e-4, 1e-6)
+    for name, p in model.named_parameters():
+        close(f"{pooling} d {name}", summed(p.grad, context) / context.size, want[name],
+              1e-4, 1e-6)
+
+
 def main() -> None:
     case, rank, world, init = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     torch.set_num_threads(1)
@@ -142,6 +165,9 @@ def main() -> None:
             op_case(context, 23)  # segments of unequal length
         elif case == "model":
             model_case(context, 32, checkpointing=False)
+        elif case == "classify":
+            classify_case(context, 28, "mean")
+            classify_case(context, 28, "last")
         elif case == "model-checkpointing":
             model_case(context, 30, checkpointing=True)
         else:

@@ -113,3 +113,8 @@ def test_whole_model_split_over_ranks_equals_one_process(world, tmp_path):
 @pytest.mark.slow  # ~12 s: 2 processes
 def test_whole_model_with_activation_checkpointing_split_over_ranks(tmp_path):
     _launch("model-checkpointing", 2, tmp_path)
+
+
+@pytest.mark.slow  # ~6 s: 2 processes
+def test_classifier_pooled_over_ranks_equals_one_process(tmp_path):
+    _launch("classify", 2, tmp_path)

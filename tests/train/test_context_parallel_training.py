@@ -1,0 +1,76 @@
+"""``pretrain --context-parallel``: a run whose windows are split over 2 gloo processes trains
+exactly the weights of a one-process run on the same batches; the options are checked first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from safetensors.numpy import load_file
+
+from mambadna.cli import cli
+
+
+@pytest.fixture(scope="module")
+def genome(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cp")
+    rng = np.random.default_rng(0)
+    seq = "".join(rng.choice(list("ACGT"), 6000))
+    path = folder / "g.fa"
+    path.write_text(f">chr1\n{seq}\n")
+    return path
+
+
+def _pretrain(genome, run, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MAMBADNA_RUN_ID", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "mambadna", "pretrain", "--genome", str(genome), "-o", str(run),
+         "--seq-len", "64", "--batch-size", "2", "--max-steps", "3", "--val-every", "3",
+         "--val-windows", "4", "--num-workers", "0", "--accelerator", "cpu", "--seed", "3",
+         "--lr", "0.01", *extra], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow  # ~25 s: one process, then two
+def test_context_parallel_run_trains_the_weights_of_one_process(genome, tmp_path):
+    _pretrain(genome, tmp_path / "one", "--devices", "1")
+    _pretrain(genome, tmp_path / "cp", "--devices", "2", "--strategy", "ddp",
+              "--context-parallel", "2")
+    saved = yaml.safe_load((tmp_path / "cp" / "config.yaml").read_text())["resolved"]
+    assert (saved["world_size"], saved["data_parallel"], saved["context_parallel"]) == (2, 1, 2)
+    assert saved["tokens_per_step"] == 128  # one replica: the windows count once
+    one = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    split = load_file(tmp_path / "cp" / "model" / "model.safetensors")
+    assert one.keys() == split.keys()
+    # AdamW moves every weight by about lr per step whatever the gradient's size, so float
+    # rounding in a gradient near zero can show as a fraction of lr (0.01) in a few weights;
+    # a wrong gradient (a missing carry, a wrong scale) would move most weights.
+    for name in one:
+        diff = np.abs(split[name] - one[name])
+        off = diff > 2e-6 + 2e-4 * np.abs(one[name])
+        assert off.mean() <= 1e-3 and diff.max() <= 1e-4, (name, off.mean(), diff.max())
+    metrics = [yaml.safe_load((tmp_path / r / "model" / "config.json").read_text())
+               ["training_info"]["final_metrics"] for r in ("one", "cp")]
+    assert metrics[1]["val_loss"] == pytest.approx(metrics[0]["val_loss"], rel=1e-5)
+
+
+def test_context_parallel_options_are_checked_before_training(genome, tmp_path):
+    def run(*args):
+        return CliRunner().invoke(cli, ["pretrain", "--genome", str(genome), "-o",
+                                        str(tmp_path / "x"), "--accelerator", "cpu",
+                                        "--num-workers", "0", *map(str, args)])
+
+    wrong = run("--context-parallel", "2", "--devices", "1")
+    assert wrong.exit_code == 1 and "does not divide the 1 devices" in wrong.output
+    fsdp = run("--context-parallel", "2", "--strategy", "fsdp")
+    assert fsdp.exit_code == 1 and "ddp strategy" in fsdp.output
+    zero = run("--context-parallel", "0")
+    assert zero.exit_code == 1 and "context-parallel must be at least 1" in zero.output
+    assert not (tmp_path / "x").exists()

@@ -34,7 +34,8 @@ LAYERS: dict[str, tuple[set[str], str]] = {
     "alphabet": ({"_version", "errors"}, "tokens: torch-free, under everything that reads DNA"),
     "atomic": ({"_version", "errors"}, "atomic files and folders: under every writer"),
     "io": ({*BASE, "alphabet"}, "readers: torch-free, know nothing of stores or models"),
-    "kernels": (set(), "the ops: import nothing of mambadna, so they can be vendored"),
+    "kernels": (set(), "the ops (context parallelism included: torch.distributed only): "
+                       "import nothing of mambadna, so they can be vendored"),
     "manifests": ({*BASE, "atomic", "io"},
                   "lists of files (genome YAML, labelled TSV) and their downloads"),
     "model": ({*BASE, "alphabet", "atomic", "kernels"},

@@ -46,19 +46,37 @@ def test_context_parallel_run_trains_the_weights_of_one_process(genome, tmp_path
     saved = yaml.safe_load((tmp_path / "cp" / "config.yaml").read_text())["resolved"]
     assert (saved["world_size"], saved["data_parallel"], saved["context_parallel"]) == (2, 1, 2)
     assert saved["tokens_per_step"] == 128  # one replica: the windows count once
-    one = load_file(tmp_path / "one" / "model" / "model.safetensors")
-    split = load_file(tmp_path / "cp" / "model" / "model.safetensors")
+    _same_weights(tmp_path / "one", tmp_path / "cp")
+    metrics = [yaml.safe_load((tmp_path / r / "model" / "config.json").read_text())
+               ["training_info"]["final_metrics"] for r in ("one", "cp")]
+    assert metrics[1]["val_loss"] == pytest.approx(metrics[0]["val_loss"], rel=1e-5)
+
+
+def _same_weights(run_a, run_b):
+    """AdamW moves every weight by about lr per step whatever the gradient's size, so float
+    rounding in a gradient near zero can show as a fraction of lr (0.01) in a few weights; a
+    wrong gradient (a missing carry, a wrong scale, other batches) would move most weights."""
+    one = load_file(run_a / "model" / "model.safetensors")
+    split = load_file(run_b / "model" / "model.safetensors")
     assert one.keys() == split.keys()
-    # AdamW moves every weight by about lr per step whatever the gradient's size, so float
-    # rounding in a gradient near zero can show as a fraction of lr (0.01) in a few weights;
-    # a wrong gradient (a missing carry, a wrong scale) would move most weights.
     for name in one:
         diff = np.abs(split[name] - one[name])
         off = diff > 2e-6 + 2e-4 * np.abs(one[name])
         assert off.mean() <= 1e-3 and diff.max() <= 1e-4, (name, off.mean(), diff.max())
-    metrics = [yaml.safe_load((tmp_path / r / "model" / "config.json").read_text())
-               ["training_info"]["final_metrics"] for r in ("one", "cp")]
-    assert metrics[1]["val_loss"] == pytest.approx(metrics[0]["val_loss"], rel=1e-5)
+
+
+@pytest.mark.slow  # ~90 s: two processes, then four
+def test_data_parallel_times_context_parallel_trains_the_weights_of_data_parallel(genome,
+                                                                                   tmp_path):
+    """World 4 = 2 replicas x 2 context-parallel ranks: the replicas draw the batches of a
+    2-process DDP run and average their gradients as it does."""
+    _pretrain(genome, tmp_path / "dp", "--devices", "2", "--strategy", "ddp")
+    _pretrain(genome, tmp_path / "dpcp", "--devices", "4", "--strategy", "ddp",
+              "--context-parallel", "2")
+    saved = yaml.safe_load((tmp_path / "dpcp" / "config.yaml").read_text())["resolved"]
+    assert (saved["world_size"], saved["data_parallel"], saved["context_parallel"]) == (4, 2, 2)
+    assert saved["tokens_per_step"] == 256
+    _same_weights(tmp_path / "dp", tmp_path / "dpcp")
 
 
 def test_context_parallel_options_are_checked_before_training(genome, tmp_path):

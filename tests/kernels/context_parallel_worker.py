@@ -36,9 +36,10 @@ def summed(grad, context):
     return grad
 
 
-def op_case(context, length):
-    """The scan and the conv alone, fp64, with initial states and final states, every input's
-    gradient (the scan against the per-position definition)."""
+def op_case(context, length, backend="loop"):
+    """The scan and the conv alone, with initial states and final states, every input's
+    gradient, against the per-position definition in fp64: split in fp64 with the definition
+    ("loop"), or in fp32 with the Triton kernels ("triton", under TRITON_INTERPRET=1)."""
     g = torch.Generator().manual_seed(0)
     batch, dim, n, width = 2, 6, 4, 4
     f64 = dict(dtype=torch.float64)
@@ -57,6 +58,9 @@ def op_case(context, length):
     w_cfinal = torch.randn(batch, dim, width - 1, generator=g, **f64)
     leaves = [t.requires_grad_() for t in (u, delta, z, A, B, C, D, bias, h0, x, weight, cbias,
                                            c0)]
+    dtype = torch.float64 if backend == "loop" else torch.float32
+    tol = (1e-10, 1e-10) if dtype == torch.float64 else (1e-4, 1e-5)
+    split = [t.detach().to(dtype).requires_grad_() for t in leaves]
 
     def loss_of(out, final, cout, cfinal, lo, hi, last):
         loss = (out * w_out[..., lo:hi]).sum() + (cout * w_conv[..., lo:hi]).sum()
@@ -70,26 +74,27 @@ def op_case(context, length):
     want_out = out.detach()
 
     lo, hi = context.bounds(length)
-    seg = [t[..., lo:hi] for t in (u, delta, z, B, C, x)]
+    su, sdelta, sz, sA, sB, sC, sD, sbias, sh0, sx, sweight, scbias, sc0 = split
+    seg = [t[..., lo:hi] for t in (su, sdelta, sz, sB, sC, sx)]
     first = context.first
     out_r, final_r = context_parallel_scan(
-        seg[0], seg[1], A, seg[3], seg[4], D, seg[2], bias, True, h0 if first else None, True,
-        context=context, backend="loop")
-    cout_r, cfinal_r = context_parallel_conv1d(seg[5], weight, cbias, c0 if first else None,
+        seg[0], seg[1], sA, seg[3], seg[4], sD, seg[2], sbias, True, sh0 if first else None,
+        True, context=context, backend=backend)
+    cout_r, cfinal_r = context_parallel_conv1d(seg[5], sweight, scbias, sc0 if first else None,
                                                True, "silu", context=context)
     got = torch.autograd.grad(loss_of(out_r, final_r, cout_r, cfinal_r, lo, hi, context.last),
-                              leaves, allow_unused=True)  # other ranks: no initial states
-    got = [torch.zeros_like(t) if g is None else g for g, t in zip(got, leaves)]
-    close("scan output", out_r.detach(), want_out[..., lo:hi], 1e-10, 1e-10)
+                              split, allow_unused=True)  # other ranks: no initial states
+    got = [torch.zeros_like(t) if g is None else g for g, t in zip(got, split)]
+    close("scan output", out_r.detach().double(), want_out[..., lo:hi], *tol)
     if context.last:
-        close("final state", final_r.detach(), final.detach(), 1e-10, 1e-10)
-        close("conv final state", cfinal_r.detach(), cfinal.detach(), 1e-10, 1e-10)
-    close("conv output", cout_r.detach(), cout.detach()[..., lo:hi], 1e-10, 1e-10)
+        close("final state", final_r.detach().double(), final.detach(), *tol)
+        close("conv final state", cfinal_r.detach().double(), cfinal.detach(), *tol)
+    close("conv output", cout_r.detach().double(), cout.detach()[..., lo:hi], *tol)
     names = ("u", "delta", "z", "A", "B", "C", "D", "delta_bias", "initial_state", "x",
              "conv weight", "conv bias", "conv initial state")
     for name, got_g, want_g in zip(names, got, want):
         # each rank's gradients are its segment's part: summed over ranks, the whole gradient
-        close(f"d {name}", summed(got_g, context), want_g, 1e-9, 1e-10)
+        close(f"d {name}", summed(got_g, context).double(), want_g, 10 * tol[0], tol[1])
 
 
 def model_case(context, length, checkpointing):
@@ -165,6 +170,8 @@ def main() -> None:
             op_case(context, 23)  # segments of unequal length
         elif case == "model":
             model_case(context, 32, checkpointing=False)
+        elif case == "op-triton":  # run with TRITON_INTERPRET=1
+            op_case(context, 37, backend="triton")
         elif case == "classify":
             classify_case(context, 28, "mean")
             classify_case(context, 28, "last")

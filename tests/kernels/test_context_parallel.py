@@ -86,8 +86,8 @@ def test_one_rank_is_the_plain_op_and_misuse_is_refused():
     assert [ContextGroup(None, r, 3).bounds(10) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
 
 
-def _launch(case: str, world: int, tmp_path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _launch(case: str, world: int, tmp_path, **environ: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **environ}
     init = tmp_path / f"init-{case}-{world}"
     procs = [subprocess.Popen([sys.executable, str(WORKER), case, str(rank), str(world),
                                str(init)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -118,3 +118,12 @@ def test_whole_model_with_activation_checkpointing_split_over_ranks(tmp_path):
 @pytest.mark.slow  # ~6 s: 2 processes
 def test_classifier_pooled_over_ranks_equals_one_process(tmp_path):
     _launch("classify", 2, tmp_path)
+
+
+@pytest.mark.slow  # ~12 s: the Triton interpreter in 2 processes
+def test_scan_split_over_ranks_with_the_triton_kernels(tmp_path):
+    """The Triton kernels (interpreted) as the scan of every segment: initial state in, final
+    state out and both gradients, as on a GPU."""
+    pytest.importorskip("triton")
+    _launch("op-triton", 2, tmp_path, TRITON_INTERPRET="1", TRITON_DEFAULT_FP_FUSION="1",
+            PYTHONWARNINGS="ignore")

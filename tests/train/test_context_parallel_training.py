@@ -26,16 +26,38 @@ def genome(tmp_path_factory):
     return path
 
 
-def _pretrain(genome, run, *extra):
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """Two tiny 'species' (different GC) with train and val files."""
+    folder = tmp_path_factory.mktemp("cp-finetune")
+    rng = np.random.default_rng(1)
+    rows = ["path\tlabel\tsplit"]
+    for label, gc in (("at", 0.3), ("gc", 0.7)):
+        for split in ("train", "val"):
+            p = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
+            seq = "".join(rng.choice(list("ACGT"), 2000, p=p))
+            (folder / f"{label}.{split}.fa").write_text(f">{label}_{split}\n{seq}\n")
+            rows.append(f"{label}.{split}.fa\t{label}\t{split}")
+    (folder / "manifest.tsv").write_text("\n".join(rows) + "\n")
+    return folder / "manifest.tsv"
+
+
+def _train(command, source, run, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MAMBADNA_RUN_ID", None)
+    inputs = ["--genome", str(source)] if command == "pretrain" else \
+        ["--manifest", str(source), "--preset", "tiny"]
     done = subprocess.run(
-        [sys.executable, "-m", "mambadna", "pretrain", "--genome", str(genome), "-o", str(run),
+        [sys.executable, "-m", "mambadna", command, *inputs, "-o", str(run),
          "--seq-len", "64", "--batch-size", "2", "--max-steps", "3", "--val-every", "3",
          "--val-windows", "4", "--num-workers", "0", "--accelerator", "cpu", "--seed", "3",
          "--lr", "0.01", *extra], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+def _pretrain(genome, run, *extra):
+    return _train("pretrain", genome, run, *extra)
 
 
 @pytest.mark.slow  # ~25 s: one process, then two
@@ -77,6 +99,20 @@ def test_data_parallel_times_context_parallel_trains_the_weights_of_data_paralle
     assert (saved["world_size"], saved["data_parallel"], saved["context_parallel"]) == (4, 2, 2)
     assert saved["tokens_per_step"] == 256
     _same_weights(tmp_path / "dp", tmp_path / "dpcp")
+
+
+@pytest.mark.slow  # ~45 s: one process, then two
+def test_context_parallel_finetuning_trains_the_weights_of_one_process(manifest, tmp_path):
+    """The classifier pools over both segments (mean pooling): same weights, same validation
+    accuracy (each window counted once, not once per rank)."""
+    _train("finetune", manifest, tmp_path / "one", "--devices", "1")
+    _train("finetune", manifest, tmp_path / "cp", "--devices", "2", "--strategy", "ddp",
+           "--context-parallel", "2")
+    _same_weights(tmp_path / "one", tmp_path / "cp")
+    metrics = [yaml.safe_load((tmp_path / r / "model" / "config.json").read_text())
+               ["training_info"]["final_metrics"] for r in ("one", "cp")]
+    assert metrics[1]["val_acc"] == metrics[0]["val_acc"]
+    assert metrics[1]["val_loss"] == pytest.approx(metrics[0]["val_loss"], rel=1e-5)
 
 
 def test_context_parallel_options_are_checked_before_training(genome, tmp_path):

@@ -1,5 +1,6 @@
-"""``pretrain --context-parallel``: a run whose windows are split over 2 gloo processes trains
-exactly the weights of a one-process run on the same batches; the options are checked first."""
+"""``pretrain`` / ``finetune --context-parallel``: a run whose windows are split over 2 gloo
+processes trains the weights of a one-process run on the same batches (2 replicas x 2 ranks:
+those of 2-process DDP); the options are checked before anything is written."""
 
 from __future__ import annotations
 

@@ -17,12 +17,14 @@ from mambadna.kernels.context_parallel.carry import (
 )
 from mambadna.kernels.context_parallel.ops import (
     ContextGroup,
+    broadcast_from,
     context_groups,
     context_parallel_conv1d,
     context_parallel_scan,
     context_sum,
+    gather_segments,
 )
 
-__all__ = ["ContextGroup", "combine_carries", "combine_carry_grads", "context_groups",
-           "context_parallel_conv1d", "context_parallel_scan", "context_sum",
-           "segment_log_decay"]
+__all__ = ["ContextGroup", "broadcast_from", "combine_carries", "combine_carry_grads",
+           "context_groups", "context_parallel_conv1d", "context_parallel_scan", "context_sum",
+           "gather_segments", "segment_log_decay"]

@@ -16,7 +16,9 @@ Every rank of a ``ContextGroup`` holds one segment of the same sequences (rank 0
 - ``context_parallel_conv1d``: the causal depthwise convolution, with the last width-1 inputs
   of the previous rank (the halo) as its initial state; the halo's gradient goes back to the
   rank it came from.
-- ``context_sum``: a differentiable sum over the group (mean pooling of a split sequence).
+- ``context_sum``: a differentiable sum over the group (mean pooling of a split sequence);
+  ``gather_segments`` and ``broadcast_from`` (inference: the whole window's hidden states, the
+  last rank's end state).
 - ``ContextGroup`` / ``context_groups``: which ranks share a sequence (world = data-parallel
   replicas x context-parallel ranks, consecutive ranks in one group).
 
@@ -172,6 +174,34 @@ def context_sum(tensor: torch.Tensor, context: ContextGroup) -> torch.Tensor:
     if context.size == 1:
         return tensor
     return _Sum.apply(tensor, context)
+
+
+def gather_segments(tensor: torch.Tensor, context: ContextGroup, length: int,
+                    dim: int = 1) -> torch.Tensor:
+    """Every rank's segment of a sequence of ``length`` positions, joined along ``dim`` on
+    every rank: the whole sequence (no gradient; for inference, where what reads the hidden
+    states of the whole window, a pooling, runs on one rank's copy)."""
+    if context.size == 1:
+        return tensor
+    dim = dim % tensor.dim()
+    widest = -(-length // context.size)  # segments differ by at most one position
+    pad = [0, 0] * (tensor.dim() - 1 - dim) + [0, widest - tensor.shape[dim]]
+    parts = _gather(torch.nn.functional.pad(tensor, pad), context)
+    pieces = [part.narrow(dim, 0, hi - lo) for part, (lo, hi) in
+              zip(parts, (ContextGroup(None, r, context.size).bounds(length)
+                          for r in range(context.size)))]
+    return torch.cat(pieces, dim=dim)
+
+
+def broadcast_from(tensor: torch.Tensor, context: ContextGroup, rank: int) -> torch.Tensor:
+    """``tensor`` of group rank ``rank`` on every rank of the group (a new tensor; no
+    gradient): the last rank's end state, which the next piece of a stream starts from."""
+    if context.size == 1:
+        return tensor
+    out = tensor.detach().clone().contiguous()
+    source = rank if context.group is None else dist.get_global_rank(context.group, rank)
+    dist.broadcast(out, src=source, group=context.group)
+    return out
 
 
 def _check_context(context, initial_state, op: str) -> None:

@@ -11,7 +11,13 @@
     logits = model(tokens[:, start:stop], context=context)   # this rank's segment, exact
 """
 
-from mambadna.kernels.context_parallel import ContextGroup, context_groups, context_sum
+from mambadna.kernels.context_parallel import (
+    ContextGroup,
+    broadcast_from,
+    context_groups,
+    context_sum,
+    gather_segments,
+)
 from mambadna.model.config import PRESETS, ModelConfig
 from mambadna.model.io import load_model, save_pretrained
 from mambadna.model.network import MambaDNA, lm_loss, segment_lm_loss
@@ -23,8 +29,10 @@ __all__ = [
            "MambaDNA",
            "ModelConfig",
            "ModelState",
+           "broadcast_from",
            "context_groups",
            "context_sum",
+           "gather_segments",
            "lm_loss",
            "load_model",
            "save_pretrained",

@@ -210,7 +210,7 @@ def classify_on_devices(model_or_dir, inputs: Inputs, opts: RunOptions, *, per_w
             run_on_devices(classify_rank, model_or_dir, inputs, opts,
                            Path(folder) / "predictions.parquet", device_type=device_type,
                            processes=processes, per_window=per_window) as (parts, n_records):
-        frame, meta = merge_predictions(parts)
+        frame, meta = merge_predictions(parts, devices=opts.devices)
     record_rows = frame[frame["start"].isna()] if "start" in frame else frame
     n_windows = int(record_rows["n_windows"].sum())
     return ClassifyResult(frame, meta, None, n_windows, 0, time.perf_counter() - started,

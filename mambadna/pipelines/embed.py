@@ -214,7 +214,7 @@ def embed_on_devices(model_or_dir, inputs: Inputs, out, opts: RunOptions, *, poo
             embed_rank, model_or_dir, inputs, opts, target, device_type=device_type,
             processes=processes, pool=pool, row_group_size=row_group_size))
         with atomic_output(target, force=force or out is None) as tmp:
-            n_rows = merge_embeddings(parts, tmp, n_records)
+            n_rows = merge_embeddings(parts, tmp, n_records, devices=opts.devices)
             if n_rows == 0:
                 raise InputError("no record is long enough for one window",
                                  fix="lower --window and/or --min-window")

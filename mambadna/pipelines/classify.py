@@ -246,7 +246,8 @@ def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,
              per_window: bool = False, stream: bool = False, device: str | None = None,
              devices: int = 1, precision: str = "auto", out: str | os.PathLike | None = None,
              force: bool = False, progress: bool | None = None,
-             read: ReadOptions | None = None, **read_opts) -> pd.DataFrame:
+             read: ReadOptions | None = None, context_parallel: int = 1,
+             **read_opts) -> pd.DataFrame:
     """Predict the label of every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM).
 
     model_or_dir: a classifier (MambaDNA with num_labels >= 2) or its saved folder. Windows,
@@ -265,6 +266,6 @@ def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=device, devices=devices, precision=precision, progress=progress,
-                      read=ReadOptions.of(read, **read_opts))
+                      context_parallel=context_parallel, read=ReadOptions.of(read, **read_opts))
     return classify_run(model_or_dir, inputs, out, per_window=per_window, force=force,
                         options=opts).frame

@@ -294,6 +294,10 @@ def _pipeline_options(command):
                      help="auto (CUDA if available), cpu, cuda, cuda:1, ..."),
         click.option("--devices", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Split the records over this many GPUs (one process each)."),
+        click.option("--context-parallel", default=1, show_default=True,
+                     type=click.IntRange(min=1),
+                     help="GPUs of --devices that split each window along its length "
+                          "(windows longer than one GPU holds; exact)."),
         click.option("--precision", default="auto", show_default=True,
                      type=click.Choice(["auto", "bf16", "fp32"]),
                      help="auto: bf16 autocast on CUDA, fp32 on CPU."),
@@ -318,7 +322,8 @@ def _pipeline_options(command):
 @_pipeline_options
 @_reader_options
 def classify(inputs, out, per_window, model, bed, window, stride, min_window, batch_size,
-             stream, rc_average, device, devices, precision, force, quiet, strict,
+             stream, rc_average, device, devices, context_parallel, precision, force, quiet,
+             strict,
              **read) -> None:
     """Predict the label (e.g. species) of every record of INPUT... from its windows."""
     from mambadna.pipelines.classify import classify_run
@@ -328,7 +333,8 @@ def classify(inputs, out, per_window, model, bed, window, stride, min_window, ba
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=None if device == "auto" else device, devices=devices,
-                      precision=precision, progress=False if quiet else None,
+                      context_parallel=context_parallel, precision=precision,
+                      progress=False if quiet else None,
                       read=_read_options(inputs, read))
     result = classify_run(model, inputs, out, per_window=per_window, force=force, options=opts,
                           bed=bed)
@@ -348,7 +354,8 @@ def classify(inputs, out, per_window, model, bed, window, stride, min_window, ba
 @_pipeline_options
 @_reader_options
 def embed(inputs, out, pool, model, bed, window, stride, min_window, batch_size, stream,
-          rc_average, device, devices, precision, force, quiet, strict, **read) -> None:
+          rc_average, device, devices, context_parallel, precision, force, quiet, strict,
+          **read) -> None:
     """Write pooled embeddings of the windows of INPUT... to Parquet."""
     from mambadna.pipelines.embed import embed_run
     from mambadna.pipelines.run import RunOptions
@@ -357,7 +364,8 @@ def embed(inputs, out, pool, model, bed, window, stride, min_window, batch_size,
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=None if device == "auto" else device, devices=devices,
-                      precision=precision, progress=False if quiet else None,
+                      context_parallel=context_parallel, precision=precision,
+                      progress=False if quiet else None,
                       read=_read_options(inputs, read))
     result = embed_run(model, inputs, out, pool=pool, force=force, options=opts, bed=bed)
     _summary(f"{result.out}: {result.n_records} records, {result.n_windows} windows, "

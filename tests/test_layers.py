@@ -37,7 +37,8 @@ LAYERS: dict[str, tuple[set[str], str]] = {
                 "the name:start-end notation (samtools'), parsed and printed in one place"),
     "io": ({*BASE, "alphabet", "regions"},
            "readers: torch-free, know nothing of stores or models"),
-    "kernels": (set(), "the ops: import nothing of mambadna, so they can be vendored"),
+    "kernels": (set(), "the ops (context parallelism included: torch.distributed only): "
+                       "import nothing of mambadna, so they can be vendored"),
     "manifests": ({*BASE, "atomic", "io"},
                   "lists of files (genome YAML, labelled TSV) and their downloads"),
     "model": ({*BASE, "alphabet", "atomic", "kernels"},

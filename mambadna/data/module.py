@@ -23,11 +23,14 @@ class WindowDataModule(pl.LightningDataModule):
     val: fixed validation windows, or None for no validation.
     val_batch_size: windows per validation batch (default: the schedule's final batch size).
     num_workers: DataLoader worker processes for training batches (0: in the main process).
+    context_parallel: processes that split each window along its length; the consecutive
+    global ranks of one such group get the same batches (the model takes each one's segment).
     """
 
     def __init__(self, examples: ExampleSource, schedule: SeqLenSchedule, *, seed: int,
                  accumulate: int = 1, val: WindowDataset | None = None,
-                 val_batch_size: int | None = None, num_workers: int = 0) -> None:
+                 val_batch_size: int | None = None, num_workers: int = 0,
+                 context_parallel: int = 1) -> None:
         super().__init__()
         self.examples = examples
         self.schedule = schedule
@@ -36,13 +39,22 @@ class WindowDataModule(pl.LightningDataModule):
         self.val = val
         self.val_batch_size = val_batch_size or schedule.batch_size
         self.num_workers = num_workers
+        self.context_parallel = context_parallel
+
+    def _replica(self) -> tuple[int, int]:
+        """(data-parallel replica of this process, number of replicas)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        cp = self.context_parallel
+        return trainer.global_rank // cp, max(1, trainer.world_size // cp)
 
     def _position(self) -> tuple[int, int]:
-        """(first micro-batch index, global rank) of this process's training stream."""
+        """(first micro-batch index, replica) of this process's training stream."""
         trainer = self.trainer
         if trainer is None:
             return 0, 0
-        return trainer.global_step * self.accumulate, trainer.global_rank
+        return trainer.global_step * self.accumulate, self._replica()[0]
 
     def train_dataset(self) -> BatchStream:
         start, rank = self._position()
@@ -56,14 +68,13 @@ class WindowDataModule(pl.LightningDataModule):
                           prefetch_factor=2 if workers else None)
 
     def val_dataloader(self) -> DataLoader | list:
-        """Every validation window once over all ranks (rank r takes windows r, r + world, ...;
-        no padding duplicates, so summed metrics are exact)."""
+        """Every validation window once over all replicas (replica r takes windows r,
+        r + replicas, ...; no padding duplicates, so summed metrics are exact)."""
         if self.val is None or len(self.val) == 0:
             return []
         data = self.val
-        trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
-            rank, world = trainer.global_rank, trainer.world_size
+        rank, world = self._replica()
+        if world > 1:
             # Fewer windows than ranks: every rank still needs a batch for the collective
             # reduction at the end of validation, so the last ranks repeat a window.
             shard = range(rank, len(data), world) if len(data) >= world else [rank % len(data)]

@@ -12,6 +12,11 @@ Mixer, for hidden (batch, L, d_model)::
 Inside the mixer tensors stay in the kernels' (batch, channels, L) layout: the projections are
 matmuls of a weight with a (channels, L) slab, so no transposed copies are made between ops.
 
+Context parallelism: with a ``ContextGroup`` of several ranks, x and z are this rank's segment
+of the sequence; the convolution takes its first inputs from the previous rank and the scan
+combines its state with the other ranks' (``mambadna.kernels.context_parallel``), so the
+result is exactly the one-process result.
+
 Bidirectional (BiMamba, as in Caduceus): a second set of SSM parameters (conv, x_proj, dt_proj,
 A_log, D) scans the reversed sequence; in_proj and out_proj are shared and the two directions'
 outputs are added before out_proj. With right padding, each row is reversed within its real
@@ -20,6 +25,7 @@ length, so padding changes no real position in either direction.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,6 +36,11 @@ from mambadna.kernels import (
     causal_conv1d_update,
     selective_scan,
     selective_state_update,
+)
+from mambadna.kernels.context_parallel import (
+    ContextGroup,
+    context_parallel_conv1d,
+    context_parallel_scan,
 )
 from mambadna.model.config import ModelConfig
 
@@ -92,14 +103,21 @@ class SelectiveSSM(nn.Module):
         dt = torch.matmul(self.dt_proj.weight, dt)  # (batch, d_inner, L)
         return dt, B, C
 
-    def forward(self, x, z, conv_state=None, ssm_state=None):
+    def forward(self, x, z, conv_state=None, ssm_state=None,
+                context: ContextGroup | None = None):
         """x, z: (batch, d_inner, L). Returns y (batch, d_inner, L) and the final conv state
-        (batch, d_inner, d_conv-1) and SSM state (batch, d_inner, N), both fp32."""
-        x, conv_state = causal_conv1d(x, self.conv_weight, self.conv_bias,
-                                      initial_state=conv_state, return_final_state=True,
-                                      activation="silu")
+        (batch, d_inner, d_conv-1) and SSM state (batch, d_inner, N), both fp32.
+
+        context: the ranks that share the sequence (x, z: this rank's segment; the states
+        returned: after this rank's segment), or None for the whole sequence here."""
+        conv, scan = causal_conv1d, selective_scan
+        if context is not None and context.size > 1:
+            conv = functools.partial(context_parallel_conv1d, context=context)
+            scan = functools.partial(context_parallel_scan, context=context)
+        x, conv_state = conv(x, self.conv_weight, self.conv_bias, initial_state=conv_state,
+                             return_final_state=True, activation="silu")
         dt, B, C = self._project(x)
-        y, ssm_state = selective_scan(
+        y, ssm_state = scan(
             x, dt, -torch.exp(self.A_log.float()), B, C, self.D.float(), z,
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
             initial_state=ssm_state, return_final_state=True,
@@ -140,13 +158,16 @@ class Mixer(nn.Module):
         self.ssm_rev = SelectiveSSM(cfg) if cfg.bidirectional else None
         self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=False)
 
-    def forward(self, hidden, conv_state=None, ssm_state=None, lengths=None):
+    def forward(self, hidden, conv_state=None, ssm_state=None, lengths=None, context=None):
         """hidden (batch, L, d_model); states as SelectiveSSM.forward; lengths (batch,) real
-        lengths, used only by bidirectional mixers (None: no padding).
+        lengths, used only by bidirectional mixers (None: no padding); context: a
+        ``ContextGroup`` (unidirectional mixers only), hidden being this rank's segment.
         Returns (out (batch, L, d_model), conv_state, ssm_state)."""
+        if context is not None and context.size > 1 and self.ssm_rev is not None:
+            raise ValueError("a bidirectional mixer cannot split a sequence over ranks")
         xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (batch, 2*d_inner, L)
         x, z = xz.split(self.d_inner, dim=1)
-        y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state)
+        y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state, context)
         if self.ssm_rev is not None:
             y_rev, _, _ = self.ssm_rev(reverse_within_lengths(x, lengths),
                                        reverse_within_lengths(z, lengths))

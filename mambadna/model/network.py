@@ -7,6 +7,11 @@ classifier over the pooled final hidden states.
 
 Batches of different lengths are right-padded with PAD. The network is causal, so padding never
 changes a real position's output; the classifier and ``embed`` read only real positions.
+
+Context parallelism: ``hidden_states(segment, context=group)`` on every rank of a
+``ContextGroup`` computes the hidden states of one sequence split along its length, each rank
+its own segment, exactly as one process would (``mambadna.kernels.context_parallel``);
+``segment_lm_loss`` is each rank's share of the next-base loss of the whole sequence.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mambadna.alphabet import PAD, N, encode
 from mambadna.errors import ConfigError, InputError
+from mambadna.kernels.context_parallel import ContextGroup, context_sum
 from mambadna.model.config import POOLINGS, ModelConfig
 from mambadna.model.mixer import Mixer, RMSNorm, no_weight_decay
 from mambadna.model.state import ModelState
@@ -38,9 +44,9 @@ class Block(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
         self.mixer = Mixer(cfg)
 
-    def forward(self, residual, conv_state=None, ssm_state=None, lengths=None):
+    def forward(self, residual, conv_state=None, ssm_state=None, lengths=None, context=None):
         out, conv_state, ssm_state = self.mixer(self.norm(residual), conv_state, ssm_state,
-                                                lengths)
+                                                lengths, context)
         return residual + out.float(), conv_state, ssm_state
 
     def step(self, residual, conv_state, ssm_state):
@@ -60,6 +66,32 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                              reduction="none")
     return (losses * counted.reshape(-1)).sum() / counted.sum().clamp(min=1)
+
+
+def segment_lm_loss(logits: torch.Tensor, tokens: torch.Tensor,
+                    context: ContextGroup) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This rank's share of ``lm_loss`` of a sequence split over ``context``.
+
+    tokens (batch, L): the whole sequences (every rank holds them); logits (batch, L_rank,
+    vocab): this rank's segment [start, stop) of them (``context.bounds(L)``). The targets of a
+    segment's last position are the next rank's first tokens. Returns (share, loss sum, counted
+    targets) of this segment, share = sum / counted targets of the whole sequences, so that the
+    shares of the ranks add up to ``lm_loss(all logits, tokens)``, and so do their gradients.
+    """
+    start, stop = context.bounds(tokens.shape[1])
+    if logits.shape[:2] != (tokens.shape[0], stop - start):
+        raise InputError(f"logits of shape {tuple(logits.shape)} are not rank "
+                         f"{context.rank}'s segment [{start}, {stop}) of tokens of shape "
+                         f"{tuple(tokens.shape)}")
+    targets = tokens[:, start + 1:stop + 1].long()  # the last rank has one target fewer
+    logits = logits[:, :targets.shape[1]].float()
+    counted = (targets != PAD) & (targets != N)
+    every = tokens[:, 1:]
+    total = ((every != PAD) & (every != N)).sum()
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                             reduction="none")
+    loss_sum = (losses * counted.reshape(-1)).sum()
+    return loss_sum / total.clamp(min=1), loss_sum, counted.sum()
 
 
 def _as_tokens(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -216,14 +248,20 @@ class MambaDNA(nn.Module):
             raise InputError(f"state holds {state.n_layer} layers x batch {state.batch_size}, "
                              f"the model needs {self.config.n_layer} layers x batch {batch}")
 
-    def hidden_states(self, tokens, state=None, return_state=False, lengths=None):
+    def hidden_states(self, tokens, state=None, return_state=False, lengths=None,
+                      context: ContextGroup | None = None):
         """Final-normed hidden states (batch, L, d_model) fp32 of tokens (batch, L).
 
         state: a ModelState to continue from (None: sequence start); with ``return_state`` the
         state after the last position is returned too. lengths (batch,): real lengths of
         right-padded rows, used by bidirectional models (default: count of non-PAD tokens).
+        context: a ``ContextGroup`` whose ranks each pass their segment of the same sequences
+        (every rank must call this together); the result is this rank's segment of the
+        one-process result, and a returned state is the state after this rank's segment.
         """
         tokens = _as_tokens(tokens, self.config.vocab_size)
+        if context is not None and context.size > 1:
+            self._check_context(context, tokens, state)
         if self.config.bidirectional:
             if state is not None or return_state:
                 self._require_streaming("hidden_states with state")
@@ -239,7 +277,7 @@ class MambaDNA(nn.Module):
                          and torch.is_grad_enabled())
         for i, layer in enumerate(self.layers):
             args = (residual, state.conv[i] if state else None, state.ssm[i] if state else None,
-                    lengths)
+                    lengths, context)
             if checkpointing:
                 residual, conv_i, ssm_i = checkpoint(layer, *args, use_reentrant=False)
             else:
@@ -249,13 +287,31 @@ class MambaDNA(nn.Module):
         hidden = self.norm_f(residual)
         return (hidden, ModelState(conv, ssm)) if return_state else hidden
 
+    def _check_context(self, context: ContextGroup, tokens: torch.Tensor, state) -> None:
+        if not isinstance(context, ContextGroup):
+            raise TypeError(f"context must be a ContextGroup, got {type(context).__name__}")
+        if self.config.bidirectional:
+            raise ConfigError("a bidirectional model cannot split a sequence over ranks (its "
+                              "reverse direction needs the whole sequence)",
+                              fix="use a unidirectional model, or --context-parallel 1")
+        if state is not None and not context.first:
+            raise InputError(f"a state to continue from belongs to rank 0 (the sequence's "
+                             f"start), not rank {context.rank}")
+        if tokens.shape[1] < self.config.d_conv - 1:
+            raise InputError(f"rank {context.rank}'s segment holds {tokens.shape[1]} positions; "
+                             f"context parallelism needs at least d_conv - 1 = "
+                             f"{self.config.d_conv - 1} per rank",
+                             fix="use longer sequences or fewer context-parallel ranks")
+
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Tied LM head: hidden (..., d_model) -> logits (..., vocab) fp32."""
         return F.linear(hidden, self.embedding.weight).float()
 
-    def forward(self, tokens, state=None, return_state=False):
-        """Next-base logits (batch, L, vocab) fp32 [, ModelState] of tokens (batch, L)."""
-        out = self.hidden_states(tokens, state=state, return_state=return_state)
+    def forward(self, tokens, state=None, return_state=False, context=None):
+        """Next-base logits (batch, L, vocab) fp32 [, ModelState] of tokens (batch, L);
+        context: as in ``hidden_states`` (tokens: this rank's segment)."""
+        out = self.hidden_states(tokens, state=state, return_state=return_state,
+                                 context=context)
         if return_state:
             hidden, state = out
             return self.lm_logits(hidden), state
@@ -299,15 +355,29 @@ class MambaDNA(nn.Module):
         total = (hidden * mask[..., None].to(hidden.dtype)).sum(1)
         return total / lengths[:, None].to(hidden.dtype)
 
-    def classify_logits(self, tokens, lengths=None):
+    def classify_logits(self, tokens, lengths=None, context: ContextGroup | None = None):
         """Class logits (batch, num_labels) fp32 of right-padded tokens (batch, L).
 
         lengths (batch,): real lengths (default: count of non-PAD tokens per row).
+        context: a ``ContextGroup`` whose ranks each pass their segment of the same unpadded
+        sequences; every rank gets the logits of the whole sequences (pooled over all
+        segments: ``context_sum``, so the gradients reach every rank's segment).
         """
         if self.classifier is None:
             raise ConfigError("this model has no classification head (num_labels = 0)",
                               fix="finetune it with labels, or build it with num_labels >= 2")
         tokens = _as_tokens(tokens, self.config.vocab_size)
+        if context is not None and context.size > 1:
+            if lengths is not None or bool((tokens == PAD).any()):
+                raise InputError("a sequence split over ranks must not be padded",
+                                 fix="split sequences of equal length, or one sequence")
+            hidden = self.hidden_states(tokens, context=context)
+            if self.config.pooling == "mean":
+                count = context_sum(hidden.new_tensor(float(hidden.shape[1])), context)
+                pooled = context_sum(hidden.sum(1), context) / count
+            else:  # the last position of the sequence is the last rank's
+                pooled = context_sum(hidden[:, -1] * float(context.last), context)
+            return self.classifier(pooled).float()
         if lengths is None:
             lengths = _real_lengths(tokens)
         hidden = self.hidden_states(tokens, lengths=lengths)

@@ -269,7 +269,7 @@ def classify_on_devices(model_or_dir, inputs: Inputs, opts: RunOptions, *, per_w
             run_on_devices(classify_rank, model_or_dir, inputs, opts,
                            Path(folder) / "predictions.parquet", device_type=device_type,
                            processes=processes, per_window=per_window) as (parts, n_records):
-        frame, meta = merge_predictions(parts)
+        frame, meta = merge_predictions(parts, devices=opts.devices)
     record_rows = frame[frame["start"].isna()] if "start" in frame else frame
     n_windows = int(record_rows["n_windows"].sum())
     return ClassifyResult(frame, meta, None, n_windows, 0, time.perf_counter() - started,
@@ -323,7 +323,8 @@ def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,
              devices: int = 1, precision: str = "auto", out: str | os.PathLike | None = None,
              force: bool = False, progress: bool | None = None,
              bed: str | os.PathLike | None = None,
-             read: ReadOptions | None = None, **read_opts) -> pd.DataFrame:
+             read: ReadOptions | None = None, context_parallel: int = 1,
+             **read_opts) -> pd.DataFrame:
     """Predict the label of every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM).
 
     model_or_dir: a classifier (MambaDNA with num_labels >= 2) or its saved folder. Windows,
@@ -343,6 +344,6 @@ def classify(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs, *,
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=device, devices=devices, precision=precision, progress=progress,
-                      read=ReadOptions.of(read, **read_opts))
+                      context_parallel=context_parallel, read=ReadOptions.of(read, **read_opts))
     return classify_run(model_or_dir, inputs, out, per_window=per_window, force=force,
                         options=opts, bed=bed).frame

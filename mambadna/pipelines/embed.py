@@ -237,7 +237,7 @@ def embed_on_devices(model_or_dir, inputs: Inputs, out, opts: RunOptions, *, poo
             embed_rank, model_or_dir, inputs, opts, target, device_type=device_type,
             processes=processes, pool=pool, row_group_size=row_group_size))
         with atomic_output(target, force=force or out is None) as tmp:
-            n_rows = merge_embeddings(parts, tmp, n_records)
+            n_rows = merge_embeddings(parts, tmp, n_records, devices=opts.devices)
             if n_rows == 0:
                 raise InputError("no record is long enough for one window",
                                  fix="lower --window and/or --min-window")
@@ -382,7 +382,8 @@ def embed(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs,
           device: str | None = None, devices: int = 1, precision: str = "auto",
           force: bool = False, progress: bool | None = None,
           row_group_size: int | None = None, bed: str | os.PathLike | None = None,
-          read: ReadOptions | None = None, **read_opts) -> pd.DataFrame | Path:
+          read: ReadOptions | None = None, context_parallel: int = 1,
+          **read_opts) -> pd.DataFrame | Path:
     """Embed every window of every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM).
 
     model_or_dir: a MambaDNA or the folder of a saved model. out: a .parquet path (written
@@ -403,7 +404,7 @@ def embed(model_or_dir: MambaDNA | str | os.PathLike, inputs: Inputs,
     opts = RunOptions(window=window, stride=stride, min_window=min_window,
                       batch_size=batch_size, rc_average=rc_average, stream=stream,
                       device=device, devices=devices, precision=precision, progress=progress,
-                      read=ReadOptions.of(read, **read_opts))
+                      context_parallel=context_parallel, read=ReadOptions.of(read, **read_opts))
     result = embed_run(model_or_dir, inputs, out, pool=pool, force=force,
                        row_group_size=row_group_size, options=opts, bed=bed)
     return result.table if out is None else result.out

@@ -14,6 +14,10 @@ of windows and turns each window's hidden states into one row of values with a *
   the next one with a zero state. Memory is one window per lane plus the state, whatever the
   record length. Rows of records that finish before an earlier record are held back (at most
   ``MAX_HELD_ROWS``; beyond that idle lanes wait) so output stays in input order.
+
+With a ``ContextGroup`` (``--context-parallel``), every rank of the group runs the same windows,
+each its segment of them; the hidden states are gathered on every rank for the reducer, and
+in stream mode the last rank's end state is what the next window starts from (rank 0's).
 """
 
 from __future__ import annotations
@@ -29,8 +33,15 @@ import torch
 
 from mambadna.alphabet import PAD, N, reverse_complement
 from mambadna.errors import ConfigError
-from mambadna.model import MambaDNA, load_model
+from mambadna.model import (
+    ContextGroup,
+    MambaDNA,
+    broadcast_from,
+    gather_segments,
+    load_model,
+)
 from mambadna.model.io import require_verified as require_verified  # for the CLI's --strict
+from mambadna.model.state import ModelState
 from mambadna.pipelines.output import Progress
 from mambadna.pipelines.sources import SourceRecord
 from mambadna.pipelines.tiling import WindowSpec
@@ -133,12 +144,14 @@ class WindowRunner:
         (not with stream mode: the reverse strand would stream from the record's end).
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
     on_record: called with (record, n_windows) when a record is reached, even with 0 windows.
+    context: the ranks that split every window along its length (None: all of it here).
     """
 
     def __init__(self, model: MambaDNA, reducer: Reducer, spec: WindowSpec, *,
                  batch_size: int = 8, rc_average: bool = False, precision: str = "auto",
                  progress: Progress | None = None,
-                 on_record: Callable[[SourceRecord, int], None] | None = None) -> None:
+                 on_record: Callable[[SourceRecord, int], None] | None = None,
+                 context: ContextGroup | None = None) -> None:
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
         if spec.stream and rc_average:
@@ -158,6 +171,7 @@ class WindowRunner:
         self.bf16 = precision == "bf16" or (precision == "auto" and model.device.type == "cuda")
         self.progress = progress
         self.on_record = on_record
+        self.context = context if context is not None and context.size > 1 else None
 
     def run(self, records: Iterable[SourceRecord]) -> Iterator[Rows]:
         """Rows of every window, in input order then start (see the module docstring)."""
@@ -194,7 +208,9 @@ class WindowRunner:
             arrays = arrays + [reverse_complement(a) for a in arrays]
         tokens, lengths = self._batch(arrays)
         with self._autocast():
-            if state is None:
+            if self.context is not None:
+                hidden, new_state = self._split_hidden(tokens, state)
+            elif state is None:
                 hidden, new_state = self.model.hidden_states(tokens, lengths=lengths), None
             else:
                 hidden, new_state = self.model.hidden_states(tokens, state=state,
@@ -204,6 +220,24 @@ class WindowRunner:
             half = values.shape[0] // 2
             values = (values[:half] + values[half:]) / 2
         return values.cpu().numpy(), new_state
+
+    def _split_hidden(self, tokens: torch.Tensor, state):
+        """The hidden states of the whole windows, each rank computing its segment [and the
+        state after the windows: the last rank's, on every rank]."""
+        context = self.context
+        start, stop = context.bounds(tokens.shape[1])
+        part = tokens[:, start:stop]
+        new_state = None
+        if state is None:
+            hidden = self.model.hidden_states(part, context=context)
+        else:
+            hidden, new_state = self.model.hidden_states(
+                part, state=state if context.first else None, return_state=True,
+                context=context)
+            last = context.size - 1
+            new_state = ModelState([broadcast_from(c, context, last) for c in new_state.conv],
+                                   [broadcast_from(s, context, last) for s in new_state.ssm])
+        return gather_segments(hidden, context, tokens.shape[1]), new_state
 
     def _rows(self, windows: list[_Window], values: np.ndarray) -> Rows:
         if self.progress is not None:

@@ -7,6 +7,11 @@ side, record ordinal by ordinal, so the final file has the single-GPU order (inp
 start) without loading the parts into memory. The parts are removed once the merge is done
 (or the run failed).
 
+Context parallelism (``RunOptions.context_parallel`` = C > 1): the ranks form groups of C
+consecutive ranks in one process group (gloo on CPU, NCCL on GPUs); a group takes the records
+of its replica (ordinal mod devices / C) and splits every window along its length over its
+ranks. Every rank of a group writes the same rows; the first rank's part is merged.
+
 This module knows ranks, part files and merging, not what a rank computes: classify and embed
 (``classify_on_devices``, ``embed_on_devices``) hand it a ``RankJob`` whose ``work`` is their own
 per-rank function, so the pipelines import this module and never the other way round.
@@ -70,6 +75,8 @@ class RankJob:
     device_type: str = "cuda"
     kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments of ``work`` (pooling, per-window rows ...)."""
+    init: str | None = None
+    """File that starts the ranks' process group (context parallelism only)."""
 
     @property
     def n(self) -> int:
@@ -86,19 +93,40 @@ class _Select:
         return index % self.n == self.rank
 
 
+def _join_group(rank: int, job: RankJob) -> None:
+    import torch.distributed as dist
+
+    if job.device_type == "cuda":
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if job.device_type == "cuda" else "gloo",
+                            init_method=f"file://{job.init}", rank=rank, world_size=job.n)
+
+
 def run_rank(rank: int, job: RankJob) -> int:
     """Run rank ``rank`` of ``job`` and write its part file; returns the total record count."""
     device = f"cuda:{rank}" if job.device_type == "cuda" else "cpu"
+    cp = job.options.context_parallel
     opts = dataclasses.replace(job.options, devices=1, device=device,
                                progress=job.options.progress if rank == 0 else False)
-    with atomic_output(job.parts[rank], force=True) as tmp:
-        return job.work(job.model, job.inputs, tmp, opts, _Select(rank, job.n), **job.kwargs)
+    if cp > 1:
+        _join_group(rank, job)
+    try:
+        with atomic_output(job.parts[rank], force=True) as tmp:
+            return job.work(job.model, job.inputs, tmp, opts, _Select(rank // cp, job.n // cp),
+                            **job.kwargs)
+    finally:
+        if cp > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def run_ranks(job: RankJob, *, processes: bool | None = None) -> list[int]:
     """All ranks of ``job``: one process per rank (spawned; default on CUDA) or one after the
     other in this process (``processes=False``: how tests emulate ranks on a CPU)."""
     processes = job.device_type == "cuda" if processes is None else processes
+    if job.options.context_parallel > 1 and not processes:
+        raise ValueError("context-parallel ranks talk to each other: they need processes")
     if not processes:
         return [run_rank(rank, job) for rank in range(job.n)]
     context = torch.multiprocessing.get_context("spawn")
@@ -152,11 +180,12 @@ class _Cursor:
 
 
 def merge_embeddings(parts: list[Path], path: Path, n_records: int,
-                     row_group_size: int = 65_536) -> int:
-    """Merge part files into ``path`` in record order (streaming); returns the row count."""
+                     row_group_size: int = 65_536, devices: int | None = None) -> int:
+    """Merge part files into ``path`` in record order (streaming); returns the row count.
+    devices: recorded in the metadata (default: one per part)."""
     schema = pq.read_schema(parts[0])
     meta = json.loads(schema.metadata[b"mambadna"])
-    meta.update(devices=len(parts))
+    meta.update(devices=devices or len(parts))
     final = pa.schema([f for f in schema if f.name != INDEX],
                       metadata={b"mambadna": json.dumps(meta).encode()})
     cursors = [_Cursor(p, row_group_size) for p in parts]
@@ -175,13 +204,13 @@ def merge_embeddings(parts: list[Path], path: Path, n_records: int,
     return n_rows
 
 
-def merge_predictions(parts: list[Path]) -> tuple[object, dict]:
+def merge_predictions(parts: list[Path], devices: int | None = None) -> tuple[object, dict]:
     """Concatenate classify parts in record order -> (frame with record_index, metadata)."""
     import pandas as pd
 
     frames = [pq.read_table(p).to_pandas() for p in parts]
     meta = json.loads(pq.read_schema(parts[0]).metadata[b"mambadna"])
-    meta.update(devices=len(parts))
+    meta.update(devices=devices or len(parts))
     frame = pd.concat(frames, ignore_index=True).sort_values(INDEX, kind="stable",
                                                               ignore_index=True)
     if "start" in frame:  # a part without window rows reads back as float
@@ -201,8 +230,8 @@ def run_on_devices(work: RankWork, model_or_dir, inputs: Inputs, opts: RunOption
                    **kwargs) -> Iterator[tuple[list[Path], int]]:
     """Run ``work`` on ``opts.devices`` ranks, each writing a part file beside ``beside``.
 
-    Yields (part files in rank order, records in the inputs) for the caller to merge; the part
-    files are removed when the block ends (also on an error).
+    Yields (part files to merge, one per replica in rank order, and the records in the
+    inputs); the part files are removed when the block ends (also on an error).
     """
     check_devices(opts.devices, device_type)
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -211,14 +240,15 @@ def run_on_devices(work: RankWork, model_or_dir, inputs: Inputs, opts: RunOption
                           "standard input ('-') can be read only once",
                           fix="write the input to a file first, or use --devices 1")
     parts = [part_path(beside, r) for r in range(opts.devices)]
-    with saved_model(model_or_dir) as model_dir:
+    with saved_model(model_or_dir) as model_dir, \
+            tempfile.TemporaryDirectory(prefix="mambadna-group-") as group:
         try:
             job = RankJob(work, model_dir, [os.fspath(p) for p in paths], opts, parts,
-                          device_type, kwargs)
+                          device_type, kwargs, init=os.path.join(group, "init"))
             n_records = run_ranks(job, processes=processes)[0]
             if n_records == 0:
                 raise InputError("the inputs hold no records (after read filters and regions)",
                                  fix="check the inputs, --region and the read filters")
-            yield parts, n_records
+            yield parts[::opts.context_parallel], n_records
         finally:
             remove_parts(parts)

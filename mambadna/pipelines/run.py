@@ -14,7 +14,7 @@ import torch
 from mambadna._version import __version__
 from mambadna.errors import ConfigError
 from mambadna.io import ReadOptions
-from mambadna.model import MambaDNA
+from mambadna.model import MambaDNA, context_groups
 from mambadna.pipelines.inference import (
     Reducer,
     WindowRunner,
@@ -50,6 +50,10 @@ class RunOptions:
     """"cpu", "cuda", "cuda:1"...; None: CUDA if available, else CPU."""
     devices: int = 1
     """GPUs to split the records over (one process and one part file per GPU)."""
+    context_parallel: int = 1
+    """GPUs of ``devices`` that split each window along its length (context parallelism;
+    the records are split over devices / context_parallel groups). In a rank's own options
+    (devices 1) it is the size of the rank's group."""
     precision: str = "auto"
     """"auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"."""
     progress: bool | None = None
@@ -74,6 +78,13 @@ class RunOptions:
         if isinstance(self.devices, bool) or not isinstance(self.devices, int) \
                 or self.devices < 1:
             raise ConfigError(f"--devices must be a positive integer, got {self.devices!r}")
+        cp = self.context_parallel
+        if isinstance(cp, bool) or not isinstance(cp, int) or cp < 1 or (
+                self.devices > 1 and self.devices % cp):
+            raise ConfigError(f"--context-parallel {cp!r} must be a positive divisor of "
+                              f"--devices {self.devices}",
+                              fix="e.g. --devices 4 --context-parallel 4 (one window over 4 "
+                                  "GPUs) or 2 (two groups of 2)")
         if self.devices > 1 and self.device not in (None, "auto", "cuda"):
             raise ConfigError(f"--devices {self.devices} splits the work over CUDA devices; "
                               f"it cannot be combined with --device {self.device}",
@@ -110,9 +121,18 @@ def open_run(model_or_dir, inputs: Inputs, opts: RunOptions, reducer: Callable[[
     total = records.total_bases() if spec.stride == spec.window else None
     progress = Progress(label, total, enabled=opts.progress)
     seen: list[tuple[SourceRecord, int]] = []
+    context = None
+    if opts.context_parallel > 1:  # a rank of a context-parallel run (parallel.run_rank)
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ConfigError(f"--context-parallel {opts.context_parallel} splits each window "
+                              f"over several GPUs and needs --devices",
+                              fix=f"add --devices {opts.context_parallel}")
+        context = context_groups(opts.context_parallel)
     runner = WindowRunner(model, reducer(model), spec, batch_size=opts.batch_size,
                           rc_average=opts.rc_average, precision=opts.precision,
-                          progress=progress,
+                          progress=progress, context=context,
                           on_record=lambda record, n: seen.append((record, n)))
     return Run(model, spec, records, runner, progress, seen)
 
@@ -145,6 +165,7 @@ def run_metadata(run: Run, opts: RunOptions, inputs: Inputs, model_or_dir) -> di
         **run.spec.to_dict(),
         "rc_average": opts.rc_average,
         "precision": "bf16" if run.runner.bf16 else "fp32",
+        **({"context_parallel": opts.context_parallel} if opts.context_parallel > 1 else {}),
         "inputs": [os.fspath(p) for p in paths],
         "source": "the input file each row was read from (one of inputs)",
         "regions": opts.read.to_dict()["region"],  # as asked (samtools' notation)

@@ -83,6 +83,9 @@ class TrainConfig:
     num_nodes: int = _f(1, "Nodes (machines) to train on.")
     strategy: str = _f("auto", "auto (ddp on several devices), ddp, fsdp, ddp_spawn.",
                        choices=STRATEGIES)
+    context_parallel: int = _f(1, "Devices that split each window along its length (context "
+                                  "parallelism, exact): the devices x nodes are this many "
+                                  "times the data-parallel replicas.")
     seed: int = _f(0, "Random seed of weights and data.")
     num_workers: int = _f(2, "DataLoader worker processes per device.")
     log_every: int = _f(50, "Optimizer steps between log lines and metric rows.")
@@ -101,7 +104,7 @@ class TrainConfig:
         if not self.out_dir:
             raise ConfigError("no run folder given", fix="pass -o RUN_DIR")
         positive = ("seq_len", "batch_size", "accumulate", "max_steps", "val_every",
-                    "num_nodes", "log_every", "checkpoint_from")
+                    "num_nodes", "log_every", "checkpoint_from", "context_parallel")
         for name in positive:
             _require(getattr(self, name) >= 1, name, "must be at least 1")
         for name in ("tokens_per_step", "warmup_start"):
@@ -115,6 +118,15 @@ class TrainConfig:
             _require(getattr(self, name) >= 0, name, "must not be negative")
         _require(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
                  "adam_betas", "must be two numbers in [0, 1)")
+        if isinstance(self.devices, int) and (self.devices * self.num_nodes) % \
+                self.context_parallel:
+            raise ConfigError(f"--context-parallel {self.context_parallel} does not divide the "
+                              f"{self.devices * self.num_nodes} devices (devices x nodes)",
+                              fix="use a --context-parallel that divides the devices, or "
+                                  "more --devices")
+        if self.context_parallel > 1 and self.strategy not in ("auto", "ddp"):
+            raise ConfigError(f"--context-parallel runs with the ddp strategy, not "
+                              f"{self.strategy}", fix="use --strategy ddp (or auto)")
         if self.warmup_start not in (None, self.seq_len) and self.warmup_stage <= 0:
             raise ConfigError("--warmup-start needs --warmup-stage (the length of each stage)",
                               fix="e.g. --warmup-stage 1000 (steps) or --warmup-unit epochs")
@@ -125,9 +137,10 @@ class TrainConfig:
 
     def uses_checkpointing(self, bases: int) -> bool:
         """Whether blocks are recomputed in the backward pass for micro-batches of ``bases``
-        bases (activation memory grows with window length x batch, not length alone)."""
+        bases (activation memory grows with window length x batch, not length alone; with
+        context parallelism a device holds 1 / context_parallel of them)."""
         if self.gradient_checkpointing == "auto":
-            return bases >= self.checkpoint_from
+            return bases // self.context_parallel >= self.checkpoint_from
         return self.gradient_checkpointing == "on"
 
 

@@ -5,6 +5,13 @@ Both wrap a MambaDNA network (``self.model``), take batches from mambadna.data
 AdamW (decay on matrices only) with a per-step cosine schedule after a linear warmup.
 Validation metrics are accumulated as sums and all-reduced once per validation, so they are
 exact over the whole validation set on any number of devices.
+
+Context parallelism (``context_parallel`` > 1): consecutive ranks form groups that share each
+batch (the data module gives them the same one) and each run the model on their segment of
+its windows. Gradients are made to average right under DDP's mean over all ranks: the
+language model's loss share of a segment is scaled by the group size (the shares' gradients
+add up to the whole window's), the classifier's loss is the whole window's on every rank
+(``context_sum`` already counts it once per rank).
 """
 
 from __future__ import annotations
@@ -19,7 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from mambadna.alphabet import PAD, N
-from mambadna.model import MambaDNA, lm_loss
+from mambadna.model import (
+    ContextGroup,
+    MambaDNA,
+    context_groups,
+    context_sum,
+    lm_loss,
+    segment_lm_loss,
+)
 from mambadna.train.metrics import accuracy, confusion_update, macro_f1, write_confusion_csv
 from mambadna.train.optim import adamw, cosine_with_warmup, decay_groups
 
@@ -49,10 +63,23 @@ class OptimSettings:
 
 
 class _Base(pl.LightningModule):
-    def __init__(self, model: MambaDNA, optim: OptimSettings) -> None:
+    def __init__(self, model: MambaDNA, optim: OptimSettings, context_parallel: int = 1) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
+        self.context_parallel = int(context_parallel)
+        self.context = ContextGroup.single()
+
+    def setup(self, stage: str) -> None:
+        """Split the process group into context-parallel groups (after Lightning started it,
+        on every rank alike)."""
+        if self.context_parallel > 1 and self.context.size == 1:
+            self.context = context_groups(self.context_parallel)
+
+    def _segment(self, tokens: torch.Tensor) -> torch.Tensor:
+        """This rank's segment of the windows (all of them without context parallelism)."""
+        start, stop = self.context.bounds(tokens.shape[1])
+        return tokens[:, start:stop]
 
     def configure_optimizers(self):
         o = self.optim
@@ -107,22 +134,32 @@ class LanguageModelModule(_Base):
     The loss ignores PAD and N targets (mambadna.model.lm_loss).
     """
 
+    def _loss(self, tokens: torch.Tensor):
+        """(loss to differentiate, loss of the whole windows, loss sum and counted targets of
+        this rank's part)."""
+        if self.context.size == 1:
+            loss = lm_loss(self.model(tokens), tokens)
+            targets = tokens[:, 1:]
+            counted = ((targets != PAD) & (targets != N)).sum()
+            return loss, loss.detach(), loss.detach() * counted, counted
+        logits = self.model(self._segment(tokens), context=self.context)
+        share, loss_sum, counted = segment_lm_loss(logits, tokens, self.context)
+        whole = context_sum(share.detach(), self.context)
+        return share * self.context.size, whole, loss_sum.detach(), counted
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         tokens = batch["tokens"].long()  # (batch, L)
-        loss = lm_loss(self.model(tokens), tokens)
-        self._log_step(loss, tokens)
-        self.log("train_bpb", loss.detach() / LN2, batch_size=tokens.shape[0])
+        loss, whole, _, _ = self._loss(tokens)
+        self._log_step(whole, tokens)
+        self.log("train_bpb", whole / LN2, batch_size=tokens.shape[0])
         return loss
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        tokens = batch["tokens"].long()
-        loss = lm_loss(self.model(tokens), tokens)
-        targets = tokens[:, 1:]
-        counted = ((targets != PAD) & (targets != N)).sum()
-        self._val_sums += torch.stack([loss.double() * counted, counted.double()])
+        _, _, loss_sum, counted = self._loss(batch["tokens"].long())
+        self._val_sums += torch.stack([loss_sum.double(), counted.double()])
 
     def on_validation_epoch_end(self) -> None:
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
@@ -140,8 +177,8 @@ class ClassifierModule(_Base):
 
     def __init__(self, model: MambaDNA, optim: OptimSettings, labels: Sequence[str],
                  class_weights: Sequence[float] | None = None,
-                 run_dir: str | Path | None = None) -> None:
-        super().__init__(model, optim)
+                 run_dir: str | Path | None = None, context_parallel: int = 1) -> None:
+        super().__init__(model, optim, context_parallel)
         self.labels = list(labels)
         weights = torch.tensor(class_weights if class_weights is not None
                                else [1.0] * len(self.labels), dtype=torch.float32)
@@ -150,6 +187,8 @@ class ClassifierModule(_Base):
 
     def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
         # Training windows are never padded: every row is real up to L.
+        if self.context.size > 1:
+            return self.model.classify_logits(self._segment(tokens), context=self.context)
         lengths = torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device)
         return self.model.classify_logits(tokens, lengths)
 
@@ -170,6 +209,8 @@ class ClassifierModule(_Base):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         tokens, labels = batch["tokens"].long(), batch["labels"]
         logits = self._logits(tokens)
+        if not self.context.first:
+            return  # the ranks of a context group hold the same logits: count them once
         self._val_loss += F.cross_entropy(logits, labels, reduction="sum").double()
         confusion_update(self._confusion, labels, logits.argmax(-1))
 

@@ -111,8 +111,32 @@ def _trainer(config: TrainConfig, folder: RunFolder, monitor: tuple[str, str] | 
         default_root_dir=folder.path)
 
 
+def _replicas(config: TrainConfig, world: int) -> int:
+    """Data-parallel replicas: the world over the devices that share one window."""
+    if world % config.context_parallel:
+        raise ConfigError(f"--context-parallel {config.context_parallel} does not divide the "
+                          f"{world} devices (devices x nodes)",
+                          fix=f"use a --context-parallel that divides {world}, or more devices")
+    return world // config.context_parallel
+
+
+def _check_segments(config: TrainConfig, schedule: SeqLenSchedule, d_conv: int) -> None:
+    """Every warmup stage's window must leave each context-parallel device d_conv - 1 bases."""
+    cp = config.context_parallel
+    for stage in schedule.stages:
+        if cp > 1 and stage.seq_len // cp < max(d_conv - 1, 1):
+            raise ConfigError(f"a window of {stage.seq_len} bases split over "
+                              f"--context-parallel {cp} devices leaves fewer than "
+                              f"{max(d_conv - 1, 1)} bases per device",
+                              fix="use longer windows (--seq-len, --warmup-start) or a "
+                                  "smaller --context-parallel")
+
+
 def _schedule(config: TrainConfig, world: int, train_bases: int) -> tuple[SeqLenSchedule, dict]:
-    """Per-device batch size (from --tokens-per-step if given) and the warmup schedule."""
+    """Per-device batch size (from --tokens-per-step if given) and the warmup schedule; with
+    context parallelism the devices of one window count once (world = replicas x cp)."""
+    cp = config.context_parallel
+    world = _replicas(config, world)
     per_batch = config.seq_len * config.accumulate * world
     batch = config.batch_size
     if config.tokens_per_step is not None:
@@ -128,7 +152,8 @@ def _schedule(config: TrainConfig, world: int, train_bases: int) -> tuple[SeqLen
     schedule = SeqLenSchedule(config.seq_len, batch, config.warmup_start,
                               max(1, round(stage)) if config.warmup_start else 0,
                               config.max_steps)
-    resolved = {"world_size": world, "batch_size_per_device": batch,
+    resolved = {"world_size": world * cp, "data_parallel": world, "context_parallel": cp,
+                "batch_size_per_device": batch,
                 "tokens_per_step": step_bases, "steps_per_epoch": steps_per_epoch,
                 "stages": [{"seq_len": s.seq_len, "batch_size": s.batch_size,
                             "start_step": s.start_step} for s in schedule.stages]}
@@ -297,6 +322,7 @@ def _run(config: TrainConfig, prepare: Callable[[RunFolder, bool], _Task],
         task = prepare(folder, leader)
         trainer = _trainer(config, folder, task.monitor, ())
         schedule, resolved = _schedule(config, trainer.world_size, task.train_bases)
+        _check_segments(config, schedule, task.record["model"]["d_conv"])
         resolved.update(_trainer_record(trainer, config, schedule))
         for stage in schedule.stages:
             task.examples.check(stage.seq_len)
@@ -308,12 +334,13 @@ def _run(config: TrainConfig, prepare: Callable[[RunFolder, bool], _Task],
         if leader:
             folder.discard_if_created()
         raise
-    trainer.callbacks.extend([*_stages_callbacks(config, schedule, trainer.world_size),
+    trainer.callbacks.extend([*_stages_callbacks(config, schedule, resolved["data_parallel"]),
                               *callbacks])
     module = task.module()
     datamodule = WindowDataModule(task.examples, schedule, seed=config.seed,
                                   accumulate=config.accumulate, val=val,
-                                  num_workers=config.num_workers)
+                                  num_workers=config.num_workers,
+                                  context_parallel=config.context_parallel)
     return _fit(config, folder, module, datamodule, trainer, task.labels, task.info(resolved))
 
 
@@ -362,7 +389,8 @@ def _pretrain_task(config: PretrainConfig, folder: RunFolder, leader: bool) -> _
 
     def module() -> pl.LightningModule:
         torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
-        return LanguageModelModule(MambaDNA(model_config), OptimSettings.from_config(config))
+        return LanguageModelModule(MambaDNA(model_config), OptimSettings.from_config(config),
+                                   context_parallel=config.context_parallel)
 
     def info(resolved: dict) -> dict:
         return {"task": "next-base pretraining", "data": sorted(set(source.sources)),
@@ -453,7 +481,8 @@ def _finetune_task(config: FinetuneConfig, rows: list[ManifestRow], folder: RunF
                  record={"labels": data.labels, "split": data.split,
                          "model": model.config.to_dict()},
                  module=lambda: ClassifierModule(model, OptimSettings.from_config(config),
-                                                 data.labels, weights, folder.path),
+                                                 data.labels, weights, folder.path,
+                                                 context_parallel=config.context_parallel),
                  labels=data.labels, info=lambda resolved: info)
 
 

@@ -61,6 +61,10 @@ def open_vcf(path: str | os.PathLike):
     path = check_path(path)
     try:
         return pysam.VariantFile(os.fspath(path))
+    except NotImplementedError:  # pysam seeks in the file: plain gzip cannot
+        raise FormatError("this VCF is compressed with plain gzip, which pysam cannot read",
+                          path=path, fix=f"recompress it with bgzip: zcat {path.name} | bgzip "
+                                         f"> {path.stem}.bgz.vcf.gz (or gunzip it)") from None
     except (OSError, ValueError) as err:
         raise FormatError(f"cannot read this file as VCF/BCF ({err})", path=path,
                           fix="check it with `bcftools view -h FILE`; a VCF needs its "

@@ -191,6 +191,18 @@ def test_swapping_ref_and_alt_on_the_swapped_reference_negates_snv_scores(
         "ref_mismatch": len(positions)}
 
 
+def test_records_at_one_position_share_their_prefix_and_ref_window(tmp_path, genome, model):
+    path, seqs = genome
+    b = seqs["chr1"][150]
+    alts = [x for x in "ACGT" if x != b]
+    joined = write_vcf(tmp_path / "joined.vcf", [f"chr1 151 . {b} {','.join(alts)} . . ."])
+    split = write_vcf(tmp_path / "split.vcf", [f"chr1 151 . {b} {x} . . ." for x in alts])
+    one = score_variants(model, path, joined, window=W)
+    three = score_variants(model, path, split, window=W)
+    np.testing.assert_allclose(one.frame["score"], three.frame["score"], rtol=0, atol=1e-6)
+    assert one.windows_run == three.windows_run == 2 * (1 + len(alts))  # REF once per strand
+
+
 # ---------------------------------------------------------------------- real-world records
 
 
@@ -272,6 +284,11 @@ def test_real_world_vcf_from_the_cli_table_and_indexed_vcf(tmp_path, genome, mod
 
     done = runner.invoke(cli, [*args, "-o", str(gz)])
     assert done.exit_code == 1 and "already exists" in done.output
+    done = runner.invoke(cli, [*args, "-o", str(table), "--force", "--no-rc-average"])
+    assert done.exit_code == 0, done.output
+    forward = score_variants(model, path, vcf, window=W, rc_average=False).frame
+    np.testing.assert_allclose(pd.read_csv(table, sep="\t")["score"], forward["score"],
+                               rtol=1e-9)
 
 
 def test_parquet_output_keeps_the_provenance(tmp_path, genome, model):

@@ -368,8 +368,8 @@ def embed(inputs, out, pool, model, window, stride, min_window, batch_size, stre
 @click.option("--edge", default="skip", show_default=True, type=click.Choice(["skip", "shift"]),
               help="A window past a contig end: leave the variant out, or move the window "
                    "inside the contig.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Allele windows per forward pass.")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Allele windows per forward pass. Default: 64 on CUDA, 8 on CPU.")
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
 @click.option("--precision", default="auto", show_default=True,

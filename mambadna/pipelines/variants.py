@@ -95,8 +95,9 @@ class ScoreOptions:
     edge: str = "skip"
     """A window past a contig end: "skip" the variant (status contig_end) or "shift" the
     window inside the contig (the variant then sits off-centre)."""
-    batch_size: int = 64
-    """Allele windows per forward pass."""
+    batch_size: int | None = None
+    """Allele windows per forward pass; default 64 on CUDA, 8 on CPU (whose PyTorch scan
+    holds a (batch, channels, length, state) tensor)."""
     device: str | None = None
     """"cpu", "cuda", "cuda:1"...; None: CUDA if available, else CPU."""
     precision: str = "auto"
@@ -114,7 +115,7 @@ class ScoreOptions:
                                   f"{getattr(self, name)!r}")
         if self.window is not None and self.window < 2:
             raise ConfigError(f"--window must be at least 2 bases, got {self.window}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
 
 
@@ -415,7 +416,8 @@ def score_variants(model_or_dir: MambaDNA | str | os.PathLike, reference: str | 
         runner = LikelihoodRunner(model, shared_prefix=opts.method == "shared-prefix",
                                   bf16=bf16)
         rows = _Rows()
-        batches = SiteBatches(runner, opts.batch_size, rows.accumulate)
+        batch_size = opts.batch_size or (64 if model.device.type == "cuda" else 8)
+        batches = SiteBatches(runner, batch_size, rows.accumulate)
         planner = _Planner(fasta, opts, window, rows, batches, vcf)
         was_training = model.training
         model.eval()

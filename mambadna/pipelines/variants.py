@@ -17,8 +17,8 @@ is what lets a recurrent model run it once (mambadna.pipelines.likelihood)::
     score      = ll(ALT window) - ll(REF window)      < 0: the model finds ALT less likely
 
 The reverse strand is the same rule applied to the reverse-complemented contig (the variant at
-n - p - len(REF), alleles reverse-complemented), so the reverse windows start f bases 3' of
-the variant. With ``rc_average`` (the default) score, ref_ll and alt_ll are the means of the
+n - p - len(REF), alleles reverse-complemented): in forward coordinates the reverse windows
+end f bases after REF, and the shared prefix is the flank 3' of the variant. With ``rc_average`` (the default) score, ref_ll and alt_ll are the means of the
 two strands; a causal model sees different context on each strand, and the mean treats both
 strands alike.
 
@@ -29,7 +29,9 @@ that cannot be scored gets a ``status`` and an empty score, counted in the summa
     symbolic        <DEL>, <*>, *, breakends: no sequence to score
     no_alt          ALT is '.'
     missing_contig  the contig is not in the reference
-    contig_end      a window would run past a contig end (``edge="shift"`` moves it inside)
+    contig_end      a window would run past a contig end, or the variant has no base before
+                    it on a strand (``edge="shift"`` moves the window inside the contig: f
+                    shrinks at the start, grows at the end)
     too_long        REF or ALT longer than the W - W//2 bases after the window's prefix
     ref_mismatch    REF differs from the reference (only with on_ref_mismatch="skip"; the
                     default is an error naming the VCF line; "warn" scores the variant with

@@ -18,9 +18,9 @@ is what lets a recurrent model run it once (mambadna.pipelines.likelihood)::
 
 The reverse strand is the same rule applied to the reverse-complemented contig (the variant at
 n - p - len(REF), alleles reverse-complemented): in forward coordinates the reverse windows
-end f bases after REF, and the shared prefix is the flank 3' of the variant. With ``rc_average`` (the default) score, ref_ll and alt_ll are the means of the
-two strands; a causal model sees different context on each strand, and the mean treats both
-strands alike.
+end f bases after REF, and the shared prefix is the flank 3' of the variant. With
+``rc_average`` (the default) score, ref_ll and alt_ll are the means of the two strands: a
+causal model sees different context on each strand, and the mean treats both alike.
 
 Every ALT of a record is scored (one row each); all alleles of a record share its prefix run,
 and records at the same position share it too. Nothing here crashes on real-world VCFs: an ALT
@@ -406,9 +406,9 @@ def score_variants(model_or_dir: MambaDNA | str | os.PathLike, reference: str | 
         kind = output_kind(out)
         check_output(out, force=force)
     regions = read_bed(bed_regions) if bed_regions is not None else None
-    records = list(read_vcf(vcf, regions))
-    if kind == "vcf.gz":
-        check_sorted(records, vcf)
+    if kind == "vcf.gz":  # before any work: tabix will need sorted records
+        check_sorted(read_vcf(vcf, regions), vcf)
+    n_records = 0
     with IndexedFasta(reference) as fasta:
         model = prepare_model(model_or_dir, resolve_device(opts.device))
         _check_model(model)
@@ -424,7 +424,8 @@ def score_variants(model_or_dir: MambaDNA | str | os.PathLike, reference: str | 
         was_training = model.training
         model.eval()
         try:
-            for rec in records:
+            for rec in read_vcf(vcf, regions):  # streamed: only the rows stay in memory
+                n_records += 1
                 planner.add(rec)
                 rows.ordinals.extend([rec.ordinal] * (len(rows.strands) - len(rows.ordinals)))
             batches.flush()
@@ -434,7 +435,7 @@ def score_variants(model_or_dir: MambaDNA | str | os.PathLike, reference: str | 
     frame = rows.frame()
     counts = {s: int(n) for s, n in frame["status"].value_counts().items()}
     metadata = _metadata(model, model_or_dir, reference, vcf, opts, window, bf16, bed_regions)
-    result = VariantScores(frame, counts, metadata, len(records), batches.windows_run,
+    result = VariantScores(frame, counts, metadata, n_records, batches.windows_run,
                            time.perf_counter() - started)
     if out is not None:
         write_scores(result, rows.ordinals, vcf, out, kind, force=force)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import gzip
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,7 +149,7 @@ def read_vcf(path: str | os.PathLike, regions: Regions | None = None) -> Iterato
                             rec.ref or "", tuple(rec.alts) if rec.alts else None)
 
 
-def check_sorted(records: list[VcfRecord], path: str | os.PathLike) -> None:
+def check_sorted(records: Iterable[VcfRecord], path: str | os.PathLike) -> None:
     """Refuse records out of order (tabix can index only a VCF sorted by contig and POS)."""
     done: set[str] = set()
     previous: VcfRecord | None = None

@@ -244,6 +244,8 @@ class _Planner:
                 f"({found or 'nothing'!r} in {Path(self.fasta.path).name})" if end <= n else
                 f"REF {rec.ref!r} at {rec.chrom}:{rec.pos} runs past the end of "
                 f"{rec.chrom} ({n} bases)")
+        if rec.line is None:  # BCF: no lines to name
+            what += f" (record {rec.ordinal + 1} of the file)"
         if self.opts.on_ref_mismatch == "error":
             raise InputError(what, path=self.vcf, line=rec.line,
                              fix="check that the VCF was called against this reference (same "
@@ -336,6 +338,8 @@ class VariantScores:
     windows_run: int
     seconds: float
     out: Path | None = None
+    contig_lengths: dict[str, int] = field(default_factory=dict)
+    """Of the reference, by name."""
 
     @property
     def n_scored(self) -> int:
@@ -432,11 +436,12 @@ def score_variants(model_or_dir: MambaDNA | str | os.PathLike, reference: str | 
         finally:
             model.train(was_training)
         planner.report()
+        lengths = dict(fasta.lengths)
     frame = rows.frame()
     counts = {s: int(n) for s, n in frame["status"].value_counts().items()}
     metadata = _metadata(model, model_or_dir, reference, vcf, opts, window, bf16, bed_regions)
     result = VariantScores(frame, counts, metadata, n_records, batches.windows_run,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, contig_lengths=lengths)
     if out is not None:
         write_scores(result, rows.ordinals, vcf, out, kind, force=force)
         result.out = Path(out)
@@ -486,12 +491,14 @@ def write_scores(result: VariantScores, ordinals: list[int], vcf, out, kind: str
         meta = ("##mambadna_score_variants=" + ";".join(
             f"{k}={metadata[k]}" for k in ("version", "window", "strands", "method",
                                            "precision", "weights_sha256", "model")))
+        contigs = {name: result.contig_lengths.get(name)
+                   for name in dict.fromkeys(frame["chrom"])}
         with atomic_output(out, force=force) as tmp:
             if kind == "vcf":
-                write_annotated_vcf(vcf, tmp, kept, meta, compressed=False)
+                write_annotated_vcf(vcf, tmp, kept, meta, contigs, compressed=False)
                 return
             with atomic_file(Path(f"{out}.tbi")) as index:
-                write_annotated_vcf(vcf, tmp, kept, meta, compressed=True)
+                write_annotated_vcf(vcf, tmp, kept, meta, contigs, compressed=True)
                 index_vcf(tmp, index)
         return
     with atomic_output(out, force=force) as tmp:

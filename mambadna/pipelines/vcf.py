@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mambadna.errors import FormatError, InputError
+from mambadna.errors import FormatError, InputError, OutputError
 from mambadna.io.files import check_path
 
 
@@ -179,13 +179,19 @@ INFO_FIELDS = (
 
 
 def write_annotated_vcf(source: str | os.PathLike, target: Path, kept: dict[int, list[tuple]],
-                        meta_line: str, *, compressed: bool) -> None:
+                        meta_line: str, contigs: dict[str, int | None], *,
+                        compressed: bool) -> None:
     """Write ``source``'s records whose ordinal is in ``kept`` to ``target`` with the INFO
     fields added: kept[ordinal] = one (llr, ref_ll, alt_ll, status) tuple per ALT (None: no
-    value). compressed: BGZF (then index it with ``index_vcf``), else plain text."""
+    value). contigs: the records' contigs and their lengths (None: unknown), declared where
+    the header lacks them. compressed: BGZF (then index it with ``index_vcf``), else text."""
     with open_vcf(source) as vcf:
         header = vcf.header
-        if "END" not in header.info:  # htslib writes symbolic ALTs only with END declared
+        # htslib writes only what the header declares: contigs, and END for symbolic ALTs
+        for name, length in contigs.items():
+            if name not in header.contigs:
+                header.contigs.add(name, length=length)
+        if "END" not in header.info:
             header.info.add("END", 1, "Integer", "End position of the variant")
         for key, kind, text in INFO_FIELDS:
             if key in header.info:
@@ -203,7 +209,17 @@ def write_annotated_vcf(source: str | os.PathLike, target: Path, kept: dict[int,
                 if rec.alts:
                     for column, (key, _kind, _text) in enumerate(INFO_FIELDS):
                         rec.info[key] = tuple(v[column] for v in values)
-                out.write(rec)
+                try:
+                    out.write(rec)
+                except OSError as err:
+                    if OutputError.from_os_error(err, target) is not None:
+                        raise
+                    raise FormatError(f"htslib cannot write VCF record {ordinal + 1} "
+                                      f"({rec.chrom}:{rec.pos}) back: {err.strerror or err}",
+                                      path=source,
+                                      fix="check the record against its header with "
+                                          "`bcftools view FILE`, or write a table "
+                                          "(-o scores.tsv)") from None
 
 
 def index_vcf(path: Path, index: Path) -> None:

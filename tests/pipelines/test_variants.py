@@ -291,6 +291,18 @@ def test_real_world_vcf_from_the_cli_table_and_indexed_vcf(tmp_path, genome, mod
                                rtol=1e-9)
 
 
+def test_a_vcf_without_contig_lines_is_written_back_with_them(tmp_path, genome, model):
+    path, seqs = genome
+    s = seqs["chr1"]
+    bare = HEADER.replace("##contig=<ID=chr1,length=600>\n", "")
+    vcf = write_vcf(tmp_path / "v.vcf", [f"chr1 201 . {s[200]} {other(s[200])} . . ."], bare)
+    out = tmp_path / "v.scored.vcf.gz"
+    score_variants(model, path, vcf, out, window=W)
+    with pysam.VariantFile(str(out)) as scored:
+        assert scored.header.contigs["chr1"].length == 600
+        assert [r.info["MAMBADNA_STATUS"] for r in scored] == [("ok",)]
+
+
 def test_parquet_output_keeps_the_provenance(tmp_path, genome, model):
     import json
 

@@ -93,6 +93,18 @@ def test_place_centres_the_variant_and_refuses_the_edges():
     assert place(10, 1, [1, 1], 50, 64, "shift") == "contig_end"  # contig shorter than W
 
 
+def test_the_default_window_is_the_training_length_up_to_4096(tmp_path, genome):
+    path, seqs = genome
+    vcf = write_vcf(tmp_path / "v.vcf", [f"chr1 301 . {seqs['chr1'][300]} A,C,G,T . . ."])
+    torch.manual_seed(0)
+    small = MambaDNA(ModelConfig(d_model=8, n_layer=1, d_state=4))
+    small.training_info = {"seq_len": 100}
+    assert score_variants(small, path, vcf).metadata["window"] == 100
+    small.training_info = {"seq_len": 1 << 20}
+    result = score_variants(small, path, vcf)
+    assert result.metadata["window"] == 4096 and set(result.frame["status"]) == {"contig_end"}
+
+
 def test_runner_shared_prefix_equals_whole_windows(model):
     rng = np.random.default_rng(0)
     sites = [Site(rng.integers(5, 9, 20).astype(np.uint8),
@@ -328,6 +340,9 @@ def test_ref_mismatch_is_an_error_naming_the_line_unless_skipped_or_warned(
     with pytest.raises(InputError, match=rf"v.vcf:{line}: REF '{other(b)}' at chr1:201 "
                                          r"does not match the reference"):
         score_variants(model, path, vcf, window=W)
+    with pytest.raises(InputError, match="does not match"):
+        score_variants(model, path, vcf, tmp_path / "o.tsv", window=W)
+    assert not list(tmp_path.glob("*o.tsv*"))  # nothing half-written, no temporary left
     skipped = score_variants(model, path, vcf, window=W, on_ref_mismatch="skip").frame
     assert skipped["status"].tolist() == ["ok", "ref_mismatch"]
     warned = score_variants(model, path, vcf, window=W, on_ref_mismatch="warn").frame

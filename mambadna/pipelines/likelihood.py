@@ -12,6 +12,9 @@ For a causal model the terms t < f are the same for every allele: only the suffi
 of every block, mambadna.model.state) and runs every allele's suffix from it; the naive way
 (``shared_prefix=False``) runs every allele's whole window from a zero state. Both give the same
 numbers (streaming is exact to fp32 rounding); the shared prefix saves f bases per allele.
+
+``SiteBatches`` gathers sites into forward passes of equal prefix and suffix lengths and runs
+each distinct prefix (and each distinct allele suffix of a site) once.
 """
 
 from __future__ import annotations

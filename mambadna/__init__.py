@@ -42,6 +42,7 @@ _LAZY = {
     "embed": ("mambadna.pipelines", "embed"),
     "read_embeddings": ("mambadna.pipelines", "read_embeddings"),
     "evaluate": ("mambadna.pipelines.evaluate", "evaluate"),
+    "score_variants": ("mambadna.pipelines.variants", "score_variants"),
     "KmerNaiveBayes": ("mambadna.baselines", "KmerNaiveBayes"),
     "fit_kmer_baseline": ("mambadna.baselines", "fit_kmer_baseline"),
 }

@@ -373,6 +373,56 @@ def embed(inputs, out, pool, model, bed, window, stride, min_window, batch_size,
              f"({result.bases_per_second:,.0f} bases/s)", out, bed)
 
 
+@cli.command("score-variants")
+@click.argument("vcf", type=click.Path())
+@click.option("--model", required=True, type=click.Path(),
+              help="Saved causal language model folder (RUN_DIR/model of pretrain).")
+@click.option("--reference", required=True, type=click.Path(dir_okay=False),
+              help="Indexed reference FASTA (plain or bgzip, with .fai) the VCF was called on.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Scores: .tsv, .csv or .parquet table, or .vcf.gz (the input VCF with "
+                   "MAMBADNA_* INFO fields, bgzipped and tabix-indexed) or .vcf.")
+@click.option("--window", type=click.IntRange(min=2), default=None,
+              help="Bases per window, the variant after the first half. Default: the model's "
+                   "training length up to 4096, else 1024.")
+@click.option("--bed-regions", type=click.Path(dir_okay=False), default=None,
+              help="Score only records overlapping these BED intervals.")
+@click.option("--rc-average/--no-rc-average", default=True, show_default=True,
+              help="Average the score over both strands (off: the forward strand only).")
+@click.option("--on-ref-mismatch", default="error", show_default=True,
+              type=click.Choice(["error", "skip", "warn"]),
+              help="REF differs from the reference: stop naming the VCF line, leave the "
+                   "variant out, or score it with the VCF's REF and warn.")
+@click.option("--edge", default="skip", show_default=True, type=click.Choice(["skip", "shift"]),
+              help="A window past a contig end: leave the variant out, or move the window "
+                   "inside the contig.")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Allele windows per forward pass. Default: 64 on CUDA, 8 on CPU.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "bf16", "fp32"]),
+              help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--strict", is_flag=True,
+              help="Refuse a model folder whose config.json records no checksum of its "
+                   "weights (by default it loads with a warning).")
+def score_variants(vcf, model, reference, out, window, bed_regions, rc_average,
+                   on_ref_mismatch, edge, batch_size, device, precision, force,
+                   strict) -> None:
+    """Score every ALT of VCF: log-likelihood of the ALT window minus the REF window."""
+    from mambadna.pipelines.variants import ScoreOptions
+    from mambadna.pipelines.variants import score_variants as run_scoring
+
+    _check_strict(model, strict)
+    opts = ScoreOptions(window=window, rc_average=rc_average, on_ref_mismatch=on_ref_mismatch,
+                        edge=edge, batch_size=batch_size,
+                        device=None if device == "auto" else device, precision=precision)
+    result = run_scoring(model, reference, vcf, out, bed_regions=bed_regions, force=force,
+                         options=opts)
+    click.echo(f"{result.out}: {result.summary()}")
+
+
 @cli.command("evaluate")
 @click.option("--model", required=True, type=click.Path(),
               help="Saved classifier folder (RUN_DIR/model).")

@@ -1,26 +1,24 @@
-"""The selective scan's compiled CPU path: the C kernel, its autograd function and its launcher.
+"""The selective scan's compiled CPU path: the C kernel's launcher and autograd function.
 
-The recurrence core (decay, input, readout; see ``_cpu_scan.c``) runs in C with each row's state
-in registers and the rows split across threads; the parts around it (delta bias, softplus, the D
-skip, the SiLU gate, dtype handling) are the same PyTorch code as the chunked reference, so
-autograd covers them. The chunked PyTorch scan (``naive.py``) stays the reference and the
-fallback: ``available()`` is False where the extension was not built (no C compiler at install),
-and fp64 inputs (gradcheck) always take the reference.
+The whole scan of a row (bias, softplus, the recurrence, the D skip, the SiLU gate; see
+``_cpu_scan.c``) runs in C with the row's state in registers, the rows split across threads.
+The chunked PyTorch scan (``naive.py``) stays the reference and the fallback: ``available()`` is
+False where the extension was not built (no C compiler at install) or MAMBADNA_CPU_SCAN=0, and
+fp64 inputs (gradcheck) always take the reference.
 
-Layouts handed to C (all fp32, contiguous): dt, dtu = dt * u: (batch * dim, L); A: (dim, N);
+Layouts handed to C (all fp32, contiguous): u, delta, z: (batch * dim, L) rows; A: (dim, N);
 B, C: (batch, groups, L, N) (positions outer, states inner, so a position's N values are one
-vector); x0: (batch * dim, N).
+vector); D, bias: (dim,); x0: (batch * dim, N).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import torch
-
-from mambadna.kernels.selective_scan.naive import _finish, _prepare
 
 try:
     from mambadna.kernels.selective_scan import _cpu_scan
@@ -52,63 +50,71 @@ def _row_ranges(rows: int, length: int) -> list[tuple[int, int]]:
     """Contiguous row ranges, one per thread (torch's intra-op thread count, as for its ops)."""
     threads = max(1, min(torch.get_num_threads(), rows, rows * length // _MIN_WORK_PER_THREAD))
     bounds = [rows * k // threads for k in range(threads + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
-def _launch(kernel, pointers, shape, ranges) -> None:
-    """Run ``kernel`` over the row ranges in parallel (the C code releases the GIL)."""
+def _launch(kernel, arguments, ranges) -> None:
+    """Run ``kernel(*arguments(k), row0, row1)`` for each row range k in parallel (the C code
+    releases the GIL, so Python threads run it concurrently)."""
     if len(ranges) == 1:
-        kernel(*pointers(0), *ranges[0], *shape)
+        kernel(*arguments(0), *ranges[0])
         return
-    futures = [_pool(len(ranges)).submit(kernel, *pointers(k), *r, *shape)
+    futures = [_pool(len(ranges)).submit(kernel, *arguments(k), *r)
                for k, r in enumerate(ranges)]
     for future in futures:
         future.result()
 
 
 class _CompiledScan(torch.autograd.Function):
-    """The recurrence core; saves each 64-position chunk's start state for the backward."""
+    """The fused scan; saves its inputs and each 64-position chunk's start state."""
 
     @staticmethod
-    def forward(ctx, dt, dtu, A, B, C, x0, groups: int, save: bool):
-        rows, length = dt.shape
+    def forward(ctx, u, delta, z, A, B, C, D, bias, x0, groups: int, softplus: bool,
+                save: bool):
+        rows, length = u.shape
         dim, n_state = A.shape
-        chunks = -(-length // _cpu_scan.CHUNK)
-        y = torch.empty_like(dt)
+        out = torch.empty_like(u)
         last = torch.empty_like(x0)
-        starts = dt.new_empty(rows, chunks, n_state) if save else None
-        shape = (dim, groups, length, n_state)
-        ranges = _row_ranges(rows, length)
-        addresses = [t.data_ptr() for t in (dt, dtu, A, B, C, x0, y, last)]
-        addresses.append(0 if starts is None else starts.data_ptr())
-        _launch(_cpu_scan.forward, lambda k: addresses, shape, ranges)
+        chunks = -(-length // _cpu_scan.CHUNK)
+        starts = u.new_empty(rows, chunks, n_state) if save else None
+        inputs = [_address(t) for t in (u, delta, z, A, B, C, D, bias, x0)]
+        outputs = [out.data_ptr(), last.data_ptr(), _address(starts)]
+        sizes = (dim, groups, length, n_state, int(softplus))
+        _launch(_cpu_scan.forward, lambda k: inputs + outputs + list(sizes),
+                _row_ranges(rows, length))
         if save:
-            ctx.save_for_backward(dt, dtu, A, B, C, starts)
-            ctx.groups = groups
-        return y, last
+            ctx.save_for_backward(u, delta, z, A, B, C, D, bias, starts)
+            ctx.sizes = sizes
+        return out, last
 
     @staticmethod
-    def backward(ctx, gy, g_last):
-        dt, dtu, A, B, C, starts = ctx.saved_tensors
-        rows, length = dt.shape
-        dim, n_state = A.shape
-        gy = torch.zeros_like(dt) if gy is None else gy.contiguous().float()
-        g_last = (dt.new_zeros(rows, n_state) if g_last is None
-                  else g_last.contiguous().float())
+    def backward(ctx, g_out, g_last):
+        u, delta, z, A, B, C, D, bias, starts = ctx.saved_tensors
+        rows, length = u.shape
+        n_state = A.shape[1]
+        g_out = torch.zeros_like(u) if g_out is None else g_out.float().contiguous()
+        g_last = (u.new_zeros(rows, n_state) if g_last is None
+                  else g_last.float().contiguous())
         ranges = _row_ranges(rows, length)
-        d_dt, d_dtu, d_x0 = torch.empty_like(dt), torch.empty_like(dt), torch.empty_like(g_last)
+        d_u, d_delta, d_x0 = torch.empty_like(u), torch.empty_like(u), torch.empty_like(g_last)
+        d_z = None if z is None else torch.empty_like(z)
         # Sums over rows: one buffer per thread, added afterwards (no atomics, deterministic).
-        d_A = A.new_zeros((len(ranges),) + tuple(A.shape))
-        d_B = B.new_zeros((len(ranges),) + tuple(B.shape))
-        d_C = C.new_zeros((len(ranges),) + tuple(C.shape))
-        shared = [t.data_ptr() for t in (dt, dtu, A, B, C, starts, gy, g_last, d_dt, d_dtu)]
+        sums = [t.new_zeros((len(ranges), *t.shape)) for t in (A, B, C, D, bias)]
+        inputs = [_address(t) for t in (u, delta, z, A, B, C, D, bias)]
+        shared = [starts.data_ptr(), g_out.data_ptr(), g_last.data_ptr(), d_u.data_ptr(),
+                  d_delta.data_ptr(), _address(d_z), d_x0.data_ptr()]
 
-        def pointers(k):
-            return shared + [d_A[k].data_ptr(), d_B[k].data_ptr(), d_C[k].data_ptr(),
-                             d_x0.data_ptr()]
+        def arguments(k):
+            return (inputs + [0] + shared + [t[k].data_ptr() for t in sums]
+                    + list(ctx.sizes))
 
-        _launch(_cpu_scan.backward, pointers, (dim, ctx.groups, length, n_state), ranges)
-        return d_dt, d_dtu, d_A.sum(0), d_B.sum(0), d_C.sum(0), d_x0, None, None
+        _launch(_cpu_scan.backward, arguments, ranges)
+        d_A, d_B, d_C, d_D, d_bias = (t.sum(0) for t in sums)
+        return d_u, d_delta, d_z, d_A, d_B, d_C, d_D, d_bias, d_x0, None, None, None
+
+
+def _address(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
 
 
 def selective_scan_compiled(
@@ -120,23 +126,28 @@ def selective_scan_compiled(
     Needs ``available()``, fp32/bf16/fp16 inputs and N <= ``max_state()``; the public function
     checks these and otherwise takes the chunked reference.
     """
-    u_, dt, A_, B_, C_, D_, x0 = _prepare(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state
-    )
     batch, dim, length = u.shape
-    groups, n_state = B_.shape[1], A.shape[1]
-    # (batch, G, 1, N, L) -> (batch, G, L, N): a position's states are contiguous.
-    B_c = B_.squeeze(2).transpose(-1, -2).contiguous()
-    C_c = C_.squeeze(2).transpose(-1, -2).contiguous()
-    dt_rows = dt.reshape(batch * dim, length).contiguous()
-    dtu_rows = (dt * u_).reshape(batch * dim, length).contiguous()
+    n_state = A.shape[1]
+    groups = 1 if B.dim() == 3 else B.shape[1]
+
+    def rows(t):
+        return None if t is None else t.float().reshape(batch * dim, length).contiguous()
+
+    def positions_outer(t):  # (batch, [G,] N, L) -> (batch, G, L, N)
+        return t.float().reshape(batch, groups, n_state, length).transpose(-1, -2).contiguous()
+
+    zeros = u.new_zeros(dim, dtype=torch.float32)
+    x0 = (u.new_zeros(batch * dim, n_state, dtype=torch.float32) if initial_state is None
+          else initial_state.float().reshape(batch * dim, n_state).contiguous())
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad
-        for t in (u, delta, A, B, C, delta_bias, initial_state))
-    y, last = _CompiledScan.apply(
-        dt_rows, dtu_rows, A_.reshape(dim, n_state).contiguous(), B_c, C_c,
-        x0.reshape(batch * dim, n_state).contiguous(), groups, save)
-    out = _finish(y.reshape(u_.shape), u_, D_, z, u.dtype, u.shape)
+        for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
+    out, last = _CompiledScan.apply(
+        rows(u), rows(delta), rows(z), A.float().contiguous(), positions_outer(B),
+        positions_outer(C), zeros if D is None else D.float().contiguous(),
+        zeros if delta_bias is None else delta_bias.float().contiguous(), x0, groups,
+        bool(delta_softplus), save)
+    out = out.reshape(batch, dim, length).to(u.dtype)
     if return_final_state:
         return out, last.reshape(batch, dim, n_state)
     return out

@@ -96,12 +96,13 @@ def selective_scan(
     state after the last position, (batch, dim, N), which can be passed back as
     ``initial_state`` to continue the sequence exactly.
 
-    ``backend``: "auto" (Triton on CUDA; on CPU the compiled kernel where it applies, else chunked
-    PyTorch), "triton" (forced; runs on CPU tensors under TRITON_INTERPRET=1), "compiled" (the C
-    kernel, forced: CPU tensors, not fp64, N <= 64), "reference" (chunked PyTorch), "loop" (the
-    per-position definition; tiny inputs only). ``config``: a ``ScanConfig``, the Triton kernels' tiling
-    for this call (None: the innermost ``with scan_config(...)`` block's, else the defaults,
-    the fastest measured; see ``config.py``); the PyTorch backends ignore it.
+    ``backend``: "auto" (Triton on CUDA; on CPU the compiled kernel where it applies, else
+    chunked PyTorch), "triton" (forced; runs on CPU tensors under TRITON_INTERPRET=1),
+    "compiled" (the C kernel, forced: CPU tensors, not fp64, N <= 64), "reference" (chunked
+    PyTorch), "loop" (the per-position definition; tiny inputs only). ``config``: a
+    ``ScanConfig``, the Triton kernels' tiling for this call (None: the innermost ``with
+    scan_config(...)`` block's, else the defaults, the fastest measured; see ``config.py``);
+    the other backends ignore it.
     """
     _check(backend in BACKENDS, f"backend must be one of {BACKENDS}, got {backend!r}")
     _check(config is None or isinstance(config, ScanConfig),
@@ -113,39 +114,6 @@ def selective_scan(
         return selective_scan_reference(*args)
     if backend == "reference":
         return selective_scan_chunked(*args)
-    if backend == "compiled":
-        _check(cpu.available(), "backend='compiled' needs the compiled CPU kernel, which was not "
-               "built at install (no C compiler?); reinstall with a C compiler or use "
-               "backend='reference'")
-        _check(not u.is_cuda, "backend='compiled' runs on CPU tensors only")
-        _check(_compiled_applies(u, delta, A, B, C, initial_state),
-               f"backend='compiled' takes fp32/bf16/fp16 inputs and N <= {cpu.max_state()}")
-        return cpu.selective_scan_compiled(*args)
-    if backend == "triton" or u.is_cuda:
-        impl = _triton_impl()
-        if impl is not None:
-            return impl(*args, config=config)
-        if backend == "triton":
-            raise RuntimeError(
-                "selective_scan: backend='triton' needs the Triton kernels; install Triton "
-                "(pip install 'mambadna[gpu]') or use backend='reference'"
-            )
-        global _fallback_logged
-        if not _fallback_logged:
-            _log.warning("Triton is not available: selective_scan falls back to the PyTorch "
-                         "reference on CUDA (slow); pip install 'mambadna[gpu]' to fix")
-            _fallback_logged = True
-    if u.device.type == "cpu" and cpu.available() and _compiled_applies(
-            u, delta, A, B, C, initial_state):
-        return cpu.selective_scan_compiled(*args)
-    return selective_scan_chunked(*args)
-
-
-def _compiled_applies(u, delta, A, B, C, initial_state) -> bool:
-    """Inputs the compiled CPU kernel takes: no fp64 (gradcheck stays on the reference), N <= 64."""
-    tensors = (u, delta, A, B, C, initial_state)
-    return (A.shape[1] <= cpu.max_state()
-            and all(t is None or t.dtype != torch.float64 for t in tensors))
     if backend == "compiled":
         _check(cpu.available(), "backend='compiled' needs the compiled CPU kernel, which was not "
                "built at install (no C compiler?); reinstall with a C compiler or use "

@@ -12,6 +12,14 @@ implementation: best wall time of a forward pass, bases/s (batch * length / time
 memory of the process, the increase of resident memory during the forward passes, and the
 largest difference between the two implementations' logits (they compute the same function).
 ``transformers`` is optional: without it the baseline row says so and is skipped.
+
+The floor (printed last, with each implementation's ratio to it): the model's matrix products
+at the GEMM rate one core of this machine reaches (the best of a square product and the model's
+own projection shapes), plus one exp per state update at the rate torch's vectorised exp reaches
+on one core on an in-cache buffer, both times the number of threads (perfect scaling: measured
+multi-thread rates on a loaded machine are lower and would flatter the ratio). Every other cost
+(the recurrence's multiply-adds, the convolution, norms, memory traffic) is left out, so no
+implementation can beat it.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from mambadna.model.io import load_model
 from mambadna.model.network import MambaDNA
 
 IMPLEMENTATIONS = ("mambadna", "transformers")
+WORKERS = (*IMPLEMENTATIONS, "floor")
 
 
 def to_transformers(model: MambaDNA):
@@ -72,6 +81,56 @@ def to_transformers(model: MambaDNA):
     return hf.eval()
 
 
+def model_counts(cfg: ModelConfig, positions: int) -> dict:
+    """Matrix-product flops and state updates of one forward pass over ``positions`` bases."""
+    d_model, d_inner, n_state, rank = cfg.d_model, cfg.d_inner, cfg.d_state, cfg.dt_rank
+    directions = 2 if cfg.bidirectional else 1
+    per_layer = (2 * d_model * 2 * d_inner  # in_proj
+                 + directions * (2 * d_inner * (rank + 2 * n_state)  # x_proj
+                                 + 2 * rank * d_inner)  # dt_proj
+                 + 2 * d_inner * d_model)  # out_proj
+    flops = positions * (cfg.n_layer * per_layer + 2 * d_model * cfg.vocab_size)  # + LM head
+    updates = positions * cfg.n_layer * directions * d_inner * n_state
+    return {"gemm_flops": flops, "state_updates": updates}
+
+
+def _best_seconds(fn, repeats: int = 5) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_rates(cfg: ModelConfig, threads: int) -> dict:
+    """GEMM flop rate and vectorised exp rate of one core, scaled to ``threads`` cores."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    rates = {}
+    shapes = {"square 1024": (1024, 1024, 1024),
+              "in_proj": (16_384, cfg.d_model, 2 * cfg.d_inner),
+              "out_proj": (16_384, cfg.d_inner, cfg.d_model)}
+    for name, (m, k, n) in shapes.items():
+        a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+        rates[name] = 2 * m * k * n / _best_seconds(lambda a=a, b=b: torch.mm(a, b))
+    x = torch.randn(1 << 16, generator=gen) - 2  # 256 KiB: stays in cache, as the state does
+    out = torch.empty_like(x)
+    exp_seconds = _best_seconds(lambda: [torch.exp(x, out=out) for _ in range(64)]) / 64
+    return {"gemm_flops_per_s": threads * max(rates.values()),
+            "one_core_gemm_flops_per_s_by_shape": rates,
+            "exp_per_s": threads * x.numel() / exp_seconds}
+
+
+def floor_seconds(cfg: ModelConfig, positions: int, rates: dict) -> dict:
+    counts = model_counts(cfg, positions)
+    gemm = counts["gemm_flops"] / rates["gemm_flops_per_s"]
+    exp = counts["state_updates"] / rates["exp_per_s"]
+    return {**counts, **rates, "gemm_seconds": gemm, "exp_seconds": exp,
+            "floor_seconds": gemm + exp}
+
+
 def _rss_mib() -> float:
     """Current resident memory of this process (MiB), from /proc (Linux) or ru_maxrss."""
     try:
@@ -93,6 +152,10 @@ def _worker(impl: str, workdir: Path, threads: int, repeats: int) -> dict:
     """Time ``repeats`` forward passes of one implementation; save its logits; return figures."""
     torch.set_num_threads(threads)
     model = load_model(workdir / "model")
+    if impl == "floor":
+        positions = int(np.load(workdir / "tokens.npy").size)
+        return {"implementation": impl,
+                **floor_seconds(model.config, positions, measure_rates(model.config, threads))}
     if impl == "transformers":
         try:
             model = to_transformers(model)
@@ -140,6 +203,10 @@ def run(preset: str, length: int, batch: int, threads: int, repeats: int,
         np.save(workdir / "tokens.npy", rng.integers(A, T + 1, (batch, length), dtype=np.int64))
         impls = IMPLEMENTATIONS if baseline else IMPLEMENTATIONS[:1]
         rows = [_run_worker(impl, workdir, threads, repeats) for impl in impls]
+        floor = _run_worker("floor", workdir, threads, repeats)
+        for row in rows:
+            if "skipped" not in row and "floor_seconds" in floor:
+                row["times_floor"] = row["seconds"] / floor["floor_seconds"]
         if all("skipped" not in row for row in rows) and len(rows) == 2:
             ours, theirs = (np.load(workdir / f"logits-{i}.npy") for i in impls)
             rows[1]["max_abs_logit_diff"] = float(np.abs(ours - theirs).max())
@@ -148,24 +215,33 @@ def run(preset: str, length: int, batch: int, threads: int, repeats: int,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores visible, "
                        f"{threads} threads used", "python": platform.python_version(),
             "torch": torch.__version__, "preset": preset, "parameters": model.num_parameters(),
-            "length": length, "batch": batch, "repeats": repeats, "results": rows}
+            "length": length, "batch": batch, "repeats": repeats, "results": rows,
+            "floor": floor}
 
 
 def _table(result: dict) -> str:
     lines = [f"{result['preset']} ({result['parameters']:,} parameters), batch {result['batch']}"
              f" x L {result['length']:,}, {result['machine']}, torch {result['torch']}",
              f"{'implementation':<14} {'seconds':>8} {'bases/s':>9} {'peak RSS MiB':>13} "
-             f"{'fwd +RSS MiB':>13}"]
+             f"{'fwd +RSS MiB':>13} {'x floor':>8}"]
     for row in result["results"]:
         if "skipped" in row:
             lines.append(f"{row['implementation']:<14} skipped: {row['skipped']}")
             continue
         lines.append(f"{row['implementation']:<14} {row['seconds']:>8.2f} "
                      f"{row['bases_per_s']:>9.0f} {row['peak_rss_mib']:>13.0f} "
-                     f"{row['forward_rss_increase_mib']:>13.0f}")
+                     f"{row['forward_rss_increase_mib']:>13.0f} "
+                     f"{row.get('times_floor', float('nan')):>8.1f}")
         if "speedup_of_mambadna" in row:
             lines.append(f"mambadna is {row['speedup_of_mambadna']:.2f}x faster; max |logit "
                          f"difference| {row['max_abs_logit_diff']:.2e}")
+    floor = result["floor"]
+    if "floor_seconds" in floor:
+        lines.append(
+            f"floor {floor['floor_seconds']:.3f} s = GEMM {floor['gemm_flops'] / 1e9:.1f} GFLOP at "
+            f"{floor['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s ({floor['gemm_seconds']:.3f} s) + "
+            f"{floor['state_updates'] / 1e6:.0f} M exps at {floor['exp_per_s'] / 1e9:.2f} G/s "
+            f"({floor['exp_seconds']:.3f} s)")
     return "\n".join(lines)
 
 
@@ -179,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", default="model_bench.json", help="where to write the result")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the transformers baseline")
-    parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

@@ -1,7 +1,8 @@
 """The selective scan's public function: validates its arguments and picks an implementation.
 
-- ``selective_scan``: the Triton kernels (``triton.py``) on CUDA tensors, the chunked PyTorch
-  scan (``naive.py``) on CPU; ``backend`` forces one. The contract (shapes, dtypes, gradients)
+- ``selective_scan``: the Triton kernels (``triton.py``) on CUDA tensors, the compiled C kernel
+  (``cpu.py``) on CPU where it was built, else the chunked PyTorch scan (``naive.py``);
+  ``backend`` forces one. The contract (shapes, dtypes, gradients)
   is in its docstring and kernels/README.md.
 
 Modules (the model) call this function only, never an implementation directly.
@@ -13,6 +14,7 @@ import logging
 
 import torch
 
+from mambadna.kernels.selective_scan import cpu
 from mambadna.kernels.selective_scan.config import ScanConfig
 from mambadna.kernels.selective_scan.naive import (
     selective_scan_chunked,
@@ -21,7 +23,7 @@ from mambadna.kernels.selective_scan.naive import (
 
 __all__ = ["BACKENDS", "selective_scan"]
 
-BACKENDS = ("auto", "triton", "reference", "loop")
+BACKENDS = ("auto", "triton", "compiled", "reference", "loop")
 
 _log = logging.getLogger(__name__)
 _fallback_logged = False
@@ -94,11 +96,13 @@ def selective_scan(
     state after the last position, (batch, dim, N), which can be passed back as
     ``initial_state`` to continue the sequence exactly.
 
-    ``backend``: "auto" (Triton on CUDA, chunked PyTorch on CPU), "triton" (forced; runs on CPU
-    tensors under TRITON_INTERPRET=1), "reference" (chunked PyTorch), "loop" (the per-position
-    definition; tiny inputs only). ``config``: a ``ScanConfig``, the Triton kernels' tiling
-    for this call (None: the innermost ``with scan_config(...)`` block's, else the defaults,
-    the fastest measured; see ``config.py``); the PyTorch backends ignore it.
+    ``backend``: "auto" (Triton on CUDA; on CPU the compiled kernel where it applies, else
+    chunked PyTorch), "triton" (forced; runs on CPU tensors under TRITON_INTERPRET=1),
+    "compiled" (the C kernel, forced: CPU tensors, not fp64, N <= 64), "reference" (chunked
+    PyTorch), "loop" (the per-position definition; tiny inputs only). ``config``: a
+    ``ScanConfig``, the Triton kernels' tiling for this call (None: the innermost ``with
+    scan_config(...)`` block's, else the defaults, the fastest measured; see ``config.py``);
+    the other backends ignore it.
     """
     _check(backend in BACKENDS, f"backend must be one of {BACKENDS}, got {backend!r}")
     _check(config is None or isinstance(config, ScanConfig),
@@ -110,6 +114,14 @@ def selective_scan(
         return selective_scan_reference(*args)
     if backend == "reference":
         return selective_scan_chunked(*args)
+    if backend == "compiled":
+        _check(cpu.available(), "backend='compiled' needs the compiled CPU kernel, which was not "
+               "built at install (no C compiler?); reinstall with a C compiler or use "
+               "backend='reference'")
+        _check(not u.is_cuda, "backend='compiled' runs on CPU tensors only")
+        _check(_compiled_applies(u, delta, A, B, C, initial_state),
+               f"backend='compiled' takes fp32/bf16/fp16 inputs and N <= {cpu.max_state()}")
+        return cpu.selective_scan_compiled(*args)
     if backend == "triton" or u.is_cuda:
         impl = _triton_impl()
         if impl is not None:
@@ -124,4 +136,14 @@ def selective_scan(
             _log.warning("Triton is not available: selective_scan falls back to the PyTorch "
                          "reference on CUDA (slow); pip install 'mambadna[gpu]' to fix")
             _fallback_logged = True
+    if u.device.type == "cpu" and cpu.available() and _compiled_applies(
+            u, delta, A, B, C, initial_state):
+        return cpu.selective_scan_compiled(*args)
     return selective_scan_chunked(*args)
+
+
+def _compiled_applies(u, delta, A, B, C, initial_state) -> bool:
+    """Inputs the compiled CPU kernel takes: no fp64 (gradcheck stays on the reference), N <= 64."""
+    tensors = (u, delta, A, B, C, initial_state)
+    return (A.shape[1] <= cpu.max_state()
+            and all(t is None or t.dtype != torch.float64 for t in tensors))

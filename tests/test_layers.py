@@ -88,6 +88,9 @@ def _module_name(path: Path) -> str:
 
 MODULES = {_module_name(p): p for folder in ("mambadna", "kernels")
            for p in sorted((ROOT / folder).rglob("*.py"))}
+# Compiled extensions (their C sources, built by setup.py) import nothing: leaves of the graph.
+EXTENSIONS = {_module_name(p.with_suffix(".py")) for folder in ("mambadna", "kernels")
+              for p in sorted((ROOT / folder).rglob("*.c"))}
 
 
 def _unit(module: str) -> str:
@@ -131,6 +134,8 @@ def _resolve(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
                  for alias in node.names]
     out = []
     for name in names:
+        if name in EXTENSIONS:
+            continue
         while name and name not in MODULES:  # `import mambadna.io.files` -> the module
             name = name.rpartition(".")[0]
         if name.startswith("mambadna") and name != module:

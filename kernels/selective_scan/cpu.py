@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 
 try:
-    from mambadna.kernels.selective_scan import _cpu_scan
+    import mambadna.kernels.selective_scan._cpu_scan as _cpu_scan
 except ImportError:  # built at install when a C compiler is present (setup.py)
     _cpu_scan = None
 

@@ -180,6 +180,9 @@ def _reader_options(command):
                           "FASTA, BAM or CRAM."),
         click.option("--reference", type=click.Path(dir_okay=False),
                      help="Reference FASTA of CRAM inputs (required for CRAM)."),
+        click.option("--reindex", is_flag=True,
+                     help="Rebuild an index (.fai, .gzi, .bai, .csi, .crai) older than its "
+                          "file instead of refusing it; builds a missing BAM/CRAM index."),
         click.option("--include-secondary", is_flag=True, help="Keep secondary alignments."),
         click.option("--include-supplementary", is_flag=True,
                      help="Keep supplementary alignments."),

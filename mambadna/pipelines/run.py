@@ -15,6 +15,7 @@ from mambadna._version import __version__
 from mambadna.errors import ConfigError
 from mambadna.io import ReadOptions
 from mambadna.model import MambaDNA
+from mambadna.model.memory import check_device_fits
 from mambadna.pipelines.inference import (
     Reducer,
     WindowRunner,
@@ -114,6 +115,9 @@ def open_run(model_or_dir, inputs: Inputs, opts: RunOptions, reducer: Callable[[
                           rc_average=opts.rc_average, precision=opts.precision,
                           progress=progress,
                           on_record=lambda record, n: seen.append((record, n)))
+    check_device_fits(model.config, model.device, training=False, bf16=runner.bf16,
+                      tokens=opts.batch_size * spec.window * (2 if opts.rc_average else 1),
+                      resident=True)  # before the first batch: say what fits, not OOM
     return Run(model, spec, records, runner, progress, seen)
 
 

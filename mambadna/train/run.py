@@ -32,6 +32,7 @@ from mambadna.errors import ConfigError, InputError, UnsafeFileError
 from mambadna.io.files import check_path
 from mambadna.manifests.labelled import ManifestRow, read_manifest
 from mambadna.model import MambaDNA, ModelConfig, load_model
+from mambadna.model.memory import check_device_fits
 from mambadna.model.network import check_fits
 from mambadna.train.callbacks import (
     AttemptMarker,
@@ -148,6 +149,21 @@ def _write_config(folder: RunFolder, config: TrainConfig, resolved: dict) -> Non
               "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               **resolved}
     write_atomic(folder.config, dump_yaml({**config.to_dict(), "resolved": record}))
+
+
+def _check_device_memory(config: TrainConfig, trainer: pl.Trainer, model: ModelConfig,
+                         schedule: SeqLenSchedule) -> None:
+    """On a GPU, refuse a model and micro-batch that cannot fit (weights, gradients, AdamW,
+    activations) before the first step, saying what fits; off CUDA nothing is checked here
+    (the host check ran when the config was read)."""
+    if not _uses_gpu(config):
+        return
+    fsdp = config.strategy == "fsdp"
+    for stage in schedule.stages:  # the micro-batch holds the same tokens in every stage
+        check_device_fits(model, trainer.strategy.root_device, tokens=stage.tokens,
+                          training=True, bf16="bf16" in str(trainer.precision),
+                          checkpointing=config.uses_checkpointing(stage.tokens),
+                          shards=trainer.world_size if fsdp else 1)
 
 
 # ---------------------------------------------------------------------- export
@@ -300,6 +316,8 @@ def _run(config: TrainConfig, prepare: Callable[[RunFolder, bool], _Task],
         resolved.update(_trainer_record(trainer, config, schedule))
         for stage in schedule.stages:
             task.examples.check(stage.seq_len)
+        _check_device_memory(config, trainer, ModelConfig.from_dict(task.record["model"]),
+                             schedule)
         val = task.val()
         if leader:
             _write_config(folder, config, {**resolved, **task.record})

@@ -279,7 +279,8 @@ def _pipeline_options(command):
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA if available), cpu, cuda, cuda:1, ..."),
         click.option("--devices", default=1, show_default=True, type=click.IntRange(min=1),
-                     help="Split the records over this many GPUs (one process each)."),
+                     help="Split the records over this many GPUs (one process each; with "
+                          "--device cpu, this many CPU processes)."),
         click.option("--precision", default="auto", show_default=True,
                      type=click.Choice(["auto", "bf16", "fp32"]),
                      help="auto: bf16 autocast on CUDA, fp32 on CPU."),

@@ -202,8 +202,8 @@ def classify_rank(model_dir: str, inputs: Inputs, path: Path, opts: RunOptions, 
 
 
 def classify_on_devices(model_or_dir, inputs: Inputs, opts: RunOptions, *, per_window: bool,
-                        device_type: str = "cuda",
-                        processes: bool | None = None) -> ClassifyResult:
+                        device_type: str | None = None,
+                        processes: bool = True) -> ClassifyResult:
     """``classify`` over ``opts.devices`` ranks -> ClassifyResult (frame with record_index)."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mambadna-") as folder, \

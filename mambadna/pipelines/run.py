@@ -50,7 +50,8 @@ class RunOptions:
     device: str | None = None
     """"cpu", "cuda", "cuda:1"...; None: CUDA if available, else CPU."""
     devices: int = 1
-    """GPUs to split the records over (one process and one part file per GPU)."""
+    """GPUs to split the records over (one process and one part file per GPU); with device
+    "cpu", CPU processes (torch.distributed over gloo)."""
     precision: str = "auto"
     """"auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"."""
     progress: bool | None = None
@@ -75,10 +76,11 @@ class RunOptions:
         if isinstance(self.devices, bool) or not isinstance(self.devices, int) \
                 or self.devices < 1:
             raise ConfigError(f"--devices must be a positive integer, got {self.devices!r}")
-        if self.devices > 1 and self.device not in (None, "auto", "cuda"):
-            raise ConfigError(f"--devices {self.devices} splits the work over CUDA devices; "
-                              f"it cannot be combined with --device {self.device}",
-                              fix="leave --device out (or use --device cuda)")
+        if self.devices > 1 and self.device not in (None, "auto", "cuda", "cpu"):
+            raise ConfigError(f"--devices {self.devices} splits the work over CUDA devices "
+                              f"(or CPU processes); it cannot be combined with --device "
+                              f"{self.device}",
+                              fix="leave --device out, or use --device cuda or --device cpu")
 
 
 @dataclass

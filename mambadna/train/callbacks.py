@@ -245,16 +245,24 @@ class SaveOnInterrupt(pl.Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if trainer.global_step == 0 or trainer.state.fn != "fit":
             return
-        loop = trainer.fit_loop.epoch_loop
-        saved = (copy.deepcopy(loop.batch_progress.state_dict()), loop._batches_that_stepped)
-        _as_if_saved_at_batch_end(trainer)
-        try:
-            save_checkpoint(trainer, self.path)
-        finally:
-            loop.batch_progress.load_state_dict(saved[0])
-            loop._batches_that_stepped = saved[1]
+        save_resumable(trainer, self.path)
         rank_zero_info(f"saved {self.path} at step {trainer.global_step}; continue with "
                        "--resume")
+
+
+def save_resumable(trainer: pl.Trainer, path: str | Path) -> None:
+    """``save_checkpoint`` with the loop counters of a save at the end of the last optimizer
+    step, wherever training stopped (an interrupt, or the end of ``fit``): a run resumed from
+    it (``--resume``, with a higher --max-steps after a finished run) logs and numbers its
+    steps on from there, as an uninterrupted run does."""
+    loop = trainer.fit_loop.epoch_loop
+    saved = (copy.deepcopy(loop.batch_progress.state_dict()), loop._batches_that_stepped)
+    _as_if_saved_at_batch_end(trainer)
+    try:
+        save_checkpoint(trainer, path)
+    finally:
+        loop.batch_progress.load_state_dict(saved[0])
+        loop._batches_that_stepped = saved[1]
 
 
 def _as_if_saved_at_batch_end(trainer) -> None:

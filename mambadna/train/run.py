@@ -41,7 +41,7 @@ from mambadna.train.callbacks import (
     SaveLast,
     SaveOnInterrupt,
     SeqLenWarmup,
-    save_checkpoint,
+    save_resumable,
 )
 from mambadna.train.config import FinetuneConfig, PretrainConfig, TrainConfig, dump_yaml
 from mambadna.train.modules import ClassifierModule, LanguageModelModule, OptimSettings
@@ -236,7 +236,10 @@ def _fit(config: TrainConfig, folder: RunFolder, module: pl.LightningModule,
         # Lightning finishes the step in progress and SaveOnInterrupt writes last.ckpt, but
         # its exception is a SystemExit of status 0: a scheduler would think the run done
         raise SystemExit(128 + signal.SIGTERM) from None
-    save_checkpoint(trainer, folder.last_checkpoint)
+    # the counters of a save at the last step's end: a finished run resumed with a higher
+    # --max-steps numbers its steps on from there (a plain save after fit logged them one
+    # late per attempt)
+    save_resumable(trainer, folder.last_checkpoint)
     trainer.strategy.barrier("mambadna-export")
     if not trainer.is_global_zero:
         return RunResult(folder.path, None, None, is_global_zero=False)

@@ -29,6 +29,7 @@ import ctypes
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import signal
@@ -48,6 +49,7 @@ from mambadna.atomic import remove_stale, temporary_name
 from mambadna.errors import ConfigError, InputError, MambaDNAError
 from mambadna.model import MambaDNA
 from mambadna.pipelines.run import Inputs, RunOptions
+from mambadna.pipelines.sources import RecordStream
 
 INDEX = "record_index"
 RANK_TIMEOUT = dt.timedelta(minutes=30)
@@ -182,6 +184,8 @@ def _spawn(job: RankJob) -> int:
     import torch.multiprocessing as mp
 
     threads = max(1, torch.get_num_threads() // job.n) if job.device_type == "cpu" else 1
+    # torch logs each rank it terminates after another failed; the error itself is what to say
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     context = mp.start_processes(_worker, args=(job, threads), nprocs=job.n, join=False,
                                  start_method="spawn")
     try:
@@ -306,6 +310,9 @@ def run_on_devices(work: RankWork, model_or_dir, inputs: Inputs, opts: RunOption
     device_type = device_type or device_type_of(opts)
     check_devices(opts.devices, device_type)
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    # the inputs' paths and indexes, once, before any rank starts (a stale index is refused,
+    # or rebuilt here with --reindex rather than by every rank at once)
+    RecordStream(paths, opts.read).close()
     beside = Path(beside)
     remove_stale(beside.parent)  # the dataset folders of killed runs (this host's only)
     folder = temporary_name(beside)

@@ -81,6 +81,7 @@ def test_one_ranks_error_stops_all_ranks(tmp_path, model_dir, slow_and_bad):
     message = result.output.strip().splitlines()[-1]
     assert message.startswith(f"error: {slow_and_bad}") and "record 'bad'" in message
     assert "position 10" in message and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1  # the error, nothing else
     # rank 0 alone needs ~2 minutes for its 1 Mb (8.7 k bases/s at window 64 on this CPU)
     assert elapsed < 60, elapsed
     assert not out.exists() and hidden(tmp_path) == []

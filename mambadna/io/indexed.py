@@ -97,13 +97,13 @@ def rebuild_fasta_index(path: str | os.PathLike) -> list[Path]:
             pysam.faidx(*args)
         except pysam.SamtoolsError as err:
             raise FormatError(
-                f"cannot index this FASTA ({_first_line(err)})", path=path,
+                f"cannot index this FASTA ({_last_line(err)})", path=path,
                 fix="an indexed FASTA needs lines of equal length within each record: "
                     "rewrap it (e.g. `seqkit seq -w 60`)") from None
     return [fai, gzi] if kind == "bgzip" else [fai]
 
 
-def _first_line(err: BaseException) -> str:
+def _last_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[-1][:200] if text else type(err).__name__
 
@@ -115,16 +115,16 @@ def check_fasta_index(path: str | os.PathLike, *, reindex: bool = False) -> None
     would silently change what is read. reindex: rebuild such an index instead (pysam,
     atomically) and check the new one."""
     try:
-        _check_fasta_index(Path(path), reindex=False)
+        _check_fasta_index(Path(path), offer_reindex=True)
     except IndexRequiredError:
         if not reindex:
             raise
         rebuild_fasta_index(path)
-        _check_fasta_index(Path(path), reindex=True)
+        _check_fasta_index(Path(path), offer_reindex=False)
 
 
-def _check_fasta_index(path: Path, reindex: bool) -> None:
-    fix = f"index it again: samtools faidx {path.name}" + ("" if reindex else REINDEX)
+def _check_fasta_index(path: Path, offer_reindex: bool) -> None:
+    fix = f"index it again: samtools faidx {path.name}" + (REINDEX if offer_reindex else "")
     fai = Path(f"{path}.fai")
     check_index_age(path, fai, fix)
     kind = compression(path)

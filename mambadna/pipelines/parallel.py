@@ -52,8 +52,10 @@ from mambadna.pipelines.run import Inputs, RunOptions
 from mambadna.pipelines.sources import RecordStream
 
 INDEX = "record_index"
-RANK_TIMEOUT = dt.timedelta(minutes=30)
-"""How long a collective waits for the other ranks (a rank reading a long record is slow)."""
+RANK_TIMEOUT = dt.timedelta(days=7)
+"""How long the closing collective waits for the other ranks: ranks may finish hours apart
+(one holds chr1, another chrY); a rank that fails or dies is caught by the parent instead,
+which stops the others at once."""
 
 
 def device_type_of(opts: RunOptions) -> str:

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 import torch
 
 import mambadna.errors as domain_errors
-from mambadna.atomic import remove_stale, temporary_name
+from mambadna.atomic import remove_stale, signals_raise, temporary_name
 from mambadna.errors import ConfigError, InputError, MambaDNAError
 from mambadna.model import MambaDNA
 from mambadna.pipelines.run import Inputs, RunOptions
@@ -318,7 +318,8 @@ def run_on_devices(work: RankWork, model_or_dir, inputs: Inputs, opts: RunOption
     beside = Path(beside)
     remove_stale(beside.parent)  # the dataset folders of killed runs (this host's only)
     folder = temporary_name(beside)
-    with saved_model(model_or_dir) as model_dir:
+    # SIGTERM (a scheduler stopping the job) ends the ranks and removes the folder, as Ctrl-C
+    with signals_raise(), saved_model(model_or_dir) as model_dir:
         folder.mkdir()
         try:
             job = RankJob(work, model_dir, [os.fspath(p) for p in paths], opts, folder,

@@ -123,8 +123,11 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow  # ~20 s: a run killed while its ranks work, then a second run
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigkill_leaves_no_worker_and_the_next_run_cleans_up(tmp_path, model_dir,
-                                                             write_fasta, random_dna):
+@pytest.mark.parametrize("signum", ["SIGKILL", "SIGTERM"])
+def test_a_killed_run_leaves_no_worker_and_no_folder_behind(tmp_path, model_dir, write_fasta,
+                                                            random_dna, signum):
+    """SIGTERM: the ranks end and the folder goes at once (exit status 143); SIGKILL: the
+    ranks die with their parent and the next write into the folder removes it."""
     long = write_fasta(tmp_path / "g.fa", {"a": random_dna(400_000), "b": random_dna(400_000)})
     pysam.faidx(str(long))
     out = tmp_path / "e.parquet"
@@ -142,13 +145,17 @@ def test_sigkill_leaves_no_worker_and_the_next_run_cleans_up(tmp_path, model_dir
     workers = [c for c in _children(proc.pid)
                if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
     assert len(workers) == 2 and len(folders) == 1
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, getattr(signal, signum))
+    status = proc.wait(timeout=30)
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(Path(f"/proc/{w}").exists() for w in workers)  # died with the parent
-    assert folders[0].is_dir() and not out.exists()
+    assert not out.exists()
+    if signum == "SIGTERM":
+        assert status == 128 + signal.SIGTERM and hidden(tmp_path) == []
+        return
+    assert status == -signal.SIGKILL and folders[0].is_dir()
     small = write_fasta(tmp_path / "s.fa", {"r0": random_dna(64)})
     again = embed_cli("--model", model_dir, small, "-o", tmp_path / "s.parquet",
                       "--device", "cpu")

@@ -1,5 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test` (`make test-fast` is the
-# inner loop).
+# Two entry points for a fresh machine: `make demo` and `make test` (alias `make test-all`;
+# `make test-fast` is the inner loop).
 # Each creates .venv if missing, installs the package (editable) and runs.
 
 PYTHON ?= python3
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.mambadna-installed
 TORCH_CPU ?= torch==2.13.0
 DEMO_DIR ?= demo_out
 
-.PHONY: demo test test-fast test-gpu lint clean
+.PHONY: demo test test-all test-fast test-gpu lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check mambadna kernels tests benchmarks
 	$(PY) -m pytest -q
+
+# The same: lint and the full suite, slow tests included (the gpu ones: make test-gpu).
+test-all: test
 
 # The inner loop: everything but the tests marked slow or gpu (under ~90 s on 2 cores).
 test-fast: $(STAMP)

@@ -122,6 +122,13 @@ def _signals_raise() -> Iterator[None]:
             _previous.clear()
 
 
+def signals_raise() -> contextlib.AbstractContextManager[None]:
+    """While the block runs, SIGTERM and SIGHUP raise SystemExit (status 128 + signal) in the
+    main thread, so ``finally`` clauses clean up: for writers that hold temporaries outside
+    ``atomic_file`` (the part folders of a multi-device run)."""
+    return _signals_raise()
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file's (or a folder's entries') data to disk."""
     fd = os.open(path, os.O_RDONLY)

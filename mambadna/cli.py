@@ -188,6 +188,9 @@ def _reader_options(command):
                           "read is read once). Needs an indexed FASTA, BAM or CRAM."),
         click.option("--reference", type=click.Path(dir_okay=False),
                      help="Reference FASTA of CRAM inputs (required for CRAM)."),
+        click.option("--reindex", is_flag=True,
+                     help="Rebuild an index (.fai, .gzi, .bai, .csi, .crai) older than its "
+                          "file instead of refusing it; builds a missing BAM/CRAM index."),
         click.option("--include-secondary", is_flag=True, help="Keep secondary alignments."),
         click.option("--include-supplementary", is_flag=True,
                      help="Keep supplementary alignments."),
@@ -293,7 +296,8 @@ def _pipeline_options(command):
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA if available), cpu, cuda, cuda:1, ..."),
         click.option("--devices", default=1, show_default=True, type=click.IntRange(min=1),
-                     help="Split the records over this many GPUs (one process each)."),
+                     help="Split the records over this many GPUs (one process each; with "
+                          "--device cpu, this many CPU processes)."),
         click.option("--context-parallel", default=1, show_default=True,
                      type=click.IntRange(min=1),
                      help="GPUs of --devices that split each window along its length "

@@ -35,8 +35,8 @@ LAYERS: dict[str, tuple[set[str], str]] = {
     "atomic": ({"_version", "errors"}, "atomic files and folders: under every writer"),
     "regions": ({"_version", "errors"},
                 "the name:start-end notation (samtools'), parsed and printed in one place"),
-    "io": ({*BASE, "alphabet", "regions"},
-           "readers: torch-free, know nothing of stores or models"),
+    "io": ({*BASE, "alphabet", "regions", "atomic"},
+           "readers: torch-free, know nothing of stores or models; rebuilt indexes are atomic"),
     "kernels": (set(), "the ops (context parallelism included: torch.distributed only): "
                        "import nothing of mambadna, so they can be vendored"),
     "manifests": ({*BASE, "atomic", "io"},

@@ -146,3 +146,34 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (run / "report" / "pretraining_loss_curves.svg").exists()
     assert (run / "report" / "report.html").read_text().count("<svg") >= 3
     assert len(list((run / "embeddings").glob("*.parquet"))) == 2
+
+
+# --- the SLURM recipe (workflows/slurm) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_the_sbatch_script_launches_one_pretrain_task_per_gpu(tmp_path, resumed):
+    """Run the sbatch script with a stand-in ``srun`` that records its arguments; they must
+    parse as `mambadna pretrain` options (click refuses unknown ones) and ask for all GPUs."""
+    from mambadna.cli import cli
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$SRUN_ARGS"\n')
+    (bin_dir / "srun").chmod(0o755)
+    run = tmp_path / "run"
+    if resumed:
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SRUN_ARGS": str(tmp_path / "args"),
+           "RUN_DIR": str(run), "SLURM_NTASKS_PER_NODE": "4", "SLURM_JOB_NUM_NODES": "2",
+           "SLURM_CPUS_PER_TASK": "8"}
+    done = subprocess.run(["bash", str(WORKFLOW / "slurm" / "pretrain.sbatch"), "--max-steps",
+                           "10"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[:3] == ["--kill-on-bad-exit=1", "mambadna", "pretrain"]
+    ctx = cli.commands["pretrain"].make_context("pretrain", args[3:])
+    assert (str(ctx.params["devices"]), ctx.params["num_nodes"]) == ("4", 2)
+    assert ctx.params["strategy"] == "ddp" and ctx.params["max_steps"] == 10
+    assert ctx.params["out_dir"] == str(run) and bool(ctx.params["resume"]) == resumed

@@ -85,6 +85,7 @@ def read_records(
     reference: the reference FASTA of a CRAM file (required for CRAM, ignored otherwise).
     flags: which alignments to keep (BAM/CRAM/SAM only).
     allow_duplicates: accept repeated record names.
+    reindex: rebuild an index that no longer fits its file instead of refusing it.
     on_problem: receives recoverable problems (the record is skipped) instead of raising.
     The path and format are checked now; records are read lazily.
     """
@@ -97,7 +98,7 @@ def read_records(
     fmt = options.format_of(path)
     regions = list(options.region)
     if fmt == "fasta":
-        records = (read_fasta_regions(path, regions) if regions
+        records = (read_fasta_regions(path, regions, reindex=options.reindex) if regions
                    else read_fasta(path, on_problem=on_problem))
     elif fmt == "fastq":
         if regions:
@@ -106,7 +107,7 @@ def read_records(
         records = read_fastq(path, on_problem=on_problem)
     else:
         records = read_alignments(path, fmt, regions=regions, reference=options.reference,
-                                  flags=options.flags)
+                                  flags=options.flags, reindex=options.reindex)
     if options.allow_duplicates:
         return records
     return _unique(records, on_problem)

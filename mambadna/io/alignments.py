@@ -10,7 +10,9 @@
   overlap: each read is read once, under its own name, at the first region (in the order
   given) that it overlaps, so overlapping regions never repeat a read (``samtools view -M``
   drops the repeats too; it keeps file order, we keep the order of the regions). Without the
-  reference htslib would try to download it, which a tool must never do silently.
+  reference htslib would try to download it, which a tool must never do silently. An index
+  older than its file is refused, or rebuilt with ``reindex=True`` (``--reindex``), which also
+  builds a missing one (``samtools index`` through pysam, renamed into place when whole).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mambadna.atomic import atomic_file
 from mambadna.errors import (
     ConfigError,
     FormatError,
@@ -29,7 +32,7 @@ from mambadna.errors import (
     MambaDNAError,
 )
 from mambadna.io.files import check_path
-from mambadna.io.indexed import check_index_age
+from mambadna.io.indexed import REINDEX, check_index_age
 from mambadna.io.records import DEFAULT_FILTER, ReadFilter, Record, Region
 from mambadna.io.stdin import is_stdin, stdin_pipe
 
@@ -119,9 +122,6 @@ def _fetch(handle, path: Path, fmt: str, regions: list[Region]) -> Iterator[tupl
             f"region queries need a coordinate-sorted, indexed {kind}", path=path,
             fix=f"samtools sort -o sorted.{'cram' if fmt == 'cram' else 'bam'} {path.name} "
                 "&& samtools index sorted.*; or read the whole file without a region")
-    for suffix in (".bai", ".csi", ".crai"):  # an index written before the file changed
-        for index in (Path(f"{path}{suffix}"), path.with_suffix(suffix)):
-            check_index_age(path, index, fix=f"samtools index {path.name}")
     done: dict[str, list[Region]] = {}  # the regions already read, by sequence
     for region in regions:
         region = region.resolve(handle.references)
@@ -145,16 +145,66 @@ def _overlaps(read, region: Region) -> bool:
     return start < (region.end if region.end is not None else 1 << 62) and end > region.start
 
 
+def alignment_indexes(path: Path) -> list[Path]:
+    """The index files beside a BAM/CRAM (``r.bam.bai`` or ``r.bai``, .csi, .crai)."""
+    return [index for suffix in (".bai", ".csi", ".crai")
+            for index in dict.fromkeys((Path(f"{path}{suffix}"), path.with_suffix(suffix)))
+            if index.is_file()]
+
+
+def rebuild_alignment_index(path: str | os.PathLike, fmt: str,
+                            index: Path | None = None) -> Path:
+    """Index a coordinate-sorted BAM/CRAM with pysam (``samtools index``) into ``index``
+    (default ``FILE.bai`` / ``FILE.crai``; a .csi name gets a CSI index), atomically."""
+    path = Path(path)
+    index = Path(index) if index is not None else Path(
+        f"{path}{'.crai' if fmt == 'cram' else '.bai'}")
+    pysam = _pysam()
+    with atomic_file(index) as tmp:
+        try:
+            pysam.index(*(["-c"] if index.suffix == ".csi" else []), os.fspath(path),
+                        os.fspath(tmp))
+        except pysam.SamtoolsError as err:
+            text = str(err).strip().splitlines()
+            raise FormatError(
+                f"cannot index this {fmt.upper()} ({text[-1][:200] if text else err})",
+                path=path, fix=f"sort it by coordinate first: samtools sort -o sorted.{fmt} "
+                               f"{path.name}, then index that") from None
+    return index
+
+
+def check_alignment_index(path: Path, fmt: str, *, reindex: bool = False) -> None:
+    """Refuse an index older than its BAM/CRAM (written before the file changed: region
+    queries through it return other reads); with ``reindex`` rebuild it instead, and build
+    a missing one."""
+    if fmt == "sam":
+        return
+    found = alignment_indexes(path)
+    if not found and reindex:
+        rebuild_alignment_index(path, fmt)
+    for index in found:
+        try:
+            check_index_age(path, index, fix=f"samtools index {path.name}" + REINDEX)
+        except IndexRequiredError:
+            if not reindex:
+                raise
+            rebuild_alignment_index(path, fmt, index)
+
+
 def read_alignments(path: str | os.PathLike, fmt: str, *, regions: list[Region] | None = None,
                     reference: str | os.PathLike | None = None,
-                    flags: ReadFilter = DEFAULT_FILTER) -> Iterator[Record]:
+                    flags: ReadFilter = DEFAULT_FILTER,
+                    reindex: bool = False) -> Iterator[Record]:
     """Yield the reads of a BAM/CRAM/SAM file that pass ``flags`` (in file order).
 
     regions: only reads overlapping these intervals (0-based, half-open); needs an index.
     reference: the FASTA a CRAM was written against (required for CRAM).
+    reindex: rebuild a stale index (and build a missing one) instead of refusing it.
     """
     path = Path(path)
     source = os.fspath(path)
+    if regions:
+        check_alignment_index(path, fmt, reindex=reindex)  # before pysam opens the index
     handle = open_alignments(path, fmt, reference)
     try:
         for read, region in _fetch(handle, path, fmt, regions or []):

@@ -1,16 +1,21 @@
 """Random access into FASTA files through ``pysam.FastaFile`` (.fai, plus .gzi for bgzip).
 
 The index is built on first use when the file's folder is writable. A plain-gzip FASTA cannot
-be indexed at all: gzip has no restart points, bgzip has (and is still valid gzip).
+be indexed at all: gzip has no restart points, bgzip has (and is still valid gzip). An index
+that no longer describes its file (the file changed after indexing) is refused, or rebuilt
+when the caller allows it (``reindex=True``, ``--reindex``): with pysam (samtools faidx /
+samtools index) into a temporary name, renamed into place only once it is whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from mambadna.atomic import atomic_file
 from mambadna.errors import FormatError, IndexRequiredError, InputError
 from mambadna.io.files import check_path, compression
 from mambadna.io.options import ReadOptions
@@ -42,6 +47,9 @@ CHECKED_RECORDS = 64
 """Records of a .fai whose header line is checked on disk (the first and last ones)."""
 
 
+REINDEX = " (or pass --reindex, Python: reindex=True, to rebuild it now)"
+
+
 def check_index_age(path: Path, index: Path, fix: str) -> None:
     """Refuse an index older than its file (modified after indexing): samtools and pysam
     would read the new file at the old offsets and silently return other bases."""
@@ -67,13 +75,57 @@ def _fai_rows(fai: Path, fix: str) -> list[tuple[str, int, int, int, int]]:
     return rows
 
 
-def check_fasta_index(path: str | os.PathLike) -> None:
+def rebuild_fasta_index(path: str | os.PathLike) -> list[Path]:
+    """Index ``path`` again with pysam (``samtools faidx``): its .fai, and .gzi for bgzip.
+    Each index is written under a temporary name and renamed into place when whole, so a
+    failure or a kill leaves the old index (still refused) rather than half a new one.
+    Returns the index files written."""
+    path = Path(path)
+    kind = compression(path)
+    if kind == "gzip":
+        raise IndexRequiredError("a plain-gzip FASTA cannot be indexed", path=path,
+                                 fix=f"recompress it with bgzip: zcat {path.name} | bgzip > "
+                                     f"{path.stem}.bgz.fa.gz")
+    import pysam  # lazy: see mambadna.io.alignments
+
+    fai, gzi = Path(f"{path}.fai"), Path(f"{path}.gzi")
+    with atomic_file(fai) as tmp_fai, \
+            (atomic_file(gzi) if kind == "bgzip" else contextlib.nullcontext()) as tmp_gzi:
+        args = [os.fspath(path), "--fai-idx", os.fspath(tmp_fai)]
+        if tmp_gzi is not None:
+            args += ["--gzi-idx", os.fspath(tmp_gzi)]
+        try:
+            pysam.faidx(*args)
+        except pysam.SamtoolsError as err:
+            raise FormatError(
+                f"cannot index this FASTA ({_last_line(err)})", path=path,
+                fix="an indexed FASTA needs lines of equal length within each record: "
+                    "rewrap it (e.g. `seqkit seq -w 60`)") from None
+    return [fai, gzi] if kind == "bgzip" else [fai]
+
+
+def _last_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[-1][:200] if text else type(err).__name__
+
+
+def check_fasta_index(path: str | os.PathLike, *, reindex: bool = False) -> None:
     """Refuse a .fai (or .gzi) that does not describe ``path`` as it is now: older than the
     file, or (uncompressed FASTA) record layouts that run past the file's end, overlap, or do
     not start right after a header line. Called before every indexed read; a stale index
-    would silently change what is read."""
-    path = Path(path)
-    fix = f"index it again: samtools faidx {path.name}"
+    would silently change what is read. reindex: rebuild such an index instead (pysam,
+    atomically) and check the new one."""
+    try:
+        _check_fasta_index(Path(path), offer_reindex=True)
+    except IndexRequiredError:
+        if not reindex:
+            raise
+        rebuild_fasta_index(path)
+        _check_fasta_index(Path(path), offer_reindex=False)
+
+
+def _check_fasta_index(path: Path, offer_reindex: bool) -> None:
+    fix = f"index it again: samtools faidx {path.name}" + (REINDEX if offer_reindex else "")
     fai = Path(f"{path}.fai")
     check_index_age(path, fai, fix)
     kind = compression(path)
@@ -117,10 +169,11 @@ def check_fasta_index(path: str | os.PathLike) -> None:
 class IndexedFasta:
     """An indexed FASTA file: names, lengths and intervals without reading the whole file.
 
-    Use as a context manager or call close(); fetch() is 0-based, half-open.
+    Use as a context manager or call close(); fetch() is 0-based, half-open. reindex:
+    rebuild a stale index instead of refusing it (see check_fasta_index).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, reindex: bool = False) -> None:
         self.path = check_path(path)
         kind = compression(self.path)
         if kind == "gzip":
@@ -136,7 +189,7 @@ class IndexedFasta:
             raise IndexRequiredError(
                 f"no index ({', '.join(p.name for p in needed)}) and its folder is not "
                 "writable, so it cannot be built", path=self.path, fix=_index_fix(self.path))
-        check_fasta_index(self.path)
+        check_fasta_index(self.path, reindex=reindex)
         import pysam  # lazy: see mambadna.io.alignments
 
         try:
@@ -183,13 +236,14 @@ def fetch_interval(path: str | os.PathLike, name: str, start: int, end: int) -> 
         return fasta.fetch(name, start, end)
 
 
-def read_fasta_regions(path: str | os.PathLike, regions: list[Region]) -> Iterator[Record]:
+def read_fasta_regions(path: str | os.PathLike, regions: list[Region], *,
+                       reindex: bool = False) -> Iterator[Record]:
     """One Record per distinct region; named like samtools faidx ('chr1' or 'chr1:1001-2000').
     Overlapping regions are distinct records (their names differ); a region asked twice is
     read once."""
     source = os.fspath(path)
     seen: set[str] = set()
-    with IndexedFasta(path) as fasta:
+    with IndexedFasta(path, reindex=reindex) as fasta:
         for region in regions:
             region = region.resolve(fasta.lengths)
             if str(region) in seen:  # the same region asked twice is one record

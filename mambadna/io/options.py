@@ -40,6 +40,9 @@ class ReadOptions:
     """IUPAC ambiguity codes: read as N, or "error"."""
     on_unknown: str = "error"
     """Any other non-base character: "error", or read as N."""
+    reindex: bool = False
+    """Rebuild a .fai/.gzi/.bai/.csi/.crai that no longer fits its file (with pysam,
+    atomically) instead of refusing it; also builds a missing BAM/CRAM index."""
 
     def __post_init__(self) -> None:
         if self.fmt != "auto" and self.fmt not in FORMATS:
@@ -73,7 +76,7 @@ class ReadOptions:
                  include_supplementary: bool = False, include_qcfail: bool = False,
                  include_duplicates: bool = False, skip_unmapped: bool = False,
                  min_mapq: int = 0, allow_duplicates: bool = False, on_invalid: str = "N",
-                 on_unknown: str = "error") -> ReadOptions:
+                 on_unknown: str = "error", reindex: bool = False) -> ReadOptions:
         """From the command line's reader options (same names as the flags)."""
         flags = ReadFilter(skip_secondary=not include_secondary,
                            skip_supplementary=not include_supplementary,
@@ -81,7 +84,7 @@ class ReadOptions:
                            skip_unmapped=skip_unmapped, min_mapq=min_mapq)
         return cls(fmt=fmt, region=tuple(regions), reference=reference, flags=flags,
                    allow_duplicates=allow_duplicates, on_invalid=on_invalid,
-                   on_unknown=on_unknown)
+                   on_unknown=on_unknown, reindex=reindex)
 
     def format_of(self, path: str | os.PathLike) -> str:
         """The format of ``path``: ``fmt``, or detected from the content when "auto"."""

@@ -249,6 +249,10 @@ def write_bed_predictions(frame: pd.DataFrame, path, metadata: dict) -> None:
               use_score=True)
 
 
+RANK_BASES = b"mambadna_rank_bases"
+"""Part-file metadata key: the bases a rank classified (summed for the run's summary)."""
+
+
 def classify_rank(model_dir: str, inputs: Inputs, path: Path, opts: RunOptions, select, *,
                   per_window: bool) -> int:
     """One rank of a multi-GPU run (parallel.RankWork): its records' predictions, with
@@ -256,13 +260,14 @@ def classify_rank(model_dir: str, inputs: Inputs, path: Path, opts: RunOptions, 
     result = classify_records(model_dir, inputs, opts, per_window=per_window, select=select)
     table = pa.Table.from_pandas(result.frame, preserve_index=False)
     pq.write_table(table.replace_schema_metadata(
-        {b"mambadna": json.dumps(result.metadata).encode()}), path)
+        {b"mambadna": json.dumps(result.metadata).encode(),
+         RANK_BASES: str(result.bases).encode()}), path)
     return result.n_input_records
 
 
 def classify_on_devices(model_or_dir, inputs: Inputs, opts: RunOptions, *, per_window: bool,
-                        device_type: str = "cuda",
-                        processes: bool | None = None) -> ClassifyResult:
+                        device_type: str | None = None,
+                        processes: bool = True) -> ClassifyResult:
     """``classify`` over ``opts.devices`` ranks -> ClassifyResult (frame with record_index)."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mambadna-") as folder, \
@@ -270,9 +275,10 @@ def classify_on_devices(model_or_dir, inputs: Inputs, opts: RunOptions, *, per_w
                            Path(folder) / "predictions.parquet", device_type=device_type,
                            processes=processes, per_window=per_window) as (parts, n_records):
         frame, meta = merge_predictions(parts, devices=opts.devices)
+        bases = sum(int(pq.read_schema(p).metadata.get(RANK_BASES, b"0")) for p in parts)
     record_rows = frame[frame["start"].isna()] if "start" in frame else frame
     n_windows = int(record_rows["n_windows"].sum())
-    return ClassifyResult(frame, meta, None, n_windows, 0, time.perf_counter() - started,
+    return ClassifyResult(frame, meta, None, n_windows, bases, time.perf_counter() - started,
                           n_records)
 
 

@@ -223,8 +223,8 @@ def embed_rank(model_dir: str, inputs: Inputs, path: Path, opts: RunOptions, sel
 
 
 def embed_on_devices(model_or_dir, inputs: Inputs, out, opts: RunOptions, *, pool: str,
-                     force: bool, row_group_size: int | None, device_type: str = "cuda",
-                     processes: bool | None = None) -> EmbedResult:
+                     force: bool, row_group_size: int | None, device_type: str | None = None,
+                     processes: bool = True) -> EmbedResult:
     """``embed`` over ``opts.devices`` ranks (see mambadna.pipelines.parallel)."""
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:

@@ -15,6 +15,7 @@ from mambadna._version import __version__
 from mambadna.errors import ConfigError
 from mambadna.io import ReadOptions
 from mambadna.model import MambaDNA, context_groups
+from mambadna.model.memory import check_device_fits
 from mambadna.pipelines.inference import (
     Reducer,
     WindowRunner,
@@ -49,7 +50,8 @@ class RunOptions:
     device: str | None = None
     """"cpu", "cuda", "cuda:1"...; None: CUDA if available, else CPU."""
     devices: int = 1
-    """GPUs to split the records over (one process and one part file per GPU)."""
+    """GPUs to split the records over (one process and one part file per GPU); with device
+    "cpu", CPU processes (torch.distributed over gloo)."""
     context_parallel: int = 1
     """GPUs of ``devices`` that split each window along its length (context parallelism;
     the records are split over devices / context_parallel groups). In a rank's own options
@@ -85,10 +87,11 @@ class RunOptions:
                               f"--devices {self.devices}",
                               fix="e.g. --devices 4 --context-parallel 4 (one window over 4 "
                                   "GPUs) or 2 (two groups of 2)")
-        if self.devices > 1 and self.device not in (None, "auto", "cuda"):
-            raise ConfigError(f"--devices {self.devices} splits the work over CUDA devices; "
-                              f"it cannot be combined with --device {self.device}",
-                              fix="leave --device out (or use --device cuda)")
+        if self.devices > 1 and self.device not in (None, "auto", "cuda", "cpu"):
+            raise ConfigError(f"--devices {self.devices} splits the work over CUDA devices "
+                              f"(or CPU processes); it cannot be combined with --device "
+                              f"{self.device}",
+                              fix="leave --device out, or use --device cuda or --device cpu")
 
 
 @dataclass
@@ -134,6 +137,9 @@ def open_run(model_or_dir, inputs: Inputs, opts: RunOptions, reducer: Callable[[
                           rc_average=opts.rc_average, precision=opts.precision,
                           progress=progress, context=context,
                           on_record=lambda record, n: seen.append((record, n)))
+    check_device_fits(model.config, model.device, training=False, bf16=runner.bf16,
+                      tokens=opts.batch_size * spec.window * (2 if opts.rc_average else 1),
+                      resident=True)  # before the first batch: say what fits, not OOM
     return Run(model, spec, records, runner, progress, seen)
 
 

@@ -95,7 +95,8 @@ class RecordStream:
         self._indexed = [fasta_index_usable(p, self.options) for p in self.inputs]
         for path, indexed in zip(self.inputs, self._indexed):
             if indexed:
-                check_fasta_index(path)  # a stale index: refused before any work
+                # a stale index: refused (or rebuilt, --reindex) before any work
+                check_fasta_index(path, reindex=self.options.reindex)
 
     def total_bases(self) -> int | None:
         """Bases of all inputs when every input is an indexed FASTA (for progress), else None."""

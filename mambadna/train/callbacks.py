@@ -10,13 +10,16 @@ checkpointing on for the stages long enough to need it.
 from __future__ import annotations
 
 import copy
+import os
+import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from mambadna.atomic import atomic_file
 from mambadna.data.schedule import SeqLenSchedule
@@ -37,12 +40,86 @@ def save_checkpoint(trainer: pl.Trainer, path: str | Path) -> None:
 class BestCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint for the best-validation file (best-step=N.ckpt), written
     atomically. last.ckpt is SaveLast's: ModelCheckpoint rewrites its last file only when it
-    saved a top-k one at that step, so after a kill --resume went back to the best step."""
+    saved a top-k one at that step, so after a kill --resume went back to the best step.
+
+    On resume the best score comes back even where Lightning would drop it (after which the
+    first validation of the resumed run counts as the best, however bad, and model_best/ is
+    exported from it): a last.ckpt written before this class existed keeps the state under
+    ModelCheckpoint's key; one without the entry (hand-made, or written by another tool) gets
+    it from the best-*.ckpt file beside it; a run folder moved since (Lightning compares the
+    folder's path) keeps it when the best file moved along."""
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         save_checkpoint(trainer, filepath)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        states = checkpoint.setdefault("callbacks", {})
+        if self.monitor is None or self.state_key in states:
+            return
+        state = _best_state(states, self.monitor) or self._state_from_disk()
+        if state is None:
+            rank_zero_warn(f"the checkpoint records no best {self.monitor} and no best-*.ckpt "
+                           f"is left in {self.dirpath}: the first validation of this resumed "
+                           "run starts the best score afresh")
+            return
+        states[self.state_key] = state
+
+    def _state_from_disk(self) -> dict | None:
+        """The state saved inside the best file(s) of ``dirpath`` (each holds itself as best)."""
+        if not self.dirpath or not Path(self.dirpath).is_dir():
+            return None
+        found = []
+        for path in sorted(Path(self.dirpath).glob("best-*.ckpt")):
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError):
+                continue  # unreadable or unsafe: not a source of the score
+            state = _best_state(saved.get("callbacks") or {}, self.monitor) \
+                if isinstance(saved, dict) else None
+            if state is not None and Path(state["best_model_path"]).name == path.name:
+                found.append(state)
+        if not found:
+            return None
+        sign = -1 if self.mode == "max" else 1
+        return min(found, key=lambda s: sign * float(s["best_model_score"]))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = dict(state_dict)
+        moved = state.get("dirpath")
+        if moved and self.dirpath and os.fspath(moved) != os.fspath(self.dirpath):
+            state = _rebased(state, Path(self.dirpath))
+        super().load_state_dict(state)
+
+
+def _best_state(states: dict, monitor: str) -> dict | None:
+    """The ModelCheckpoint state (under any key: ours, Lightning's, an older class name) that
+    tracks ``monitor`` and holds a best score."""
+    for key, state in states.items():
+        if (isinstance(key, str) and "Checkpoint{" in key and isinstance(state, dict)
+                and state.get("monitor") == monitor
+                and state.get("best_model_score") is not None and state.get("best_model_path")):
+            return state
+    return None
+
+
+def _rebased(state: dict, folder: Path) -> dict:
+    """``state`` with its paths moved into ``folder`` (the run folder was moved), if the best
+    file is there; else unchanged (Lightning then keeps only the best path, with a warning)."""
+    best = folder / Path(state.get("best_model_path") or "").name
+    if not state.get("best_model_path") or not best.is_file():
+        return state
+
+    def move(path):
+        return os.fspath(folder / Path(path).name) if path else path
+
+    return {**state, "dirpath": os.fspath(folder),
+            "best_model_path": move(state["best_model_path"]),
+            "kth_best_model_path": move(state.get("kth_best_model_path")),
+            "last_model_path": move(state.get("last_model_path")),
+            "best_k_models": {move(k): v for k, v in (state.get("best_k_models") or {}).items()
+                              if (folder / Path(k).name).is_file()}}
 
 
 class SaveLast(Checkpoint):
@@ -168,16 +245,24 @@ class SaveOnInterrupt(pl.Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if trainer.global_step == 0 or trainer.state.fn != "fit":
             return
-        loop = trainer.fit_loop.epoch_loop
-        saved = (copy.deepcopy(loop.batch_progress.state_dict()), loop._batches_that_stepped)
-        _as_if_saved_at_batch_end(trainer)
-        try:
-            save_checkpoint(trainer, self.path)
-        finally:
-            loop.batch_progress.load_state_dict(saved[0])
-            loop._batches_that_stepped = saved[1]
+        save_resumable(trainer, self.path)
         rank_zero_info(f"saved {self.path} at step {trainer.global_step}; continue with "
                        "--resume")
+
+
+def save_resumable(trainer: pl.Trainer, path: str | Path) -> None:
+    """``save_checkpoint`` with the loop counters of a save at the end of the last optimizer
+    step, wherever training stopped (an interrupt, or the end of ``fit``): a run resumed from
+    it (``--resume``, with a higher --max-steps after a finished run) logs and numbers its
+    steps on from there, as an uninterrupted run does."""
+    loop = trainer.fit_loop.epoch_loop
+    saved = (copy.deepcopy(loop.batch_progress.state_dict()), loop._batches_that_stepped)
+    _as_if_saved_at_batch_end(trainer)
+    try:
+        save_checkpoint(trainer, path)
+    finally:
+        loop.batch_progress.load_state_dict(saved[0])
+        loop._batches_that_stepped = saved[1]
 
 
 def _as_if_saved_at_batch_end(trainer) -> None:

@@ -32,6 +32,7 @@ from mambadna.errors import ConfigError, InputError, UnsafeFileError
 from mambadna.io.files import check_path
 from mambadna.manifests.labelled import ManifestRow, read_manifest
 from mambadna.model import MambaDNA, ModelConfig, load_model
+from mambadna.model.memory import check_device_fits
 from mambadna.model.network import check_fits
 from mambadna.train.callbacks import (
     AttemptMarker,
@@ -40,7 +41,7 @@ from mambadna.train.callbacks import (
     SaveLast,
     SaveOnInterrupt,
     SeqLenWarmup,
-    save_checkpoint,
+    save_resumable,
 )
 from mambadna.train.config import FinetuneConfig, PretrainConfig, TrainConfig, dump_yaml
 from mambadna.train.modules import ClassifierModule, LanguageModelModule, OptimSettings
@@ -175,6 +176,21 @@ def _write_config(folder: RunFolder, config: TrainConfig, resolved: dict) -> Non
     write_atomic(folder.config, dump_yaml({**config.to_dict(), "resolved": record}))
 
 
+def _check_device_memory(config: TrainConfig, trainer: pl.Trainer, model: ModelConfig,
+                         schedule: SeqLenSchedule) -> None:
+    """On a GPU, refuse a model and micro-batch that cannot fit (weights, gradients, AdamW,
+    activations) before the first step, saying what fits; off CUDA nothing is checked here
+    (the host check ran when the config was read)."""
+    if not _uses_gpu(config):
+        return
+    fsdp = config.strategy == "fsdp"
+    for stage in schedule.stages:  # the micro-batch holds the same tokens in every stage
+        check_device_fits(model, trainer.strategy.root_device, tokens=stage.tokens,
+                          training=True, bf16="bf16" in str(trainer.precision),
+                          checkpointing=config.uses_checkpointing(stage.tokens),
+                          shards=trainer.world_size if fsdp else 1)
+
+
 # ---------------------------------------------------------------------- export
 
 
@@ -245,7 +261,10 @@ def _fit(config: TrainConfig, folder: RunFolder, module: pl.LightningModule,
         # Lightning finishes the step in progress and SaveOnInterrupt writes last.ckpt, but
         # its exception is a SystemExit of status 0: a scheduler would think the run done
         raise SystemExit(128 + signal.SIGTERM) from None
-    save_checkpoint(trainer, folder.last_checkpoint)
+    # the counters of a save at the last step's end: a finished run resumed with a higher
+    # --max-steps numbers its steps on from there (a plain save after fit logged them one
+    # late per attempt)
+    save_resumable(trainer, folder.last_checkpoint)
     trainer.strategy.barrier("mambadna-export")
     if not trainer.is_global_zero:
         return RunResult(folder.path, None, None, is_global_zero=False)
@@ -326,6 +345,8 @@ def _run(config: TrainConfig, prepare: Callable[[RunFolder, bool], _Task],
         resolved.update(_trainer_record(trainer, config, schedule))
         for stage in schedule.stages:
             task.examples.check(stage.seq_len)
+        _check_device_memory(config, trainer, ModelConfig.from_dict(task.record["model"]),
+                             schedule)
         val = task.val()
         if leader:
             _write_config(folder, config, {**resolved, **task.record})

@@ -26,7 +26,7 @@ from mambadna.alphabet import encode, reverse_complement
 from mambadna.cli import cli
 from mambadna.errors import ConfigError, ModelFileError, OutputExistsError
 from mambadna.model import MambaDNA, ModelConfig, load_model
-from mambadna.pipelines.classify import classify_on_devices
+from mambadna.pipelines.classify import classify_on_devices, classify_records
 from mambadna.pipelines.run import RunOptions
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_classifier"
@@ -239,6 +239,8 @@ def test_ranks_merge_predictions_in_input_order(classifier_dir, genome):
     frame = merged.frame.drop(columns="record_index")
     pd.testing.assert_frame_equal(frame, single, check_dtype=False, atol=1e-6)
     assert merged.metadata["devices"] == 3 and merged.n_windows == 6
+    one = classify_records(classifier_dir, path, RunOptions(progress=False), per_window=True)
+    assert merged.bases == one.bases > 0  # the summary's bases add up over the ranks
 
 
 def test_cli_classify_in_process(tmp_path, classifier_dir, genome, write_fasta):

@@ -383,6 +383,7 @@ def test_ranks_split_records_and_merge_in_input_order(tmp_path, model_dir, genom
     assert no_leftovers(tmp_path)  # part files removed after the merge
 
 
+@pytest.mark.slow  # ~15 s: two spawned processes (the CLI's: tests/pipelines/test_parallel.py)
 def test_rank_processes_are_spawned(tmp_path, model_dir, genome):
     path, _ = genome
     out = tmp_path / "spawned.parquet"

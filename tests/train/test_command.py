@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -104,21 +106,45 @@ def test_finetune_from_scratch_on_the_command_line(files, tmp_path):
     assert neither.exit_code == 1 and "either --from MODEL_DIR or --preset" in neither.output
 
 
-@pytest.mark.slow  # ~7 s: two processes
-def test_two_process_ddp_run_on_cpu(files, tmp_path):
+def _pretrain_process(run, *args, env):
+    return subprocess.run(
+        [sys.executable, "-m", "mambadna", "pretrain", "-o", str(run), "--num-workers", "0",
+         "--accelerator", "cpu", *map(str, args)],
+        capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.slow  # ~25 s: three launches of one or two processes
+def test_two_process_ddp_run_on_cpu_resumes_on_two_then_one(files, tmp_path):
     """Lightning's DDP launcher re-runs the command in a second process (gloo): rank 0
-    prepares the run folder, rank 1 waits for it, both train, rank 0 exports."""
+    prepares the run folder, rank 1 waits for it, both train, rank 0 exports. The run
+    resumes on two processes, then on one: --tokens-per-step holds the global batch (2 x 2
+    windows, then 1 x 4) and each attempt starts where the last checkpoint ended."""
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MAMBADNA_RUN_ID", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "mambadna", "pretrain", "--genome", str(files / "at.train.fa"),
-         "-o", str(run), "--seq-len", "64", "--batch-size", "2", "--max-steps", "2",
-         "--val-every", "2", "--num-workers", "0", "--accelerator", "cpu", "--devices", "2",
-         "--strategy", "ddp"], capture_output=True, text=True, env=env, timeout=300)
+    done = _pretrain_process(run, "--genome", files / "at.train.fa", "--seq-len", 64,
+                             "--tokens-per-step", 256, "--max-steps", 2, "--val-every", 2,
+                             "--log-every", 1, "--devices", 2, "--strategy", "ddp", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Starting with 2 processes" in done.stderr
     assert done.stdout.count("run folder:") == 1  # printed by rank 0 only
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["resolved"]["world_size"] == 2 and saved["resolved"]["tokens_per_step"] == 256
+    assert saved["resolved"]["batch_size_per_device"] == 2
     assert (run / "model" / "model.safetensors").is_file()
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    for attempt, (devices, steps, per_device) in enumerate([(2, 4, 2), (1, 6, 4)], 1):
+        extra = ["--strategy", "ddp"] if devices > 1 else []
+        done = _pretrain_process(run, "--resume", "--max-steps", steps, "--devices", devices,
+                                 *extra, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        start = (run / "logs" / f"version_{attempt}" / "start_step").read_text()
+        assert int(start) == steps - 2  # continued from the last checkpoint
+        assert torch.load(last, weights_only=True)["global_step"] == steps
+        saved = yaml.safe_load((run / "config.yaml").read_text())["resolved"]
+        assert (saved["world_size"], saved["batch_size_per_device"]) == (devices, per_device)
+        assert saved["tokens_per_step"] == 256
+    metrics = pd.read_csv(run / "metrics.csv").dropna(subset=["train_loss"])
+    assert sorted(metrics["step"]) == list(range(6)), metrics  # a row per step, 3 attempts
+    assert np.isfinite(metrics["train_loss"]).all()

@@ -52,6 +52,7 @@ import torch
 import mambadna.errors as domain_errors
 from mambadna.atomic import remove_stale, signals_raise, temporary_name
 from mambadna.errors import ConfigError, InputError, MambaDNAError
+from mambadna.io import is_stdin
 from mambadna.model import MambaDNA
 from mambadna.pipelines.run import Inputs, RunOptions
 from mambadna.pipelines.sources import RecordStream
@@ -322,6 +323,10 @@ def run_on_devices(work: RankWork, model_or_dir, inputs: Inputs, opts: RunOption
     device_type = device_type or device_type_of(opts)
     check_devices(opts.devices, device_type)
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if any(is_stdin(p) for p in paths):
+        raise ConfigError(f"--devices {opts.devices}: every rank reads the inputs, and the "
+                          "standard input ('-') can be read only once",
+                          fix="write the input to a file first, or use --devices 1")
     # the inputs' paths and indexes, once, before any rank starts (a stale index is refused,
     # or rebuilt here with --reindex rather than by every rank at once)
     RecordStream(paths, opts.read).close()

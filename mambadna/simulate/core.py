@@ -38,6 +38,7 @@ from mambadna.simulate.evolve import (
     EvolutionConfig,
     apply_variants,
     evolve_chromosome,
+    import_msprime,
     species_demography,
 )
 from mambadna.simulate.genome import (
@@ -254,7 +255,7 @@ def _signature_record(spectra: LineageSpectra, counter: _DivergenceCounter,
 def _record(config: SimulationConfig, species: list[str], lengths: list[int], layout: dict,
             ancestral: list, species_lengths: dict, counter: _DivergenceCounter,
             n_sites: int, n_indels: int, spectra: LineageSpectra, leaves: list[str]) -> dict:
-    import msprime
+    msprime = import_msprime()
 
     repeat_bases: dict[str, int] = {}
     for chrom in ancestral:

@@ -67,8 +67,9 @@ def cli() -> None:
               help="Random seed; the output is a function of the seed and options.")
 @click.option("--softmask", is_flag=True, help="Write interspersed repeats in lowercase.")
 @click.option("--force", is_flag=True, help="Replace an existing simulation in --out-dir.")
+@click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
 def simulate(out_dir, species, length, n_chromosomes, tree, time_units, divergence_scale,
-             insertion_rate, spectrum_bias, seed, softmask, force) -> None:
+             insertion_rate, spectrum_bias, seed, softmask, force, quiet) -> None:
     """Simulate genomes of related species along a species tree (msprime)."""
     from mambadna.simulate import parse_species, simulate_species, summary
 
@@ -77,7 +78,7 @@ def simulate(out_dir, species, length, n_chromosomes, tree, time_units, divergen
                               n_chromosomes=n_chromosomes, tree=tree, time_units=time_units,
                               divergence_scale=divergence_scale, insertion_rate=insertion_rate,
                               spectrum_bias=spectrum_bias, seed=seed, softmask=softmask,
-                              force=force)
+                              force=force, progress=False if quiet else None)
     click.echo(summary(result))
 
 
@@ -101,16 +102,17 @@ def data() -> None:
               help="Retries per file on connection errors and HTTP 5xx.")
 @click.option("--keep-going", is_flag=True,
               help="On a failed file, go on with the others; exit 1 at the end.")
-@click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option("--quiet", is_flag=True, help="No progress bars on stderr.")
 def data_fetch(manifest, dest, only, verify_only, base_url, allow_unverified, retries,
                keep_going, quiet) -> None:
     """Download the files of MANIFEST, resuming partial downloads and verifying checksums."""
-    from mambadna.manifests.fetch import FetchOptions, TerminalProgress, fetch_manifest
+    from mambadna.manifests.fetch import FetchOptions, fetch_manifest
+    from mambadna.progress import DownloadBars
 
     results = fetch_manifest(
         manifest, dest, only=only, verify_only=verify_only, base_url=base_url,
         options=FetchOptions(retries=retries, allow_unverified=allow_unverified),
-        progress=None if quiet else TerminalProgress(), keep_going=keep_going)
+        progress=None if quiet else DownloadBars(), keep_going=keep_going)
     for r in results:
         click.echo(f"{r.status:<11} {r.name:<24} {r.path}  {r.error or r.checksum or '-'}")
     bad = [r for r in results if not r.ok]
@@ -199,12 +201,14 @@ def _reader_options(command):
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--all", "collect_all", is_flag=True,
               help="Report every problem (up to 1000 per file), not only the first.")
+@click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
 @_reader_options
-def validate(inputs, collect_all, **read) -> None:
+def validate(inputs, collect_all, quiet, **read) -> None:
     """Check that every record of INPUT... can be read; summarise each file."""
     from mambadna.io.validate import validate as validate_files
 
-    summaries = validate_files(inputs, _read_options(inputs, read), collect_all=collect_all)
+    summaries = validate_files(inputs, _read_options(inputs, read), collect_all=collect_all,
+                               progress=False if quiet else None)
     for summary in summaries:
         click.echo(summary.line())
         for problem in summary.problems:
@@ -221,12 +225,14 @@ def validate(inputs, collect_all, **read) -> None:
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
               help="Token store folder to create (records/*.npy, index.parquet, store.json).")
 @click.option("--force", is_flag=True, help="Replace an existing token store at --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
 @_reader_options
-def tokenize(inputs, out, force, **read) -> None:
+def tokenize(inputs, out, force, quiet, **read) -> None:
     """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (uint8 .npy per record)."""
     from mambadna.data.store import write_token_store
 
-    store = write_token_store(inputs, out, _read_options(inputs, read), force=force)
+    store = write_token_store(inputs, out, _read_options(inputs, read), force=force,
+                              progress=False if quiet else None)
     n_count = int(store.index["n_count"].sum())
     click.echo(f"{store.path}: {len(store)} records, {store.total_length} bases "
                f"({n_count} N) from {len(inputs)} input(s)")

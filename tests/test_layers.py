@@ -25,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # A unit is a top-level module or subpackage of mambadna ("kernels" is the kernels/ folder,
 # imported as mambadna.kernels; "mambadna" is the package's own __init__). Imports inside a
 # unit are free (but must not form a cycle); across units only these are allowed.
-BASE = {"_version", "errors", "_modules"}  # plumbing every layer may use
+BASE = {"_version", "errors", "_modules", "progress"}  # plumbing every layer may use
 LAYERS: dict[str, tuple[set[str], str]] = {
     # unit: (units it may import, why), bottom layer first
     "_version": (set(), "the version string: imports nothing"),
     "errors": (set(), "the domain errors every layer raises: imports nothing"),
     "_modules": (set(), "lazy package names, deprecated module paths: imports nothing"),
+    "progress": (set(), "progress bars (tqdm) on stderr: imports nothing of mambadna"),
     "alphabet": ({"_version", "errors"}, "tokens: torch-free, under everything that reads DNA"),
     "atomic": ({"_version", "errors"}, "atomic files and folders: under every writer"),
     "io": ({*BASE, "alphabet"}, "readers: torch-free, know nothing of stores or models"),
@@ -63,6 +64,7 @@ LAYERS: dict[str, tuple[set[str], str]] = {
 
 TORCH_FREE = [
     "mambadna", "mambadna.cli", "mambadna.alphabet", "mambadna.errors", "mambadna.atomic",
+    "mambadna.progress",
     "mambadna.io", "mambadna.io.validate", "mambadna.manifests", "mambadna.data.store",
     "mambadna.data.sampling", "mambadna.baselines", "mambadna.train.config",
     "mambadna.train.command", "mambadna.experiments.command",

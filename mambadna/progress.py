@@ -34,8 +34,8 @@ def bar(desc: str, total: float | None = None, *, unit: str = "b",
     ``shown(enabled)``."""
     stream = stream or sys.stderr
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale, leave=leave,
-                initial=initial, file=stream, disable=not shown(enabled, stream), dynamic_ncols=True,
-                mininterval=0.5, smoothing=0.1)
+                initial=initial, file=stream, disable=not shown(enabled, stream),
+                dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
 
 
 class DownloadBars:

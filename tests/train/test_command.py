@@ -115,9 +115,10 @@ def test_two_process_ddp_run_on_cpu(files, tmp_path):
         [sys.executable, "-m", "mambadna", "pretrain", "--genome", str(files / "at.train.fa"),
          "-o", str(run), "--seq-len", "64", "--batch-size", "2", "--max-steps", "2",
          "--val-every", "2", "--num-workers", "0", "--accelerator", "cpu", "--devices", "2",
-         "--strategy", "ddp"], capture_output=True, text=True, env=env, timeout=300)
+         "--strategy", "ddp", "--verbose"], capture_output=True, text=True, env=env,
+        timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Starting with 2 processes" in done.stderr
+    assert "Starting with 2 processes" in done.stderr  # Lightning's own line: --verbose
     assert done.stdout.count("run folder:") == 1  # printed by rank 0 only
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["resolved"]["world_size"] == 2 and saved["resolved"]["tokens_per_step"] == 256

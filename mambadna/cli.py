@@ -406,6 +406,23 @@ def evaluate(model, manifest, out_dir, split, window, stride, min_window, baseli
     click.echo(f"{result.out_dir}: done in {result.seconds:.1f} s")
 
 
+@cli.command("plot-run")
+@click.argument("run_dir", type=click.Path())
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
+              help="Figure file (.png, .svg or .pdf). Default: RUN_DIR/training_curves.png.")
+@click.option("--panel", "panels", multiple=True, default=("loss", "accuracy"),
+              show_default=True,
+              type=click.Choice(["loss", "bits per base", "accuracy", "learning rate",
+                                 "sequence length"]),
+              help="Curves to draw, one panel each (repeatable); panels without data are "
+                   "left out.")
+def plot_run_command(run_dir, out, panels) -> None:
+    """Draw the training curves of a pretrain/finetune RUN_DIR from its metrics.csv."""
+    from mambadna.plots import plot_run
+
+    click.echo(f"{plot_run(run_dir, out, panels=panels)}")
+
+
 @cli.group("baseline")
 def baseline() -> None:
     """The k-mer naive Bayes baseline on its own: fit it on a manifest, predict files."""

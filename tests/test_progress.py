@@ -78,3 +78,25 @@ def test_simulate_draws_a_bar_of_chromosomes(tmp_path, monkeypatch):
     simulate_species(tmp_path / "sim", species=["human", "orangutan"], length=20_000,
                      n_chromosomes=2, seed=3, progress=True)
     assert "simulate" in stream.getvalue() and "2/2" in stream.getvalue()
+
+
+def test_classify_and_embed_draw_a_bar_of_bases(fasta, tmp_path, monkeypatch):
+    import torch
+
+    from mambadna.model import MambaDNA, ModelConfig
+    from mambadna.pipelines import embed
+    from mambadna.pipelines.classify import classify
+
+    torch.manual_seed(0)
+    model_dir = MambaDNA(ModelConfig.from_preset("tiny", d_model=16, n_layer=1, num_labels=2)
+                         ).save_pretrained(tmp_path / "model", labels=["a", "b"])
+    stream = Terminal()
+    monkeypatch.setattr("sys.stderr", stream)
+    classify(model_dir, [fasta], window=500, device="cpu", progress=True)
+    # bases done and the rate (a total and a percentage where inputs are indexed FASTA)
+    assert "classify: 3.00kb" in stream.getvalue() and "b/s" in stream.getvalue()
+    embed(model_dir, [fasta], tmp_path / "e.parquet", window=500, device="cpu", progress=True)
+    assert "embed" in stream.getvalue() and "chr2" in stream.getvalue()
+    before = stream.getvalue()
+    embed(model_dir, [fasta], tmp_path / "e2.parquet", window=500, device="cpu", progress=False)
+    assert stream.getvalue() == before  # --quiet

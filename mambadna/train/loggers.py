@@ -10,7 +10,8 @@ done, so a metrics row, a log line and a checkpoint of the same moment carry the
 
 Quiet by default: Lightning prints tips (LitLogger, litmodels), hardware lines ("GPU available:
 ..."), its own deprecation notices and "possible user" suggestions on every run; they are
-hidden unless ``verbose`` (``--verbose``). Real warnings (UserWarning) and errors still show.
+hidden unless ``verbose`` (``--verbose``), and so is the warning that a resumed run's checkpoint
+folder is not empty (it holds last.ckpt by design). Other warnings and errors still show.
 mambadna's own lines (progress lines, warmup stages, interrupt saves) go to the
 ``mambadna.train`` logger on rank 0 and always show.
 """
@@ -118,6 +119,9 @@ def lightning_output(verbose: bool) -> Iterator[None]:
         for category in _HIDDEN_WARNINGS:
             warnings.filterwarnings("ignore", category=category,
                                     module=r"(lightning|lightning_utilities|torch)(\.|$)")
+        # --resume reuses RUN_DIR/checkpoints on purpose (last.ckpt is in it)
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not "
+                                                  r"empty")
         for logger in loggers:
             logger.setLevel(logging.WARNING)
         try:

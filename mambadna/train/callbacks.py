@@ -93,10 +93,12 @@ class SeqLenWarmup(pl.Callback):
             self._stage = stage.index
             pl_module.model.config.gradient_checkpointing = self.checkpointing(stage.tokens)
             if self.schedule.n_warmup_stages:
+                # step numbers count optimizer steps done (mambadna.train.loggers): this
+                # stage's first step is the next one
                 info(f"sequence-length stage {stage.index + 1}/"
-                               f"{self.schedule.n_warmup_stages + 1} from step "
-                               f"{trainer.global_step}: seq_len {stage.seq_len}, batch "
-                               f"{stage.batch_size} per device")
+                     f"{self.schedule.n_warmup_stages + 1} from step "
+                     f"{trainer.global_step + 1}: seq_len {stage.seq_len}, batch "
+                     f"{stage.batch_size} per device")
 
 
 def _format(value: float) -> str:

@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine: `make demo` and `make test` (alias `make test-all`;
 # `make test-fast` is the inner loop).
-# Each creates .venv if missing, installs the package (editable) and runs.
+# Each creates .venv if missing, installs the package (editable) with the extras they need
+# (demo and dev pull in [simulate], i.e. msprime) and runs.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,7 +25,7 @@ $(STAMP): $(PY) pyproject.toml setup.py kernels/selective_scan/_cpu_scan.c
 		echo "no GPU found: installing the CPU build $(TORCH_CPU)"; \
 		$(PY) -m pip install --quiet $(TORCH_CPU); \
 	fi
-	$(PY) -m pip install --quiet -e ".[dev,workflows]"
+	$(PY) -m pip install --quiet -e ".[dev,workflows,demo]"
 	@touch $(STAMP)
 
 demo: $(STAMP)

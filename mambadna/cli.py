@@ -75,8 +75,9 @@ def cli() -> None:
               help="Random seed; the output is a function of the seed and options.")
 @click.option("--softmask", is_flag=True, help="Write interspersed repeats in lowercase.")
 @click.option("--force", is_flag=True, help="Replace an existing simulation in --out-dir.")
+@click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
 def simulate(out_dir, species, length, n_chromosomes, tree, time_units, divergence_scale,
-             insertion_rate, spectrum_bias, seed, softmask, force) -> None:
+             insertion_rate, spectrum_bias, seed, softmask, force, quiet) -> None:
     """Simulate genomes of related species along a species tree (msprime)."""
     from mambadna.simulate import parse_species, simulate_species, summary
 
@@ -85,7 +86,7 @@ def simulate(out_dir, species, length, n_chromosomes, tree, time_units, divergen
                               n_chromosomes=n_chromosomes, tree=tree, time_units=time_units,
                               divergence_scale=divergence_scale, insertion_rate=insertion_rate,
                               spectrum_bias=spectrum_bias, seed=seed, softmask=softmask,
-                              force=force)
+                              force=force, progress=False if quiet else None)
     click.echo(summary(result))
 
 
@@ -109,16 +110,17 @@ def data() -> None:
               help="Retries per file on connection errors and HTTP 5xx.")
 @click.option("--keep-going", is_flag=True,
               help="On a failed file, go on with the others; exit 1 at the end.")
-@click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option("--quiet", is_flag=True, help="No progress bars on stderr.")
 def data_fetch(manifest, dest, only, verify_only, base_url, allow_unverified, retries,
                keep_going, quiet) -> None:
     """Download the files of MANIFEST, resuming partial downloads and verifying checksums."""
-    from mambadna.manifests.fetch import FetchOptions, TerminalProgress, fetch_manifest
+    from mambadna.manifests.fetch import FetchOptions, fetch_manifest
+    from mambadna.progress import DownloadBars
 
     results = fetch_manifest(
         manifest, dest, only=only, verify_only=verify_only, base_url=base_url,
         options=FetchOptions(retries=retries, allow_unverified=allow_unverified),
-        progress=None if quiet else TerminalProgress(), keep_going=keep_going)
+        progress=None if quiet else DownloadBars(), keep_going=keep_going)
     for r in results:
         click.echo(f"{r.status:<11} {r.name:<24} {r.path}  {r.error or r.checksum or '-'}")
     bad = [r for r in results if not r.ok]
@@ -210,12 +212,14 @@ def _reader_options(command):
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--all", "collect_all", is_flag=True,
               help="Report every problem (up to 1000 per file), not only the first.")
+@click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
 @_reader_options
-def validate(inputs, collect_all, **read) -> None:
+def validate(inputs, collect_all, quiet, **read) -> None:
     """Check that every record of INPUT... can be read; summarise each file (- is stdin)."""
     from mambadna.io.validate import validate as validate_files
 
-    summaries = validate_files(inputs, _read_options(inputs, read), collect_all=collect_all)
+    summaries = validate_files(inputs, _read_options(inputs, read), collect_all=collect_all,
+                               progress=False if quiet else None)
     for summary in summaries:
         click.echo(summary.line())
         for problem in summary.problems:
@@ -232,12 +236,14 @@ def validate(inputs, collect_all, **read) -> None:
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
               help="Token store folder to create (records/*.npy, index.parquet, store.json).")
 @click.option("--force", is_flag=True, help="Replace an existing token store at --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
 @_reader_options
-def tokenize(inputs, out, force, **read) -> None:
+def tokenize(inputs, out, force, quiet, **read) -> None:
     """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (uint8 .npy per record)."""
     from mambadna.data.store import write_token_store
 
-    store = write_token_store(inputs, out, _read_options(inputs, read), force=force)
+    store = write_token_store(inputs, out, _read_options(inputs, read), force=force,
+                              progress=False if quiet else None)
     n_count = int(store.index["n_count"].sum())
     click.echo(f"{store.path}: {len(store)} records, {store.total_length} bases "
                f"({n_count} N) from {len(inputs)} input(s)")
@@ -480,6 +486,23 @@ def evaluate(model, manifest, out_dir, split, window, stride, min_window, baseli
                             progress=False if quiet else None, seed=seed)
     click.echo(summary(result.metrics, result.files))
     click.echo(f"{result.out_dir}: done in {result.seconds:.1f} s")
+
+
+@cli.command("plot-run")
+@click.argument("run_dir", type=click.Path())
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
+              help="Figure file (.png, .svg or .pdf). Default: RUN_DIR/training_curves.png.")
+@click.option("--panel", "panels", multiple=True, default=("loss", "accuracy"),
+              show_default=True,
+              type=click.Choice(["loss", "bits per base", "accuracy", "learning rate",
+                                 "sequence length"]),
+              help="Curves to draw, one panel each (repeatable); panels without data are "
+                   "left out.")
+def plot_run_command(run_dir, out, panels) -> None:
+    """Draw the training curves of a pretrain/finetune RUN_DIR from its metrics.csv."""
+    from mambadna.plots import plot_run
+
+    click.echo(f"{plot_run(run_dir, out, panels=panels)}")
 
 
 @cli.group("baseline")

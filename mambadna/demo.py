@@ -10,7 +10,9 @@ Layout of DIR: ``genomes/`` (simulated FASTA, manifest.tsv, simulation.json), ``
 ``finetune/`` (run folders with ``model/``), ``evaluation/`` (mambadna evaluate's folder:
 metrics, predictions, plots), ``predictions.tsv`` (its predictions: one row per held-out
 chromosome and per window, with true and predicted labels), ``report.json`` (its metrics plus
-the demo's times), ``embeddings.parquet`` (one row per window), ``report.md``.
+the demo's times), ``embeddings.parquet`` (one row per window), ``pretrain_curves.png`` and
+``finetune_curves.png`` (training curves, mambadna.plots), ``report.md`` (which shows them and
+the evaluation's confusion matrices and model-vs-baselines plot).
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ class DemoReport:
     divergence: dict[str, float]
     files: list[Path]
     seconds: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    """Caption -> PNG file (training curves, the evaluation's plots), shown in report.md."""
 
     @property
     def balanced_accuracy(self) -> float:
@@ -162,6 +166,10 @@ class DemoReport:
                 "random weights: 100 CPU pretraining steps learn little beyond base composition "
                 "and were a worse start (0.90 vs 0.97 balanced accuracy, measured 2026-12-02; "
                 "--finetune-from pretrained to compare).")]
+        if self.figures:
+            lines += ["", "Figures:", ""] + [
+                f"![{caption}]({_relative(path, self.out_dir)})"
+                for caption, path in self.figures.items()]
         lines += ["", "Files written:", ""] + [f"- {p}" for p in self.files]
         lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
                   + f" (total {sum(self.seconds.values()):.0f} s)"]
@@ -183,6 +191,7 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoReport:
     """Run every step of the demo and return its report (also written to report.md)."""
     from mambadna.pipelines import embed
     from mambadna.pipelines.evaluate import evaluate
+    from mambadna.plots import plot_run
     from mambadna.simulate import simulate_species
     from mambadna.train import FinetuneConfig, PretrainConfig, finetune, pretrain
 
@@ -207,7 +216,7 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoReport:
     lap("simulate")
 
     common = dict(seq_len=config.seq_len, batch_size=config.batch_size, seed=config.seed,
-                  num_workers=0, val_every=50, log_every=25)
+                  num_workers=0, val_every=50)
     reference = config.species[0]
     log(f"[demo] pretraining a small model on the {reference} genome "
         f"({config.pretrain_steps} steps)")
@@ -216,7 +225,7 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoReport:
                                   val_genomes=[str(split["val"])], out_dir=str(out / "pretrain"),
                                   preset="tiny", max_steps=config.pretrain_steps,
                                   model=dict(d_model=config.d_model, n_layer=config.n_layer),
-                                  **common))
+                                  log_every=_log_every(config.pretrain_steps), **common))
     lap("pretrain")
 
     log(f"[demo] finetuning the species classifier ({config.finetune_steps} steps, from "
@@ -225,7 +234,8 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoReport:
              dict(preset="tiny", model=dict(d_model=config.d_model, n_layer=config.n_layer)))
     fine = finetune(FinetuneConfig(manifest=str(sim.manifest), out_dir=str(out / "finetune"),
                                    max_steps=config.finetune_steps, lr=config.finetune_lr,
-                                   pooling="mean", **start, **common))
+                                   pooling="mean", log_every=_log_every(config.finetune_steps),
+                                   **start, **common))
     lap("finetune")
 
     log("[demo] evaluating on the held-out chromosomes (and the k-mer baseline)")
@@ -245,6 +255,14 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoReport:
           window=config.seq_len, batch_size=16, progress=False)
     lap("embed")
 
+    figures = {"pretraining: loss and bits per base":
+               plot_run(pre.out_dir, out / "pretrain_curves.png", panels=("loss", "bits per base")),
+               "finetuning: loss and accuracy":
+               plot_run(fine.out_dir, out / "finetune_curves.png", panels=("loss", "accuracy")),
+               "held-out windows and records: confusion matrices":
+               evaluation.files["confusion.png"],
+               "balanced accuracy: model, k-mer naive Bayes, majority class, chance":
+               evaluation.files["comparison.png"]}
     table = evaluation.predictions
     records = table[table["level"] == "records"]
     report = DemoReport(
@@ -259,13 +277,26 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoReport:
         divergence=sim.divergence,
         files=[out / "genomes" / "manifest.tsv", pre.model_dir, fine.model_dir,
                out / "evaluation", out / "predictions.tsv", out / "report.json",
-               out / "embeddings.parquet", out / "report.md"],
-        seconds=seconds)
+               out / "embeddings.parquet", out / "pretrain_curves.png",
+               out / "finetune_curves.png", out / "report.md"],
+        seconds=seconds, figures=figures)
     _write_text(out / "report.json", json.dumps(
         {**metrics, "demo": {"seconds": seconds, "divergence": sim.divergence,
                              "simulation": report.simulation}}, indent=2) + "\n")
     _write_text(out / "report.md", report.text())
     return report
+
+
+def _log_every(steps: int) -> int:
+    """A metrics row every 25 steps, but at least ~10 rows (curves of short runs too)."""
+    return max(1, min(25, steps // 10))
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _write_text(path: Path, text: str) -> None:

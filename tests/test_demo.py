@@ -47,6 +47,12 @@ def test_demo_end_to_end(tmp_path):
     table = pq.read_table(out / "embeddings.parquet")
     assert table.num_rows == len(windows)
     assert (out / "finetune" / "model" / "labels.json").exists()
+    # the figures: matplotlib PNGs, shown in report.md
+    for name in ("pretrain_curves.png", "finetune_curves.png", "evaluation/confusion.png",
+                 "evaluation/comparison.png"):
+        png = out / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert f"]({name})" in report
 
 
 def test_demo_needs_two_species(tmp_path):

@@ -25,18 +25,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # A unit is a top-level module or subpackage of mambadna ("kernels" is the kernels/ folder,
 # imported as mambadna.kernels; "mambadna" is the package's own __init__). Imports inside a
 # unit are free (but must not form a cycle); across units only these are allowed.
-BASE = {"_version", "errors", "_modules"}  # plumbing every layer may use
+BASE = {"_version", "errors", "_modules", "progress"}  # plumbing every layer may use
 LAYERS: dict[str, tuple[set[str], str]] = {
     # unit: (units it may import, why), bottom layer first
     "_version": (set(), "the version string: imports nothing"),
     "errors": (set(), "the domain errors every layer raises: imports nothing"),
     "_modules": (set(), "lazy package names, deprecated module paths: imports nothing"),
+    "progress": (set(), "progress bars (tqdm) on stderr: imports nothing of mambadna"),
     "alphabet": ({"_version", "errors"}, "tokens: torch-free, under everything that reads DNA"),
     "atomic": ({"_version", "errors"}, "atomic files and folders: under every writer"),
     "regions": ({"_version", "errors"},
                 "the name:start-end notation (samtools'), parsed and printed in one place"),
     "io": ({*BASE, "alphabet", "regions", "atomic"},
            "readers: torch-free, know nothing of stores or models; rebuilt indexes are atomic"),
+    "plots": ({*BASE, "atomic"}, "figures (matplotlib, Agg): training curves, confusion"),
     "kernels": (set(), "the ops (context parallelism included: torch.distributed only): "
                        "import nothing of mambadna, so they can be vendored"),
     "manifests": ({*BASE, "atomic", "io"},
@@ -51,15 +53,18 @@ LAYERS: dict[str, tuple[set[str], str]] = {
                   "the k-mer baseline: samples windows as finetuning does (data), no model"),
     "train": ({*BASE, "alphabet", "atomic", "io", "manifests", "data", "model"},
               "Lightning training over data and model"),
-    "pipelines": ({*BASE, "alphabet", "atomic", "io", "manifests", "model", "baselines"},
+    "pipelines": ({*BASE, "alphabet", "atomic", "io", "manifests", "model", "baselines",
+                   "plots"},
                   "classify, embed, evaluate with trained models: never train"),
-    "experiments": ({*BASE, "atomic", "io", "manifests", "simulate", "train", "pipelines"},
+    "experiments": ({*BASE, "atomic", "io", "manifests", "simulate", "train", "pipelines",
+                     "plots"},
                     "studies that chain simulate, train and pipelines"),
-    "demo": ({*BASE, "atomic", "simulate", "train", "pipelines"}, "the embedded end-to-end demo"),
+    "demo": ({*BASE, "atomic", "simulate", "train", "pipelines", "plots"},
+             "the embedded end-to-end demo"),
     "bench": ({*BASE, "atomic", "data", "model", "pipelines"},
               "`mambadna bench`: end-to-end throughput over library calls"),
     "cli": ({*BASE, "io", "manifests", "data", "simulate", "baselines", "train", "pipelines",
-             "experiments", "demo", "bench"},
+             "experiments", "demo", "bench", "plots"},
             "the shell: options -> one library call; nothing imports it"),
     "__main__": ({"cli"}, "`python -m mambadna` runs the CLI"),
     "mambadna": (BASE, "the package root: public names resolved lazily, by name"),
@@ -68,7 +73,7 @@ LAYERS: dict[str, tuple[set[str], str]] = {
 
 TORCH_FREE = [
     "mambadna", "mambadna.cli", "mambadna.alphabet", "mambadna.errors", "mambadna.atomic",
-    "mambadna.regions",
+    "mambadna.regions", "mambadna.progress", "mambadna.plots",
     "mambadna.io", "mambadna.io.validate", "mambadna.manifests", "mambadna.data.store",
     "mambadna.data.sampling", "mambadna.baselines", "mambadna.train.config",
     "mambadna.train.command", "mambadna.experiments.command",

@@ -101,6 +101,10 @@ def test_report_script(tmp_path):
     assert summary["embeddings"] == [{"file": "emb.parquet", "windows": 2, "dimensions": 8}]
     page = (out / "report.html").read_text()
     assert page.count("<svg") == 5  # 2 charts per run (loss, accuracy) + confusion matrix
+    for svg in out.glob("*.svg"):  # matplotlib's SVG files, not hand-drawn ones
+        text = svg.read_text()
+        assert text.startswith("<?xml") and "<svg" in text and "Matplotlib" in text
+        assert svg.stat().st_size > 5000
     assert (out / "confusion_matrix.svg").exists() and "report.md" in {p.name for p in
                                                                        out.iterdir()}
 

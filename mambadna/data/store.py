@@ -36,6 +36,7 @@ from mambadna.errors import (
 )
 from mambadna.io import ReadOptions, read_tokens
 from mambadna.io.files import check_path
+from mambadna.progress import bar
 
 STORE_FORMAT = "mambadna-token-store"
 OPEN_RECORDS = 256  # memmaps kept open per store: repeated store[i] costs no open() and mmap
@@ -61,12 +62,13 @@ def _write_tokens(path: Path, tokens: np.ndarray) -> None:
         np.lib.format.write_array(fh, tokens, allow_pickle=False)
 
 
-def _tokenize_inputs(inputs: Sequence[Path], tmp: Path, options: ReadOptions) -> list[dict]:
+def _tokenize_inputs(inputs: Sequence[Path], tmp: Path, options: ReadOptions,
+                     progress: bool | None = None) -> list[dict]:
     """Write records/NNNNNN.npy for every record of every input; return the index rows."""
     (tmp / "records").mkdir()
     rows: list[dict] = []
-    for path in inputs:
-        for name, source, tokens in read_tokens(path, options):
+    with bar("tokenize", enabled=progress) as shown:
+        for name, source, tokens in _records(inputs, options, shown):
             file = f"records/{len(rows):06d}.npy"
             _write_tokens(tmp / file, tokens)
             rows.append({"record": name, "source": source, "file": file,
@@ -77,6 +79,15 @@ def _tokenize_inputs(inputs: Sequence[Path], tmp: Path, options: ReadOptions) ->
                           path=inputs[0] if len(inputs) == 1 else None,
                           fix="check the inputs, region and read filters")
     return rows
+
+
+def _records(inputs: Sequence[Path], options: ReadOptions, shown):
+    """read_tokens of every input, counted on the bar ``shown`` (bases; the file and record)."""
+    for path in inputs:
+        for name, source, tokens in read_tokens(path, options):
+            shown.set_postfix_str(f"{path.name}:{name}", refresh=False)
+            shown.update(len(tokens))
+            yield name, source, tokens
 
 
 def _write_index(rows: list[dict], path: Path) -> None:
@@ -96,6 +107,7 @@ def write_token_store(
     options: ReadOptions | None = None,
     *,
     force: bool = False,
+    progress: bool | None = None,
     **read_opts,
 ) -> TokenStore:
     """Tokenize every record of ``inputs`` (FASTA/FASTQ/SAM/BAM/CRAM) into a store at out_dir.
@@ -105,6 +117,7 @@ def write_token_store(
     allow_duplicates accepts repeated record names within a file (names may always repeat
     across files: look such records up with ``store.get(name, source=...)``); fmt, region,
     reference, flags as for read_records. Recorded in store.json.
+    progress: a bar of bases on stderr (None: when stderr is a terminal; mambadna.progress).
     Raises OutputExistsError if out_dir exists and not force; never leaves partial output.
     """
     options = ReadOptions.of(options, **read_opts)
@@ -117,7 +130,7 @@ def write_token_store(
                           fix="list each input once")
     out = Path(out_dir)
     with atomic_directory(out, check=lambda target: _check_target(target, force)) as tmp:
-        rows = _tokenize_inputs(paths, tmp, options)
+        rows = _tokenize_inputs(paths, tmp, options, progress)
         _write_index(rows, tmp / "index.parquet")
         meta = {"format": STORE_FORMAT, "version": STORE_VERSION,
                 "package_version": __version__,

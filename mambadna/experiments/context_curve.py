@@ -31,6 +31,7 @@ import pandas as pd
 
 from mambadna.atomic import atomic_file
 from mambadna.errors import ConfigError
+from mambadna.plots import figure, save
 
 GREAT_APES = ("human", "chimpanzee", "bonobo", "gorilla", "orangutan")
 
@@ -214,11 +215,7 @@ def _curve_row(length: int, metrics: dict, steps: int) -> dict:
 
 
 def _plot_curve(curve: pd.DataFrame, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figure(6.4, 4.2)
     ax = fig.subplots()
     x = curve["window"].to_numpy()
     for prefix, name, marker in (("", "mambadna", "o"), ("kmer_", "k-mer naive Bayes", "s")):
@@ -231,23 +228,17 @@ def _plot_curve(curve: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("window (bases)")
     ax.set_ylabel("balanced accuracy, held-out chromosomes")
     ax.legend()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    save(fig, path)
 
 
 def _plot_perplexity(table: pd.DataFrame, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figure(6.4, 4.2)
     ax = fig.subplots()
     ax.plot(table["window"], table["bits_per_base"], "o-")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("window (bases)")
     ax.set_ylabel("bits per base, held-out chromosome")
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    save(fig, path)
 
 
 def _report(config: ContextCurveConfig, curve: pd.DataFrame, ppl: pd.DataFrame,

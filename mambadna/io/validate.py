@@ -12,6 +12,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from mambadna.io import ReadOptions, locate, read_records
 from mambadna.io.files import check_path
 from mambadna.io.records import Record
 from mambadna.io.stdin import check_stdin
+from mambadna.progress import bar
 
 _LOWERCASE = bytes(range(ord("a"), ord("z") + 1))
 _BASES = b"ACGTNacgtn"
@@ -116,12 +118,14 @@ def validate_file(
     *,
     collect_all: bool = False,
     max_problems: int = 1000,
+    progress: bool | None = None,
     **read_opts,
 ) -> FileSummary:
     """Read and encode every record of ``path``; return a FileSummary (problems included).
 
     options / read_opts: how to read and encode (mambadna.io.ReadOptions and its fields).
     Never raises for problems of the file itself: they end up in ``summary.problems``.
+    progress: a bar of bases on stderr (None: when stderr is a terminal; mambadna.progress).
     """
     options = ReadOptions.of(options, **read_opts)
     summary = FileSummary(os.fspath(path))
@@ -131,8 +135,10 @@ def validate_file(
         summary.format = options.format_of(path)
         records = read_records(path, dataclasses.replace(options, fmt=summary.format),
                                on_problem=report)
-        for record in records:
-            _add_record(summary, record, report, options.on_invalid, options.on_unknown)
+        with bar(f"validate {Path(path).name}", enabled=progress) as shown:
+            for record in records:
+                _add_record(summary, record, report, options.on_invalid, options.on_unknown)
+                shown.update(len(record.sequence))
     except _Stop:
         pass
     except MambaDNAError as err:  # fatal for this file: structure broken or unreadable
@@ -144,14 +150,16 @@ def validate_file(
 
 
 def validate(paths: Sequence[str | os.PathLike], options: ReadOptions | None = None, *,
-             collect_all: bool = False, **read_opts) -> list[FileSummary]:
+             collect_all: bool = False, progress: bool | None = None,
+             **read_opts) -> list[FileSummary]:
     """validate_file for each path; without collect_all, stop after the first bad file.
     ``-`` is the standard input."""
     options = ReadOptions.of(options, **read_opts)
     check_stdin(paths, regions=bool(options.region))
     summaries = []
     for path in paths:
-        summaries.append(validate_file(path, options, collect_all=collect_all))
+        summaries.append(validate_file(path, options, collect_all=collect_all,
+                                       progress=progress))
         if not collect_all and not summaries[-1].ok:
             break
     return summaries

@@ -24,7 +24,6 @@ import http.client
 import json
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +45,8 @@ _TRANSIENT = (ConnectionError, TimeoutError, http.client.IncompleteRead,
               http.client.BadStatusLine)
 
 Progress = Callable[[str, int, "int | None"], None]
+"""progress(entry name, bytes done, total bytes or None); mambadna.progress.DownloadBars draws
+it as one bar per file."""
 
 
 @dataclass(frozen=True)
@@ -378,26 +379,3 @@ def fetch_manifest(manifest: str | Path | DataManifest, dest: str | Path, *,
                                        error=str(err)))
     return results
 
-
-class TerminalProgress:
-    """A one-line progress display on stderr: name, bytes done / total, percent, rate."""
-
-    def __init__(self, stream=None, interval: float = 0.5) -> None:
-        self.stream = stream or sys.stderr
-        self.interval = interval
-        self.last = 0.0
-        self.started: dict[str, tuple[float, int]] = {}
-
-    def __call__(self, name: str, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        start, first = self.started.setdefault(name, (now, done))
-        finished = total is not None and done >= total
-        if now - self.last < self.interval and not finished:
-            return
-        self.last = now
-        size = f"{done / 1e6:,.1f}" + (f"/{total / 1e6:,.1f} MB {done / total:6.1%}"
-                                       if total else " MB")
-        if now - start > 0.2:
-            size += f" {(done - first) / (now - start) / 1e6:,.1f} MB/s"
-        self.stream.write(f"\r{name}: {size}" + ("\n" if finished else ""))
-        self.stream.flush()

@@ -1,9 +1,11 @@
 """Genome manifests of real data: YAML lists of genome files to download (URL, checksum, labels,
 splits).
 
-A manifest is validated here, in code, against ``FIELDS`` (``data_manifests/schema.yaml`` is its
-human-readable description, and a test keeps the two identical). Errors name the manifest, the
-line of the entry and the field::
+A manifest is validated with ``jsonschema`` against ``schema.yaml`` (beside this module: a JSON
+Schema written in YAML, shipped in the package; ``FIELDS`` and ``TOP_FIELDS`` are read from it),
+then here for what a schema cannot say (compression against the URL, disjoint splits, URL
+schemes, placeholders, unique names and files). Errors name the manifest, the line of the
+entry, the entry and the field, and say what the field must be::
 
     schema_version: 1
     name: great_apes
@@ -39,37 +41,26 @@ SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
 COMPRESSIONS = ("none", "gzip", "bgzip")
 
-# name -> (required, meaning). The order is the documented order of schema.yaml.
-FIELDS: dict[str, tuple[bool, str]] = {
-    "name": (True, "unique id of the entry: letters, digits, '.', '_', '-'"),
-    "species": (True, "scientific name, e.g. Homo sapiens"),
-    "taxid": (True, "NCBI taxonomy id (positive integer)"),
-    "assembly": (True, "assembly name, e.g. hg38 (GRCh38)"),
-    "url": (True, "http(s)/ftp/file URL, or a path relative to base_url; may hold {chrom}"),
-    "checksum": (True, "md5:<32 hex> or sha256:<64 hex>, or null (then see checksum_source)"),
-    "compression": (True, "none, gzip or bgzip: how the file is stored"),
-    "size": (True, "file size in bytes, or null when not known"),
-    "label": (True, "class label for finetuning (e.g. human), or null for pretraining only"),
-    "split": (True, "train/val/test for the whole file, a mapping split -> record names, "
-                    "or null"),
-    "license": (True, "terms of use of the data and where they are stated"),
-    "checksum_source": (False, "URL (or base_url-relative path) of a checksum list "
-                               "(md5sum.txt, md5checksums.txt, SHA256SUMS) naming this file"),
-    "accession": (False, "INSDC/RefSeq assembly accession, e.g. GCA_000001405.15"),
-    "common_name": (False, "common name, e.g. human"),
-    "file": (False, "local file name under --dest (default: the URL's file name); "
-                    "may hold {chrom}"),
-    "kind": (False, "genome (default) or intervals (a BED file of split regions)"),
-    "notes": (False, "provenance and anything a user must know"),
-}
-TOP_FIELDS: dict[str, tuple[bool, str]] = {
-    "schema_version": (True, f"must be {SCHEMA_VERSION}"),
-    "name": (True, "manifest id"),
-    "description": (True, "what the data set is and where it comes from"),
-    "base_url": (False, "base for relative entry URLs; null to give it at fetch time"),
-    "entries": (True, "list of entries (at least one)"),
-}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SCHEMA_FILE = Path(__file__).with_name("schema.yaml")
+
+
+@functools.cache
+def schema() -> dict:
+    """The manifest JSON Schema (schema.yaml beside this module)."""
+    import yaml
+
+    return yaml.safe_load(SCHEMA_FILE.read_text())
+
+
+def _fields(spec: dict) -> dict[str, tuple[bool, str]]:
+    required = set(spec.get("required", ()))
+    return {name: (name in required, " ".join(prop["description"].split()))
+            for name, prop in spec["properties"].items()}
+
+
+# name -> (required, meaning), in the documented order of schema.yaml.
+FIELDS: dict[str, tuple[bool, str]] = _fields(schema()["$defs"]["entry"])
+TOP_FIELDS: dict[str, tuple[bool, str]] = _fields(schema())
 _HEX = {"md5": 32, "sha256": 64}
 _SCHEMES = ("http", "https", "ftp", "file")
 
@@ -161,43 +152,78 @@ class _Checker:
     def fail(self, message: str, *, line: int | None = None, record: str | None = None,
              fix: str | None = None) -> InputError:
         return InputError(message, path=self.path, line=line, record=record,
-                          fix=fix or "see data_manifests/schema.yaml")
+                          fix=fix or "see the manifest schema, mambadna/manifests/schema.yaml")
 
 
-def _keys(check: _Checker, data: dict, spec: dict, where: str, line: int | None,
-          record: str | None = None) -> None:
-    unknown = sorted(set(data) - set(spec))
-    if unknown:
-        raise check.fail(f"unknown field(s) {unknown} in {where}", line=line, record=record,
-                         fix=f"allowed fields: {', '.join(spec)}")
-    missing = [k for k, (required, _) in spec.items() if required and k not in data]
-    if missing:
-        raise check.fail(f"missing field(s) {missing} in {where} (write `null` where a value "
-                         "is not known)", line=line, record=record)
+@functools.cache
+def _validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema())
 
 
-def _text(check, value, name, line, record, *, optional=False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise check.fail(f"{name} must be a non-empty string, got {value!r}", line=line,
-                         record=record)
-    return value.strip()
+def _expected(spec: dict) -> str:
+    """What a property must be (its x-expected, or that of the definition it refers to)."""
+    while "x-expected" not in spec and "$ref" in spec:
+        spec = schema()["$defs"][spec["$ref"].rsplit("/", 1)[1]]
+    return " ".join(str(spec.get("x-expected", "as schema.yaml says")).split())
+
+
+def _order(err) -> tuple:
+    """Errors in the order a reader fixes them: the manifest's own fields, then entry by entry;
+    within one mapping unknown fields, then missing ones, then values in field order."""
+    path = list(err.absolute_path)
+    entry = path[1] if path[:1] == ["entries"] and len(path) > 1 else -1
+    inner = path[2:] if entry >= 0 else path
+    rank = {"additionalProperties": 0, "required": 1}.get(err.validator, 2) if not inner else 2
+    names = list(FIELDS if entry >= 0 else TOP_FIELDS)
+    field = names.index(inner[0]) if inner and inner[0] in names else len(names)
+    return entry, rank, field
+
+
+def _schema_error(check: _Checker, err, data: dict, lines: list) -> InputError:
+    """A jsonschema error as our InputError: the entry's line and name, the field, what it
+    must be and what it is."""
+    path = list(err.absolute_path)
+    line = record = None
+    if path[:1] == ["entries"] and len(path) > 1:
+        index, inner, spec, where = path[1], path[2:], FIELDS, "entry"
+        line = lines[index] if index < len(lines) else None
+        item = data["entries"][index]
+        name = item.get("name") if isinstance(item, dict) else None
+        record = name if isinstance(name, str) else None
+        properties = schema()["$defs"]["entry"]["properties"]
+    else:
+        inner, spec, where, properties = path, TOP_FIELDS, "the manifest", schema()["properties"]
+    if not inner and err.validator == "additionalProperties":
+        unknown = sorted((k for k in err.instance if k not in spec), key=str)
+        return check.fail(f"unknown field(s) {unknown} in {where}", line=line, record=record,
+                          fix=f"allowed fields: {', '.join(spec)}")
+    if not inner and err.validator == "required":
+        missing = [k for k, (required, _) in spec.items() if required and k not in err.instance]
+        return check.fail(f"missing field(s) {missing} in {where} (write `null` where a value "
+                          "is not known)", line=line, record=record)
+    if not inner:  # the entry itself is no mapping
+        return check.fail(f"an entry must be a mapping, got {type(err.instance).__name__}",
+                          line=line)
+    field = inner[0]
+    value = (data["entries"][path[1]] if where == "entry" else data)[field]
+    return check.fail(f"{field} must be {_expected(properties[field])}, got {value!r}",
+                      line=line, record=record)
+
+
+def _text(value, *, optional=False) -> str | None:
+    """A schema-checked text field, stripped (None stays None)."""
+    return None if value is None else str(value).strip()
 
 
 def _split(check, value, line, record) -> tuple[str | None, dict[str, tuple[str, ...]]]:
-    """``split``: null, a split name, or {split: [record names]} with disjoint lists."""
+    """``split`` (schema-checked): null, a split name, or {split: [record names]}; the lists
+    must be disjoint."""
     if value is None or value in SPLITS:
         return value, {}
-    if not isinstance(value, dict) or not value or set(value) - set(SPLITS):
-        raise check.fail(f"split must be null, one of {list(SPLITS)}, or a mapping from those "
-                         f"splits to lists of record names; got {value!r}", line=line,
-                         record=record)
     records, seen = {}, set()
     for split, names in value.items():
-        if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
-            raise check.fail(f"split.{split} must be a list of record names", line=line,
-                             record=record)
         names = tuple(str(n) for n in names)
         twice = seen & set(names)
         if twice:
@@ -209,7 +235,7 @@ def _split(check, value, line, record) -> tuple[str | None, dict[str, tuple[str,
 
 
 def _url(check, value, line, record) -> str:
-    url = _text(check, value, "url", line, record)
+    url = _text(value)
     scheme = urlparse(url).scheme
     if scheme and scheme not in _SCHEMES:
         raise check.fail(f"url scheme {scheme!r} is not supported", line=line, record=record,
@@ -218,9 +244,6 @@ def _url(check, value, line, record) -> str:
 
 
 def _compression(check, value, url, line, record) -> str:
-    if value not in COMPRESSIONS:
-        raise check.fail(f"compression must be one of {list(COMPRESSIONS)}, got {value!r}",
-                         line=line, record=record)
     gz = PurePosixPath(urlparse(url).path).suffix in (".gz", ".bgz")
     if gz != (value != "none"):
         raise check.fail(f"compression {value!r} does not match the URL's file name", line=line,
@@ -229,47 +252,22 @@ def _compression(check, value, url, line, record) -> str:
 
 
 def _entry(check: _Checker, data: dict, line: int | None) -> ManifestEntry:
-    if not isinstance(data, dict):
-        raise check.fail(f"an entry must be a mapping, got {type(data).__name__}", line=line)
-    record = data.get("name") if isinstance(data.get("name"), str) else None
-    _keys(check, data, FIELDS, "entry", line, record)
-    name = _text(check, data["name"], "name", line, record)
-    if not _NAME.match(name):
-        raise check.fail(f"name {name!r} may hold only letters, digits, '.', '_', '-'",
-                         line=line, record=record)
-    taxid = data["taxid"]
-    if not isinstance(taxid, int) or isinstance(taxid, bool) or taxid <= 0:
-        raise check.fail(f"taxid must be a positive integer, got {taxid!r}", line=line,
-                         record=name)
+    """A schema-checked entry -> ManifestEntry, after the checks a schema cannot make."""
+    name = data["name"]
     url = _url(check, data["url"], line, name)
-    try:
-        checksum = Checksum.parse(data["checksum"]) if data["checksum"] is not None else None
-    except ValueError as err:
-        raise check.fail(str(err), line=line, record=name) from None
+    checksum = Checksum.parse(data["checksum"]) if data["checksum"] is not None else None
     size = data["size"]
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
-        raise check.fail(f"size must be a positive integer (bytes) or null, got {size!r}",
-                         line=line, record=name)
     split, records = _split(check, data["split"], line, name)
-    kind = data.get("kind", "genome")
-    if kind not in ("genome", "intervals"):
-        raise check.fail(f"kind must be genome or intervals, got {kind!r}", line=line,
-                         record=name)
     return ManifestEntry(
-        name=name, species=_text(check, data["species"], "species", line, name),
-        taxid=taxid, assembly=_text(check, data["assembly"], "assembly", line, name), url=url,
-        checksum=checksum, compression=_compression(check, data["compression"], url, line, name),
-        size=size, label=_text(check, data["label"], "label", line, name, optional=True),
-        split=split, license=_text(check, data["license"], "license", line, name),
-        records=records,
-        checksum_source=_text(check, data.get("checksum_source"), "checksum_source", line, name,
-                              optional=True),
-        accession=_text(check, data.get("accession"), "accession", line, name, optional=True),
-        common_name=_text(check, data.get("common_name"), "common_name", line, name,
-                          optional=True),
-        file=_text(check, data.get("file"), "file", line, name, optional=True) or "",
-        kind=kind, notes=_text(check, data.get("notes"), "notes", line, name, optional=True),
-        group=name, line=line)
+        name=name, species=_text(data["species"]), taxid=int(data["taxid"]),
+        assembly=_text(data["assembly"]), url=url, checksum=checksum,
+        compression=_compression(check, data["compression"], url, line, name),
+        size=None if size is None else int(size), label=_text(data["label"]),
+        split=split, license=_text(data["license"]), records=records,
+        checksum_source=_text(data.get("checksum_source")),
+        accession=_text(data.get("accession")), common_name=_text(data.get("common_name")),
+        file=_text(data.get("file")) or "", kind=data.get("kind", "genome"),
+        notes=_text(data.get("notes")), group=name, line=line)
 
 
 def _placeholders(check: _Checker, entry: ManifestEntry, field: str, value: str) -> None:
@@ -350,22 +348,19 @@ def load_manifest(path: str | Path) -> DataManifest:
     if not isinstance(data, dict):
         raise check.fail("a manifest must be a YAML mapping with schema_version, name, "
                          "description and entries")
-    _keys(check, data, TOP_FIELDS, "the manifest", None)
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise check.fail(f"schema_version must be {SCHEMA_VERSION}, got "
-                         f"{data['schema_version']!r}")
-    entries_data = data["entries"]
-    if not isinstance(entries_data, list) or not entries_data:
-        raise check.fail("entries must be a non-empty list")
-    lines = _entry_lines(text) or [None] * len(entries_data)
+    entries_data = data.get("entries")
+    lines = _entry_lines(text)
+    errors = sorted(_validator().iter_errors(data), key=_order)
+    if errors:
+        raise _schema_error(check, errors[0], data, lines)
+    lines = lines or [None] * len(entries_data)
     entries: list[ManifestEntry] = []
     for item, line in zip(entries_data, lines):
         entries += _expand(check, _entry(check, item, line))
     _unique(check, entries)
     return DataManifest(
-        path=path, name=_text(check, data["name"], "name", None, None),
-        description=_text(check, data["description"], "description", None, None),
-        base_url=_text(check, data.get("base_url"), "base_url", None, None, optional=True),
+        path=path, name=_text(data["name"]), description=_text(data["description"]),
+        base_url=_text(data.get("base_url")),
         entries=tuple(entries))
 
 

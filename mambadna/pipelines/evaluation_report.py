@@ -1,9 +1,8 @@
 """What ``evaluate`` shows: the screen summary, ``report.md`` and the PNG plots.
 
 Everything is drawn from the ``metrics.json`` dict (mambadna.pipelines.evaluate), so a report
-can be redrawn from a saved evaluation. matplotlib is imported only when plots are drawn, and
-figures are made with ``matplotlib.figure.Figure`` and its Agg canvas rather than pyplot: no
-display is needed (clusters, CI) and a caller's pyplot backend and figures are left alone.
+can be redrawn from a saved evaluation. The figures are mambadna.plots ones (matplotlib's Agg
+canvas, no pyplot, no display; matplotlib imported only when plots are drawn).
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from mambadna.plots import draw_confusion, figure, save
 
 LEVELS = ("records", "windows")
 PLOTS = {"confusion": "confusion.png", "per_class_recall": "per_class_recall.png",
@@ -146,33 +147,15 @@ def write_report(metrics: dict, path: str | os.PathLike, plots: dict[str, Path])
 # ------------------------------------------------------------------ plots
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _plot_confusion(metrics: dict, path: Path) -> None:
-    fig = _figure(11, 4.8)
+    fig = figure(11, 4.8)
     axes = fig.subplots(1, 2)
     for ax, level in zip(axes, LEVELS):
-        labels = metrics[level]["confusion"]["labels"]
-        counts = np.array(metrics[level]["confusion"]["matrix"], dtype=float)
-        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        for (i, j), value in np.ndenumerate(counts):
-            ax.text(j, i, f"{int(value)}", ha="center", va="center",
-                    color="white" if share[i, j] > 0.5 else "black", fontsize=8)
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_yticks(range(len(labels)), labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{level} (share of each true class; counts)")
+        confusion = metrics[level]["confusion"]
+        image = draw_confusion(ax, confusion["labels"], confusion["matrix"],
+                               f"{level} (share of each true class; counts)")
     fig.colorbar(image, ax=axes, shrink=0.8)
-    fig.savefig(path, dpi=120)
+    save(fig, path)
 
 
 def _plot_recall(metrics: dict, path: Path) -> None:
@@ -182,7 +165,7 @@ def _plot_recall(metrics: dict, path: Path) -> None:
         series += [(f"k-mer, {level}", kmer[level]) for level in LEVELS]
     labels = list(metrics["windows"]["per_class"])
     width = 0.8 / len(series)
-    fig = _figure(max(6, 1.3 * len(labels) + 2), 4)
+    fig = figure(max(6, 1.3 * len(labels) + 2), 4)
     ax = fig.subplots()
     for s, (name, m) in enumerate(series):
         recall = [m["per_class"].get(x, {}).get("recall") for x in labels]
@@ -193,12 +176,12 @@ def _plot_recall(metrics: dict, path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("recall")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=120)
+    save(fig, path)
 
 
 def _plot_comparison(metrics: dict, path: Path) -> None:
     kmer = _kmer(metrics)
-    fig = _figure(7, 4)
+    fig = figure(7, 4)
     ax = fig.subplots()
     bars = [("model", lambda v: metrics[v], "balanced_accuracy", "C0")]
     if kmer is not None:
@@ -219,7 +202,7 @@ def _plot_comparison(metrics: dict, path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("balanced accuracy (95% CI)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=120)
+    save(fig, path)
 
 
 def write_plots(metrics: dict, folder: str | os.PathLike) -> dict[str, Path]:

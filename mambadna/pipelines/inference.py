@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mambadna.alphabet import PAD, N, reverse_complement
 from mambadna.errors import ConfigError
@@ -42,7 +43,6 @@ from mambadna.model import (
 )
 from mambadna.model.io import require_verified as require_verified  # for the CLI's --strict
 from mambadna.model.state import ModelState
-from mambadna.pipelines.output import Progress
 from mambadna.pipelines.sources import SourceRecord
 from mambadna.pipelines.tiling import WindowSpec
 
@@ -149,7 +149,7 @@ class WindowRunner:
 
     def __init__(self, model: MambaDNA, reducer: Reducer, spec: WindowSpec, *,
                  batch_size: int = 8, rc_average: bool = False, precision: str = "auto",
-                 progress: Progress | None = None,
+                 progress: tqdm | None = None,
                  on_record: Callable[[SourceRecord, int], None] | None = None,
                  context: ContextGroup | None = None) -> None:
         if batch_size < 1:
@@ -241,7 +241,8 @@ class WindowRunner:
 
     def _rows(self, windows: list[_Window], values: np.ndarray) -> Rows:
         if self.progress is not None:
-            self.progress.update(sum(w.end - w.start for w in windows), windows[-1].record.name)
+            self.progress.set_postfix_str(windows[-1].record.name, refresh=False)
+            self.progress.update(sum(w.end - w.start for w in windows))
         return Rows(
             records=[w.record.name for w in windows],
             record_index=np.array([w.record.index for w in windows], dtype=np.int64),

@@ -1,4 +1,4 @@
-"""Where pipeline results go: output checks, atomic files and a progress line on stderr.
+"""Where pipeline results go: output checks and atomic files (progress: mambadna.progress).
 
 Outputs are written through ``mambadna.atomic`` (a hidden temporary file in the output's folder,
 renamed into place only when complete), so an error or an interrupt never leaves a file,
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
-from typing import TextIO
 
 from mambadna.atomic import atomic_file
 from mambadna.errors import ConfigError, OutputExistsError
@@ -96,52 +94,3 @@ def atomic_output(path: str | os.PathLike, *, force: bool):
     and again before the rename. Yields the temporary path to write."""
     return atomic_file(path, check=lambda target: check_output(target, force=force))
 
-
-def _si(value: float, unit: str) -> str:
-    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= factor:
-            return f"{value / factor:.2f} {prefix}{unit}"
-    return f"{value:.0f} {unit}"
-
-
-class Progress:
-    """A one-line progress display on stderr: bases done (of the total if known) and rate.
-
-    Shown only when ``enabled`` (default: stderr is a terminal); redrawn at most every
-    ``interval`` seconds.
-    """
-
-    def __init__(self, label: str, total: int | None = None, *, enabled: bool | None = None,
-                 stream: TextIO | None = None, interval: float = 0.5) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.label = label
-        self.total = total
-        self.done = 0
-        self.interval = interval
-        self.started = time.perf_counter()
-        self._drawn = 0.0
-
-    def update(self, bases: int, record: str = "") -> None:
-        self.done += bases
-        now = time.perf_counter()
-        if self.enabled and now - self._drawn >= self.interval:
-            self._drawn = now
-            self._draw(now, record)
-
-    def line(self, now: float | None = None, record: str = "") -> str:
-        elapsed = max((now or time.perf_counter()) - self.started, 1e-9)
-        done = _si(self.done, "b")
-        if self.total:
-            done += f" / {_si(self.total, 'b')} ({100 * self.done / self.total:.1f}%)"
-        return f"{self.label}: {done}, {_si(self.done / elapsed, 'b/s')} {record}".rstrip()
-
-    def _draw(self, now: float, record: str) -> None:
-        self.stream.write("\r" + self.line(now, record)[:120] + "\x1b[K")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self._draw(time.perf_counter(), "done")
-            self.stream.write("\n")
-            self.stream.flush()

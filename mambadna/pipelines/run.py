@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import InitVar, dataclass, field
 
 import torch
+from tqdm import tqdm
 
 from mambadna._version import __version__
 from mambadna.errors import ConfigError
@@ -23,9 +24,9 @@ from mambadna.pipelines.inference import (
     resolve_device,
     trained_length,
 )
-from mambadna.pipelines.output import Progress
 from mambadna.pipelines.sources import RecordStream, SourceRecord
 from mambadna.pipelines.tiling import WindowSpec
+from mambadna.progress import bar
 
 Inputs = str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -59,7 +60,7 @@ class RunOptions:
     precision: str = "auto"
     """"auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"."""
     progress: bool | None = None
-    """Progress line on stderr; None: only when stderr is a terminal."""
+    """Progress bar on stderr; None: only when stderr is a terminal; False: never."""
     read: ReadOptions = field(default_factory=ReadOptions)
     """How the inputs are read and encoded (format, regions, filters, on_invalid ...)."""
     on_invalid: InitVar[str | None] = None
@@ -102,7 +103,8 @@ class Run:
     spec: WindowSpec
     records: RecordStream
     runner: WindowRunner
-    progress: Progress
+    progress: tqdm
+    """The bases-done bar (mambadna.progress; a no-op when not shown)."""
     seen: list[tuple[SourceRecord, int]]
 
 
@@ -122,7 +124,7 @@ def open_run(model_or_dir, inputs: Inputs, opts: RunOptions, reducer: Callable[[
                               min_window=opts.min_window, stream=opts.stream,
                               trained_length=trained_length(model))
     total = records.total_bases() if spec.stride == spec.window else None
-    progress = Progress(label, total, enabled=opts.progress)
+    progress = bar(label, total, unit="b", enabled=opts.progress)
     seen: list[tuple[SourceRecord, int]] = []
     context = None
     if opts.context_parallel > 1:  # a rank of a context-parallel run (parallel.run_rank)

@@ -34,12 +34,14 @@ import numpy as np
 from mambadna._version import __version__
 from mambadna.atomic import atomic_directory
 from mambadna.errors import ConfigError
+from mambadna.progress import bar
 from mambadna.regions import format_region
 from mambadna.simulate.evolve import (
     GREAT_APES_TREE,
     EvolutionConfig,
     apply_variants,
     evolve_chromosome,
+    import_msprime,
     species_demography,
 )
 from mambadna.simulate.genome import (
@@ -256,7 +258,7 @@ def _signature_record(spectra: LineageSpectra, counter: _DivergenceCounter,
 def _record(config: SimulationConfig, species: list[str], lengths: list[int], layout: dict,
             ancestral: list, species_lengths: dict, counter: _DivergenceCounter,
             n_sites: int, n_indels: int, spectra: LineageSpectra, leaves: list[str]) -> dict:
-    import msprime
+    msprime = import_msprime()
 
     repeat_bases: dict[str, int] = {}
     for chrom in ancestral:
@@ -314,7 +316,8 @@ def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...
                      n_chromosomes: int = 4, tree: str | None = None,
                      divergence_scale: float = 1.0, insertion_rate: float = 0.45,
                      spectrum_bias: float = 0.0, seed: int = 0, force: bool = False,
-                     softmask: bool = False, time_units: str = "myr") -> SimulationResult:
+                     softmask: bool = False, time_units: str = "myr",
+                     progress: bool | None = None) -> SimulationResult:
     """Simulate one haploid genome per species along a species tree and write it to out_dir.
 
     Writes ``<species>.fa`` (records chr1..chrK), ``<species>.<split>.fa`` for train/val/test,
@@ -323,6 +326,7 @@ def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...
     received) and ``SHA256SUMS``. insertion_rate and spectrum_bias set the lineage-specific
     signals (see lineage.py); divergence_scale multiplies every rate. Raises ConfigError for
     bad parameters and OutputExistsError if out_dir is not empty and force is False.
+    progress: a bar of chromosomes simulated on stderr (None: when stderr is a terminal).
     """
     config = SimulationConfig(
         species=tuple(species) if species is not None else None, n_species=n_species,
@@ -340,10 +344,15 @@ def simulate_species(out_dir: str | Path, *, species: list[str] | tuple[str, ...
     lineage = LineageRepeats(families, seeds["lineage"])
     spectra = LineageSpectra(demography, seeds["spectrum"])
     chains = background_chains(config.genome)
-    ancestral = [ancestral_chromosome(np.random.default_rng(s), n, config.genome, families, chains)
-                 for s, n in zip(seeds["chromosomes"], lengths)]
-    variants = [evolve_chromosome(chrom.bases, chosen, demography, evolution, s, lineage, spectra)
-                for chrom, s in zip(ancestral, seeds["evolve"])]
+    ancestral, variants = [], []
+    with bar("simulate", len(lengths), unit="chr", enabled=progress, unit_scale=False) as shown:
+        for n, chrom_seed, evolve_seed in zip(lengths, seeds["chromosomes"], seeds["evolve"]):
+            chrom = ancestral_chromosome(np.random.default_rng(chrom_seed), n, config.genome,
+                                         families, chains)
+            ancestral.append(chrom)
+            variants.append(evolve_chromosome(chrom.bases, chosen, demography, evolution,
+                                              evolve_seed, lineage, spectra))
+            shown.update()
 
     out_dir = Path(out_dir)
     counter = _DivergenceCounter(chosen)

@@ -14,7 +14,9 @@ with ``b -> b XOR (drawn XOR ours)`` (bases coded A0 C1 G2 T3): a bijection that
 ancestral allele to our base and keeps transition pairs (A<->G, C<->T) together, so the
 substitution process keeps its statistics.
 
-msprime is imported inside functions: it is an optional dependency of the GPU image.
+msprime is imported inside functions, through ``import_msprime``: it is the optional extra
+``mambadna[simulate]`` (pulled in by ``[demo]`` and ``[dev]``), and a missing one is a ConfigError
+naming the extra, not an ImportError traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ from mambadna.simulate.lineage import LineageRepeats, LineageSpectra, carrier_pa
 GREAT_APES = ("human", "chimpanzee", "bonobo", "gorilla", "orangutan")
 # Split times in million years (science notes): orangutan 16, gorilla 9, human 6, chimp/bonobo 1.
 GREAT_APES_TREE = "(((human:6,(chimpanzee:1,bonobo:1):5):3,gorilla:9):7,orangutan:16);"
+
+
+def import_msprime():
+    """The msprime module, or a ConfigError saying which extra installs it."""
+    try:
+        import msprime
+    except ImportError:
+        raise ConfigError("simulating genomes needs msprime, which is not installed",
+                          fix="pip install 'mambadna[simulate]' (or pip install msprime)"
+                          ) from None
+    return msprime
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,7 @@ class EvolutionConfig:
 
 def species_demography(config: EvolutionConfig):
     """(msprime.Demography, leaf names in tree order) for the species tree."""
-    import msprime
+    msprime = import_msprime()
 
     try:
         demography = msprime.Demography.from_species_tree(
@@ -152,7 +165,7 @@ def _inserted_bases(rng: np.random.Generator, bases: np.ndarray, positions: np.n
 
 def _binary_events(ts, rate: float, seed: np.random.SeedSequence):
     """Presence/absence events on the genealogies: (positions, carriers (n, n_species) bool)."""
-    import msprime
+    msprime = import_msprime()
 
     events = msprime.sim_mutations(ts, rate=rate, model=msprime.BinaryMutationModel(),
                                    random_seed=_msprime_seed(seed), discrete_genome=True)
@@ -170,7 +183,7 @@ def evolve_chromosome(bases: np.ndarray, species: list[str], demography, config:
     leaves out transposon insertions. spectra: the branches' substitution signatures; None (or
     spectrum_bias 0) leaves them out.
     """
-    import msprime
+    msprime = import_msprime()
 
     # A sixth child leaves the first five (and so every output without signatures) unchanged.
     ancestry_seed, sub_seed, indel_seed, shape_seed, te_seed, sig_seed = seed.spawn(6)

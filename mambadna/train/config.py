@@ -21,7 +21,8 @@ from mambadna.errors import ConfigError
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
 PRESET_NAMES = ("tiny", "paper-1.4m", "paper-7m")
 CHECKPOINTING = ("auto", "on", "off")
-RUN_CONTROLS = ("resume", "force")  # how to run, not what: never written to config.yaml
+RUN_CONTROLS = ("resume", "force", "verbose")  # how to run, not what: not in config.yaml
+LOGGERS = ("csv", "tensorboard")  # mambadna.train.loggers.LOGGERS (that module needs torch)
 RESOLVED_KEY = "resolved"
 
 
@@ -89,6 +90,10 @@ class TrainConfig:
     seed: int = _f(0, "Random seed of weights and data.")
     num_workers: int = _f(2, "DataLoader worker processes per device.")
     log_every: int = _f(50, "Optimizer steps between log lines and metric rows.")
+    logger: str = _f("csv", "Metrics: csv (RUN_DIR/metrics.csv), or tensorboard (the CSV plus "
+                            "event files in RUN_DIR/tensorboard/; pip install "
+                            "'mambadna[tensorboard]').", choices=LOGGERS)
+    verbose: bool = _f(False, "Show Lightning's tips, hardware lines and deprecation notices.")
     resume: bool = _f(False, "Continue the run in --out-dir from checkpoints/last.ckpt.")
     force: bool = _f(False, "Replace an earlier run in --out-dir.")
 
@@ -208,7 +213,9 @@ class FinetuneConfig(TrainConfig):
 
 def _require(ok: bool, name: str, what: str) -> None:
     if not ok:
-        raise ConfigError(f"{name.replace('_', '-')} {what}")
+        err = ConfigError(f"{name.replace('_', '-')} {what}")
+        err.key = name.split("[", 1)[0]  # load_config names the file and line of the key
+        raise err
 
 
 def _scalar(kind: str, value: Any, where: str) -> Any:
@@ -281,22 +288,52 @@ def field_names(cls: type[TrainConfig]) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
-def _from_mapping(cls: type[TrainConfig], data: dict[str, Any], origin: str) -> dict[str, Any]:
-    """Check the keys of a YAML mapping; drop the ``resolved`` record."""
+def _suggestion(key: str, known: list[str]) -> str | None:
+    """The valid key nearest to ``key`` (dashes read as underscores), if one is close."""
+    import difflib
+
+    normal = str(key).replace("-", "_").lower()
+    if normal in known:
+        return normal
+    found = difflib.get_close_matches(normal, known, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _from_mapping(cls: type[TrainConfig], data: dict[str, Any], origin: str,
+                  lines: dict[str, int] | None = None) -> dict[str, Any]:
+    """Check the keys of a YAML mapping; drop the ``resolved`` record. ``lines``: the line of
+    each key in the file ``origin`` (an unknown key's error names it)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: expected a mapping of option: value, got "
-                          f"{type(data).__name__}", path=origin)
+        raise ConfigError(f"expected a mapping of option: value, got {type(data).__name__}",
+                          path=origin, line=1 if lines is not None else None)
     data = {k: v for k, v in data.items() if k != RESOLVED_KEY}
     known = field_names(cls)
-    unknown = sorted(set(data) - set(known))
+    unknown = [k for k in data if k not in known]
     if unknown:
+        first = unknown[0]
+        nearest = _suggestion(first, known)
+        hint = f"did you mean {nearest}? " if nearest else ""
         raise ConfigError(f"unknown key(s) {', '.join(map(repr, unknown))} in a "
                           f"{cls.__name__.removesuffix('Config').lower()} config",
-                          path=origin, fix=f"valid keys are: {', '.join(sorted(known))}")
+                          path=origin if lines is not None else None,
+                          line=(lines or {}).get(first),
+                          fix=f"{hint}valid keys are: {', '.join(sorted(known))}")
     return data
 
 
-def read_yaml(path: str | os.PathLike) -> Any:
+def _key_lines(text: str) -> dict[str, int]:
+    """1-based line of each top-level key of a YAML mapping (empty if it is not one)."""
+    import yaml
+
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {key.value: key.start_mark.line + 1 for key, _ in node.value
+            if isinstance(key, yaml.ScalarNode)}
+
+
+def read_yaml(path: str | os.PathLike, with_lines: bool = False) -> Any:
+    """The YAML file at ``path`` (safe_load); with ``with_lines``, (data, line of each key)."""
     import yaml
 
     path = Path(path)
@@ -304,28 +341,66 @@ def read_yaml(path: str | os.PathLike) -> Any:
         from mambadna.errors import InputFileError
 
         raise InputFileError("config file not found", path=path)
+    text = path.read_text()
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
+        lines = _key_lines(text) if with_lines else {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise ConfigError(f"not valid YAML ({getattr(err, 'problem', err)})", path=path,
                           line=mark.line + 1 if mark else None) from None
+    return (data, lines) if with_lines else data
+
+
+def _read_config_file(cls: type[TrainConfig], path: str | os.PathLike) -> dict[str, Any]:
+    """A config file's keys, each value checked against its field: an unknown key or a bad
+    value is a ConfigError naming the file and the line."""
+    data, lines = read_yaml(path, with_lines=True)
+    data = _from_mapping(cls, data, os.fspath(path), lines)
+    by_name = {f.name: f for f in fields(cls)}
+    for key, value in data.items():
+        try:
+            _coerce(by_name[key], value, cls.__name__)
+        except ConfigError as err:
+            raise err.with_location(path=path, line=lines.get(key)) from None
+    return data
+
+
+def _key_of(err: ConfigError, keys) -> str | None:
+    """The config key a check's error is about (ConfigError.key, set by _require)."""
+    key = getattr(err, "key", None)
+    return key if key in keys else None
 
 
 def load_config(cls: type[TrainConfig], config_file: str | os.PathLike | None = None,
                 overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Build a config: defaults < RUN_DIR/config.yaml (resume) < config_file < overrides."""
+    """Build a config: defaults < RUN_DIR/config.yaml (resume) < config_file < overrides.
+
+    Errors about a key that came from a file name the file and the key's line, and an
+    unknown key gets the nearest valid one ("did you mean seq_len?")."""
     overrides = dict(overrides or {})
+    files: list[tuple[str, dict[str, Any]]] = []  # (path, its keys), later files win
     from_file = {}
     if config_file is not None:
-        from_file = _from_mapping(cls, read_yaml(config_file), os.fspath(config_file))
+        from_file = _read_config_file(cls, config_file)
+        files.append((os.fspath(config_file), from_file))
     _from_mapping(cls, overrides, "options")
     merged = {**from_file, **overrides}
     if merged.get("resume") and merged.get("out_dir"):
         saved = Path(merged["out_dir"]) / "config.yaml"
         if saved.is_file():
-            merged = {**_from_mapping(cls, read_yaml(saved), os.fspath(saved)), **merged}
-    return cls(**merged)
+            saved_keys = _read_config_file(cls, saved)
+            files.insert(0, (os.fspath(saved), saved_keys))
+            merged = {**saved_keys, **merged}
+    try:
+        return cls(**merged)
+    except ConfigError as err:
+        for path, keys in reversed(files):
+            key = _key_of(err, keys)
+            if key is not None and key not in overrides:
+                _, lines = read_yaml(path, with_lines=True)
+                raise err.with_location(path=path, line=lines.get(key)) from None
+        raise
 
 
 def dump_yaml(data: dict[str, Any]) -> str:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mambadna._version import __version__
@@ -44,6 +43,7 @@ from mambadna.train.callbacks import (
     save_resumable,
 )
 from mambadna.train.config import FinetuneConfig, PretrainConfig, TrainConfig, dump_yaml
+from mambadna.train.loggers import lightning_output, make_loggers
 from mambadna.train.modules import ClassifierModule, LanguageModelModule, OptimSettings
 from mambadna.train.runfolder import RunFolder, is_leader, launch_id, merge_metrics, write_atomic
 
@@ -104,7 +104,7 @@ def _trainer(config: TrainConfig, folder: RunFolder, monitor: tuple[str, str] | 
         val_check_interval=config.val_every * config.accumulate if monitor else None,
         check_val_every_n_epoch=None, limit_val_batches=None if monitor else 0,
         num_sanity_val_steps=0, log_every_n_steps=config.log_every,
-        logger=CSVLogger(folder.path, name="logs", version=attempt),
+        logger=make_loggers(config.logger, folder.path, attempt),
         callbacks=[checkpoint, last, SaveOnInterrupt(folder.last_checkpoint),
                    AttemptMarker(folder.logs / f"version_{attempt}"), *callbacks],
         enable_progress_bar=interactive, enable_model_summary=interactive,
@@ -332,7 +332,14 @@ class _Task:
 def _run(config: TrainConfig, prepare: Callable[[RunFolder, bool], _Task],
          callbacks: Sequence[pl.Callback]) -> RunResult:
     """Start the run folder, let ``prepare`` set the task up, check everything before the first
-    step (the leader discards a folder it created if anything fails), then train and export."""
+    step (the leader discards a folder it created if anything fails), then train and export.
+    Lightning's tips and deprecation notices are hidden unless config.verbose."""
+    with lightning_output(config.verbose):
+        return _run_task(config, prepare, callbacks)
+
+
+def _run_task(config: TrainConfig, prepare: Callable[[RunFolder, bool], _Task],
+              callbacks: Sequence[pl.Callback]) -> RunResult:
     folder = _start(config)
     leader = is_leader()
     try:

@@ -142,8 +142,9 @@ class RunFolder:
 def merge_metrics(folder: RunFolder):
     """Merge every attempt's metrics.csv into RUN_DIR/metrics.csv; return the DataFrame.
 
-    An attempt that was resumed from step k by the next one keeps only its rows before step k
-    (the rows it logged past its last checkpoint were redone by the next attempt).
+    An attempt that was resumed from step k by the next one keeps only its rows up to step k
+    (steps count optimizer steps done, mambadna.train.loggers: the rows it logged past its
+    last checkpoint were redone by the next attempt).
     """
     import pandas as pd
 
@@ -158,7 +159,7 @@ def merge_metrics(folder: RunFolder):
         later = [a for a in attempts[i + 1:] if (a[1] / "start_step").is_file()]
         if later and "step" in frame:
             restart = int((later[0][1] / "start_step").read_text())
-            frame = frame[frame["step"] < restart]
+            frame = frame[frame["step"] <= restart]
         frames.append(frame)
     merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["step", "epoch"])

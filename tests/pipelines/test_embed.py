@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import io
 import json
 import os
 import tracemalloc
@@ -37,7 +36,6 @@ from mambadna.errors import (
 from mambadna.model import MambaDNA, ModelConfig, load_model
 from mambadna.pipelines import inference
 from mambadna.pipelines.embed import embed_on_devices
-from mambadna.pipelines.output import Progress
 from mambadna.pipelines.run import RunOptions
 from mambadna.pipelines.tiling import windows
 
@@ -418,18 +416,6 @@ def test_cli_embed(tmp_path, model_dir, genome):
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 1 and "already exists" in again.output
     assert "Traceback" not in again.output
-
-
-def test_progress_line():
-    stream = io.StringIO()
-    progress = Progress("embed", total=2_000_000, enabled=True, stream=stream, interval=0)
-    progress.update(500_000, "chr1")
-    progress.close()
-    text = stream.getvalue()
-    assert "embed: 500.00 kb / 2.00 Mb (25.0%)" in text and "b/s" in text and "chr1" in text
-    quiet = io.StringIO()
-    Progress("embed", enabled=False, stream=quiet).update(10)
-    assert quiet.getvalue() == ""
 
 
 # ------------------------------------------------------------------ GPU (pytest -m gpu)

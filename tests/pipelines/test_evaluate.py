@@ -90,7 +90,7 @@ def test_cli_writes_everything_and_metrics_match_the_predictions(tmp_path, model
         "comparison.png", "confusion.png", "metrics.json", "per_class_recall.png",
         "predictions.tsv", "report.md"]
     for png in out.glob("*.png"):
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert left_behind(tmp_path) == []
 
     table = pd.read_csv(out / "predictions.tsv", sep="\t")

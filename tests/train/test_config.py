@@ -47,7 +47,7 @@ def test_resume_reads_the_saved_config_under_the_flags(tmp_path):
 def test_unknown_keys_are_named_with_the_valid_ones(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("genomes: [g.fa]\nout_dir: run\nseq_length: 10\n")
-    with pytest.raises(ConfigError, match=r"c\.yaml: unknown key\(s\) 'seq_length'.*seq_len"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:3: unknown key\(s\) 'seq_length'.*seq_len"):
         load_config(PretrainConfig, path)
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="expected a mapping"):

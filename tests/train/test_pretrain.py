@@ -90,7 +90,7 @@ def test_interrupt_and_resume_matches_an_uninterrupted_run(genome, tmp_path, acc
     resumed = pretrain(config(genome, tmp_path / "cut", resume=True, **warmup))
     a = whole.metrics.dropna(subset=["train_loss"]).set_index("step")
     b = resumed.metrics.dropna(subset=["train_loss"]).set_index("step")
-    assert list(b.index) == list(range(6))  # one row per step, none repeated or lost
+    assert list(b.index) == list(range(1, 7))  # one row per step (steps done), none lost
     np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-5)
     np.testing.assert_allclose(b["lr"], a["lr"], rtol=1e-6)
     assert list(b["seq_len"]) == [32, 32, 64, 64, 64, 64]  # warmup: 2 steps at 32
@@ -192,7 +192,7 @@ def test_killed_run_resumes_to_the_end_of_an_uninterrupted_run(genome, tmp_path,
     assert int(start) == saved_at
     a = whole.metrics.dropna(subset=["train_loss"]).set_index("step")
     b = resumed.metrics.dropna(subset=["train_loss"]).set_index("step")
-    assert list(b.index) == list(range(6))
+    assert list(b.index) == list(range(1, 7))
     np.testing.assert_array_equal(b["train_loss"], a["train_loss"])
     final_a = load_file(whole.model_dir / "model.safetensors")
     final_b = load_file(resumed.model_dir / "model.safetensors")

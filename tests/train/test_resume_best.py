@@ -102,12 +102,13 @@ def test_resume_without_any_record_of_the_best_warns(first_run, tmp_path):
 
 def test_a_finished_run_resumed_further_numbers_its_steps_on(first_run, tmp_path):
     """last.ckpt written at the end of fit holds the counters of a save at the last step's
-    end: the resumed attempt logs steps 4 and 5, not 5 and 6 (one late per attempt)."""
+    end: the resumed attempt logs steps 5 and 6 (1-based: optimizer steps done), not 6 and 7
+    (one late per attempt)."""
     run, settings, _key, _best = first_run
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     result = pretrain(PretrainConfig(out_dir=str(copy), max_steps=6, resume=True, **settings))
     assert (copy / "logs" / "version_1" / "start_step").read_text().strip() == "4"
     steps = result.metrics.dropna(subset=["train_loss"])["step"].tolist()
-    assert steps == list(range(6))
+    assert steps == list(range(1, 7))
     assert torch.load(copy / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6

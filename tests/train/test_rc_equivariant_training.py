@@ -43,7 +43,7 @@ def test_pretrain_finetune_classify_embed_an_equivariant_model(tmp_path, random_
     config = json.loads((model_dir / "config.json").read_text())
     assert config["rc_equivariant"] is True and config["num_labels"] == 2
 
-    seqs = {"s1": random_dna(150, seed=7), "s2": random_dna(90, seed=8, alphabet="GGCCAT")}
+    seqs = {"s1": random_dna(150, seed=7), "s2": random_dna(120, seed=8, alphabet="GGCCAT")}
     (tmp_path / "fwd.fa").write_text("".join(f">{k}\n{v}\n" for k, v in seqs.items()))
     (tmp_path / "rev.fa").write_text("".join(f">{k}\n{reverse_complement_str(v)}\n"
                                              for k, v in seqs.items()))

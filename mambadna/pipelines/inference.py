@@ -188,9 +188,10 @@ class WindowRunner:
             raise ConfigError("--rc-average cannot be combined with --stream: the reverse "
                               "strand would have to stream from each record's end",
                               fix="drop one of the two options")
-        if spec.stream and model.config.bidirectional:
-            raise ConfigError("--stream needs a unidirectional model; this one is "
-                              "bidirectional", fix="run without --stream")
+        if spec.stream and (model.config.bidirectional or model.config.rc_equivariant):
+            kind = "bidirectional" if model.config.bidirectional else "RC-equivariant"
+            raise ConfigError(f"--stream needs a unidirectional model; this one is {kind}",
+                              fix="run without --stream")
         if spec.stream and append_cls:
             raise ConfigError("--pool cls appends a CLS token after each window, which a "
                               "carried state cannot hold", fix="use --pool last with --stream")

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import mambadna as md
 from mambadna.cli import cli
+from mambadna.errors import ConfigError
 from mambadna.model import MambaDNA, ModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -109,3 +110,9 @@ def test_rc_average_on_an_equivariant_model_is_its_own_output(records):
     np.testing.assert_allclose(vectors(averaged), vectors(plain), rtol=1e-5, atol=1e-6)
     assert set(plain["strand"]) == {"."}
     assert plain.attrs["mambadna"]["strand_handling"].startswith("RC-equivariant")
+
+
+def test_an_equivariant_model_cannot_stream(records):
+    with pytest.raises(ConfigError, match="unidirectional model; this one is RC-equivariant"):
+        md.embed(build(rc_equivariant=True), records, window=32, stream=True, device="cpu",
+                 progress=False)

@@ -37,6 +37,12 @@ def score(model_dir: Path, sim, out: Path, rc_average: bool) -> dict:
             "majority": windows["majority_baseline"], "n_windows": windows["n"]}
 
 
+def _row(row: dict) -> str:
+    low, high = row["interval"]
+    return (f"| {row['model']} | {row['balanced_accuracy']:.3f} ({low:.3f}-{high:.3f}) | "
+            f"{row['kmer']:.3f} | {row['majority']:.3f} | {row['train_seconds']:.0f} s |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
@@ -64,13 +70,11 @@ def main() -> None:
                 label = name + (" + rc_average" if rc_average else "")
                 metrics = score(fine.model_dir, sim, folder / f"eval-{label}", rc_average)
                 rows.append({"model": label, "train_seconds": seconds, **metrics})
+                print(_row(rows[-1]), flush=True)  # as it comes: the run is long
     print("| model | balanced accuracy (95 % CI) | k-mer NB | majority | training |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
-        ci = row["interval"]
-        ci_text = f" ({ci[0]:.3f}-{ci[1]:.3f})" if isinstance(ci, (list, tuple)) else ""
-        print(f"| {row['model']} | {row['balanced_accuracy']:.3f}{ci_text} | {row['kmer']:.3f} |"
-              f" {row['majority']:.3f} | {row['train_seconds']:.0f} s |")
+        print(_row(row))
     if args.json is not None:
         args.json.write_text(json.dumps({
             "steps": args.steps, "rows": rows, "machine": platform.platform(),

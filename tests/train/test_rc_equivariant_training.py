@@ -14,7 +14,7 @@ from mambadna.alphabet import reverse_complement_str
 from mambadna.cli import cli
 from mambadna.model import load_model
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # ~10 s
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # 2-7 s: CLI runs
 
 
 def run(*args):

@@ -277,6 +277,17 @@ def _summary(line: str, *outs) -> None:
     click.echo(line, err="-" in outs)
 
 
+def rc_average_option(default: bool = False):
+    """``--rc-average/--no-rc-average``: one option, one help, for every command that runs a
+    model over windows (the library parameter of the same name: ``rc_average``)."""
+    return click.option(
+        "--rc-average/--no-rc-average", default=default, show_default=True,
+        help="Also run each window's reverse complement and average the two strands "
+             "(embeddings: the mean vector; predictions and scores: the mean "
+             "log-probabilities). Not with --stream; an RC-equivariant model is the same on "
+             "both strands already.")
+
+
 def _pipeline_options(command):
     """Options of classify and embed: model, output, windows, batching, devices."""
     options = [
@@ -297,8 +308,7 @@ def _pipeline_options(command):
         click.option("--stream", is_flag=True,
                      help="Carry the model state along each record: every window sees the "
                           "whole record before it; memory does not grow with record length."),
-        click.option("--rc-average", is_flag=True,
-                     help="Also run each window's reverse complement and average the strands."),
+        rc_average_option(),
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA if available), cpu, cuda, cuda:1, ..."),
         click.option("--devices", default=1, show_default=True, type=click.IntRange(min=1),
@@ -359,13 +369,18 @@ def classify(inputs, out, per_window, model, bed, window, stride, min_window, ba
               help="Embeddings Parquet file: one row per window (source, record_id, start, "
                    "end, strand, n_fraction, embedding); .tsv or - (stdout) for TSV.")
 @click.option("--pool", default="mean", show_default=True,
-              type=click.Choice(["mean", "max", "last"]),
-              help="Window vector: mean or max over non-N bases, or the last base's state.")
+              type=click.Choice(["mean", "max", "last", "cls"]),
+              help="Window vector: mean or max over non-N bases, the last base's state, or "
+                   "the state at a CLS token appended after the window (for models trained "
+                   "with one).")
+@click.option("--layer", "layers", default="-1", show_default=True,
+              help="Block(s) whose output is embedded: an index (0 = first, -1 = last) or "
+                   "several, comma-separated (-1,-2), averaged.")
 @_pipeline_options
 @_reader_options
-def embed(inputs, out, pool, model, bed, window, stride, min_window, batch_size, stream,
-          rc_average, device, devices, context_parallel, precision, force, quiet, strict,
-          **read) -> None:
+def embed(inputs, out, pool, layers, model, bed, window, stride, min_window, batch_size,
+          stream, rc_average, device, devices, context_parallel, precision, force, quiet,
+          strict, **read) -> None:
     """Write pooled embeddings of the windows of INPUT... to Parquet."""
     from mambadna.pipelines.embed import embed_run
     from mambadna.pipelines.run import RunOptions
@@ -377,7 +392,8 @@ def embed(inputs, out, pool, model, bed, window, stride, min_window, batch_size,
                       context_parallel=context_parallel, precision=precision,
                       progress=False if quiet else None,
                       read=_read_options(inputs, read))
-    result = embed_run(model, inputs, out, pool=pool, force=force, options=opts, bed=bed)
+    result = embed_run(model, inputs, out, pool=pool, layers=layers, force=force, options=opts,
+                       bed=bed)
     _summary(f"{result.out}: {result.n_records} records, {result.n_windows} windows, "
              f"{result.bases} bases in {result.seconds:.1f} s "
              f"({result.bases_per_second:,.0f} bases/s)", out, bed)
@@ -397,8 +413,7 @@ def embed(inputs, out, pool, model, bed, window, stride, min_window, batch_size,
                    "training length up to 4096, else 1024.")
 @click.option("--bed-regions", type=click.Path(dir_okay=False), default=None,
               help="Score only records overlapping these BED intervals.")
-@click.option("--rc-average/--no-rc-average", default=True, show_default=True,
-              help="Average the score over both strands (off: the forward strand only).")
+@rc_average_option(default=True)
 @click.option("--on-ref-mismatch", default="error", show_default=True,
               type=click.Choice(["error", "skip", "warn"]),
               help="REF differs from the reference: stop naming the VCF line, leave the "
@@ -457,9 +472,7 @@ def score_variants(vcf, model, reference, out, window, bed_regions, rc_average,
               help="k-mer length of the baseline.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Windows per forward pass.")
-@click.option("--rc-average", is_flag=True,
-              help="Average the model over both strands of every window (the k-mer baseline "
-                   "always counts both).")
+@rc_average_option()
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),

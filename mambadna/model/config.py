@@ -51,6 +51,9 @@ class ModelConfig:
     """How the classification head reads a sequence: "last" real position or "mean" of them."""
     bidirectional: bool = False
     """BiMamba (Caduceus): each mixer also scans the reversed sequence; cannot stream."""
+    rc_equivariant: bool = False
+    """Reverse-complement equivariant (Caduceus-PS parameter sharing): the same weights read
+    both strands and the heads combine them; no extra parameters; cannot stream."""
     gradient_checkpointing: bool = False
     """Recompute each block in the backward pass (training mode only) to save memory."""
     rms_norm_eps: float = 1e-5
@@ -86,6 +89,10 @@ class ModelConfig:
         if self.pooling not in POOLINGS:
             raise ConfigError(f"ModelConfig.pooling must be one of {POOLINGS}, got "
                               f"{self.pooling!r}")
+        for name in ("bidirectional", "rc_equivariant", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"ModelConfig.{name} must be true or false, got "
+                                  f"{getattr(self, name)!r}")
         if not 0 < self.dt_min <= self.dt_max:
             raise ConfigError(f"ModelConfig needs 0 < dt_min <= dt_max, got dt_min="
                               f"{self.dt_min}, dt_max={self.dt_max}")

@@ -7,6 +7,9 @@ classifier over the pooled final hidden states.
 
 Batches of different lengths are right-padded with PAD. The network is causal, so padding never
 changes a real position's output; the classifier and ``embed`` read only real positions.
+Bidirectional and RC-equivariant models (``rc_equivariant``: both strands through the same
+weights, mambadna.model.strands) use each row's real length instead, so padding changes
+nothing there either.
 
 Context parallelism: ``hidden_states(segment, context=group)`` on every rank of a
 ``ContextGroup`` computes the hidden states of one sequence split along its length, each rank
@@ -28,12 +31,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mambadna.alphabet import PAD, N, encode
+from mambadna.alphabet import CLS, PAD, N, encode
 from mambadna.errors import ConfigError, InputError
 from mambadna.kernels.context_parallel import ContextGroup, context_sum
 from mambadna.model.config import POOLINGS, ModelConfig
 from mambadna.model.mixer import Mixer, RMSNorm, no_weight_decay
 from mambadna.model.state import ModelState
+from mambadna.model.strands import (
+    base_logits,
+    complement_index,
+    join_strands,
+    next_base_logits,
+    pool,
+    reverse_complement_tokens,
+)
 
 
 class Block(nn.Module):
@@ -197,6 +208,8 @@ class MambaDNA(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm_f = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
         self.classifier = nn.Linear(cfg.d_model, cfg.num_labels) if cfg.num_labels else None
+        # Not a weight (not saved): the token permutation of the reverse strand.
+        self.register_buffer("complement", complement_index(cfg.vocab_size), persistent=False)
         self.labels: list[str] | None = None
         self.training_info: dict | None = None
         self.weights_sha256: str | None = None  # of model.safetensors, once saved or loaded
@@ -235,11 +248,13 @@ class MambaDNA(nn.Module):
     # ------------------------------------------------------------------ backbone
 
     def _require_streaming(self, what: str) -> None:
-        if self.config.bidirectional:
-            raise ConfigError(f"{what}: a bidirectional model cannot stream (its reverse "
+        if self.config.bidirectional or self.config.rc_equivariant:
+            kind = "bidirectional" if self.config.bidirectional else "RC-equivariant"
+            raise ConfigError(f"{what}: a {kind} model cannot stream (its reverse "
                               f"direction needs the whole sequence)",
                               fix="run whole sequences without state, or use a "
-                                  "unidirectional model (bidirectional=False)")
+                                  "unidirectional model (bidirectional=False, "
+                                  "rc_equivariant=False)")
 
     def _check_state(self, state: ModelState, batch: int) -> None:
         if not isinstance(state, ModelState):
@@ -248,34 +263,94 @@ class MambaDNA(nn.Module):
             raise InputError(f"state holds {state.n_layer} layers x batch {state.batch_size}, "
                              f"the model needs {self.config.n_layer} layers x batch {batch}")
 
+    @property
+    def hidden_size(self) -> int:
+        """Width of ``hidden_states``: d_model, or 2 * d_model (both strands) when
+        rc_equivariant. Pooled vectors are always d_model wide."""
+        return self.config.d_model * (2 if self.config.rc_equivariant else 1)
+
+    def resolve_layers(self, layers: int | Sequence[int] | None) -> list[int]:
+        """Block indices (0 .. n_layer-1; negative ones count from the end) -> sorted
+        non-negative indices; None: the last block. Unknown or repeated blocks: ConfigError."""
+        n = self.config.n_layer
+        if layers is None:
+            return [n - 1]
+        items = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
+        found = []
+        for layer in items:
+            if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) \
+                    or not -n <= layer < n:
+                raise ConfigError(f"layer {layer!r} is not a block of this model: it has {n} "
+                                  f"blocks, 0 to {n - 1} (or -{n} to -1 from the end)")
+            found.append(int(layer) % n)
+        if not found or len(set(found)) != len(found):
+            raise ConfigError(f"layers {items} name no block or the same block twice",
+                              fix=f"give distinct blocks in 0..{n - 1} or -{n}..-1")
+        return sorted(found)
+
     def hidden_states(self, tokens, state=None, return_state=False, lengths=None,
-                      context: ContextGroup | None = None):
-        """Final-normed hidden states (batch, L, d_model) fp32 of tokens (batch, L).
+                      layers=None, append_cls=False, context: ContextGroup | None = None):
+        """Final-normed hidden states (batch, L, hidden_size) fp32 of tokens (batch, L).
 
         state: a ModelState to continue from (None: sequence start); with ``return_state`` the
         state after the last position is returned too. lengths (batch,): real lengths of
-        right-padded rows, used by bidirectional models (default: count of non-PAD tokens).
+        right-padded rows (default: count of non-PAD tokens), used by bidirectional and
+        RC-equivariant models. layers: block indices (see ``resolve_layers``) whose outputs,
+        each through the final RMSNorm, are averaged (None: the last block, the usual
+        output). append_cls: put a CLS token after each row's last real base (on each strand
+        of an RC-equivariant model): the output is then L + 1 long, CLS at position lengths.
+        An RC-equivariant model returns both strands (mambadna.model.strands).
         context: a ``ContextGroup`` whose ranks each pass their segment of the same sequences
         (every rank must call this together); the result is this rank's segment of the
         one-process result, and a returned state is the state after this rank's segment.
         """
-        tokens = _as_tokens(tokens, self.config.vocab_size)
+        cfg = self.config
+        tokens = _as_tokens(tokens, cfg.vocab_size)
         if context is not None and context.size > 1:
             self._check_context(context, tokens, state)
-        if self.config.bidirectional:
-            if state is not None or return_state:
-                self._require_streaming("hidden_states with state")
-            if lengths is None:
-                lengths = _real_lengths(tokens)
-            if bool((lengths == tokens.shape[1]).all()):
-                lengths = None  # no padding: a plain flip is enough
+            if cfg.rc_equivariant or append_cls:
+                raise ConfigError("context parallelism splits one strand of a sequence along "
+                                  "its length: it cannot run an RC-equivariant model or "
+                                  "append a CLS token",
+                                  fix="use --context-parallel 1 for these")
+        else:
+            context = None
+        whole = cfg.bidirectional or cfg.rc_equivariant or append_cls
+        if whole and (state is not None or return_state):
+            if append_cls:
+                raise ConfigError("append_cls cannot be combined with a carried state")
+            self._require_streaming("hidden_states with state")
+        if whole:
+            lengths = _real_lengths(tokens) if lengths is None else \
+                torch.as_tensor(lengths, device=tokens.device).long()
+        if cfg.rc_equivariant:
+            tokens = torch.cat([tokens, reverse_complement_tokens(tokens, lengths,
+                                                                  self.complement)])
+        if append_cls:
+            both = lengths.repeat(2) if cfg.rc_equivariant else lengths
+            tokens = F.pad(tokens, (0, 1), value=PAD)
+            tokens[torch.arange(tokens.shape[0], device=tokens.device), both] = CLS
+            lengths = lengths + 1
         if state is not None:
             self._check_state(state, tokens.shape[0])
+        scan_lengths = None
+        if cfg.bidirectional and not bool((lengths == tokens.shape[1]).all()):
+            scan_lengths = lengths.repeat(2) if cfg.rc_equivariant else lengths
+        out = self._blocks(tokens, state, return_state, scan_lengths, self.resolve_layers(layers),
+                           context)
+        hidden = out[0] if return_state else out
+        if cfg.rc_equivariant:
+            hidden = join_strands(hidden, lengths)
+        return (hidden, out[1]) if return_state else hidden
+
+    def _blocks(self, tokens, state, return_state, lengths, layers, context=None):
+        """The blocks over tokens: the mean of the normed outputs of ``layers`` [, state]."""
         residual = self.embedding(tokens).float()  # (batch, L, d_model)
-        conv, ssm = [], []
+        conv, ssm, picked = [], [], []
         checkpointing = (self.config.gradient_checkpointing and self.training
                          and torch.is_grad_enabled())
-        for i, layer in enumerate(self.layers):
+        last = self.config.n_layer - 1 if return_state else layers[-1]
+        for i, layer in enumerate(self.layers[:last + 1]):
             args = (residual, state.conv[i] if state else None, state.ssm[i] if state else None,
                     lengths, context)
             if checkpointing:
@@ -284,7 +359,9 @@ class MambaDNA(nn.Module):
                 residual, conv_i, ssm_i = layer(*args)
             conv.append(conv_i)
             ssm.append(ssm_i)
-        hidden = self.norm_f(residual)
+            if i in layers:
+                picked.append(self.norm_f(residual))
+        hidden = picked[0] if len(picked) == 1 else torch.stack(picked).mean(0)
         return (hidden, ModelState(conv, ssm)) if return_state else hidden
 
     def _check_context(self, context: ContextGroup, tokens: torch.Tensor, state) -> None:
@@ -304,18 +381,40 @@ class MambaDNA(nn.Module):
                              fix="use longer sequences or fewer context-parallel ranks")
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Tied LM head: hidden (..., d_model) -> logits (..., vocab) fp32."""
+        """Tied LM head: hidden (..., d_model) -> logits (..., vocab) fp32 (one strand)."""
         return F.linear(hidden, self.embedding.weight).float()
 
     def forward(self, tokens, state=None, return_state=False, context=None):
-        """Next-base logits (batch, L, vocab) fp32 [, ModelState] of tokens (batch, L);
+        """Next-base logits (batch, L, vocab) fp32 [, ModelState] of tokens (batch, L):
+        logits[:, t] predict tokens[:, t + 1]. An RC-equivariant model adds the reverse
+        strand's view from t + 2 onwards (never the base predicted; mambadna.model.strands).
         context: as in ``hidden_states`` (tokens: this rank's segment)."""
+        if self.config.rc_equivariant:
+            if state is not None or return_state:
+                self._require_streaming("forward with state")
+            tokens = _as_tokens(tokens, self.config.vocab_size)
+            lengths = _real_lengths(tokens)
+            hidden = self.hidden_states(tokens, lengths=lengths, context=context)
+            return next_base_logits(hidden, lengths, self.embedding.weight, self.complement)
         out = self.hidden_states(tokens, state=state, return_state=return_state,
                                  context=context)
         if return_state:
             hidden, state = out
             return self.lm_logits(hidden), state
         return self.lm_logits(out)
+
+    def base_logits(self, tokens, lengths=None) -> torch.Tensor:
+        """Logits (batch, L, vocab) fp32 of the base AT each position, from the bases before
+        it (and, when rc_equivariant, the reverse strand's bases after it); position 0 of a
+        unidirectional model has no context (all zeros). For an RC-equivariant model
+        ``base_logits(rc x) = flip(complement(base_logits(x)))`` within real lengths."""
+        tokens = _as_tokens(tokens, self.config.vocab_size)
+        lengths = _real_lengths(tokens) if lengths is None else \
+            torch.as_tensor(lengths, device=tokens.device).long()
+        hidden = self.hidden_states(tokens, lengths=lengths)
+        if self.config.rc_equivariant:
+            return base_logits(hidden, lengths, self.embedding.weight, self.complement)
+        return F.pad(self.lm_logits(hidden)[:, :-1], (0, 0, 1, 0))
 
     def step(self, token: torch.Tensor, state: ModelState | None = None):
         """Advance one position: token (batch,) -> (logits (batch, vocab) fp32, new state)."""
@@ -333,27 +432,16 @@ class MambaDNA(nn.Module):
 
     # ------------------------------------------------------------------ pooling and heads
 
-    def pool(self, hidden, lengths=None, mode=None):
-        """Pool hidden (batch, L, d_model) over real positions -> (batch, d_model).
+    def pool(self, hidden, lengths=None, mode=None, mask=None):
+        """Pool hidden (batch, L, hidden_size) over real positions -> (batch, d_model).
 
         lengths (batch,): real lengths of right-padded rows (None: all L). mode: "last" (the
-        last real position) or "mean" (mean over real positions); None = config.pooling.
+        last real position; of each strand for an RC-equivariant model), "mean" or "max" over
+        the positions of ``mask`` (batch, L) bool (default: the real ones); None =
+        config.pooling. See mambadna.model.strands.pool.
         """
         mode = self.config.pooling if mode is None else mode
-        if mode not in POOLINGS:
-            raise ConfigError(f"pooling must be one of {POOLINGS}, got {mode!r}")
-        batch, length = hidden.shape[:2]
-        if lengths is None:
-            return hidden[:, -1] if mode == "last" else hidden.mean(1)
-        lengths = torch.as_tensor(lengths, device=hidden.device).long()
-        if lengths.shape != (batch,) or bool(((lengths < 1) | (lengths > length)).any()):
-            raise InputError(f"lengths must be (batch={batch},) with values in [1, {length}], "
-                             f"got {lengths.tolist()}")
-        if mode == "last":
-            return hidden[torch.arange(batch, device=hidden.device), lengths - 1]
-        mask = torch.arange(length, device=hidden.device) < lengths[:, None]  # (batch, L)
-        total = (hidden * mask[..., None].to(hidden.dtype)).sum(1)
-        return total / lengths[:, None].to(hidden.dtype)
+        return pool(hidden, lengths, mode, mask, strands=2 if self.config.rc_equivariant else 1)
 
     def classify_logits(self, tokens, lengths=None, context: ContextGroup | None = None):
         """Class logits (batch, num_labels) fp32 of right-padded tokens (batch, L).
@@ -422,7 +510,8 @@ class MambaDNA(nn.Module):
         for row, array in enumerate(arrays):
             tokens[row, :len(array)] = torch.from_numpy(array.astype(np.int64))
         tokens = tokens.to(self.device)
-        if self.config.bidirectional or tokens.shape[1] <= segment_length:
+        if self.config.bidirectional or self.config.rc_equivariant \
+                or tokens.shape[1] <= segment_length:
             return self.pool(self.hidden_states(tokens, lengths=lengths), lengths, mode)
         total = torch.zeros(len(arrays), self.config.d_model, device=self.device)
         state = None

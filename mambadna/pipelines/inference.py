@@ -5,9 +5,12 @@ of windows and turns each window's hidden states into one row of values with a *
 (pooled embedding, class log-probabilities). It yields ``Rows`` in input order, then by start.
 
 - Window mode: every window is an independent sequence (zero state at its first base). Windows
-  of consecutive records share batches; a short last window is padded right with PAD and its
-  values are computed over its real positions only (the model is causal, so padding never
-  changes them).
+  of consecutive records share batches, and short windows (short records, last pieces) are
+  packed: a batch holds up to ``batch_size`` full windows' worth of padded bases, so many
+  short reads run in few passes. A short window is padded right with PAD and its values are
+  computed over its real positions only (the model reads each row's real length), so a
+  window's values do not depend on what it is batched with. A worker thread reads and
+  batches the next windows (into pinned memory on CUDA) while the model runs.
 - Stream mode: each record is one sequence; the recurrent state after a window is the state at
   the next window's first base, so a window's values see the whole record before it. Several
   records stream side by side in the lanes of a batch; a lane that finishes its record takes
@@ -24,9 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -49,8 +55,53 @@ from mambadna.pipelines.tiling import WindowSpec
 MAX_HELD_ROWS = 1 << 16
 """Stream mode: rows of later records held while an earlier record still runs."""
 
+PREFETCH = 2
+"""Window mode: batches read and padded ahead of the model by the worker thread."""
+
+Item = TypeVar("Item")
+
 Reducer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(hidden (b, L, d_model), tokens (b, L) int64, lengths (b,)) -> values (b, k) fp32."""
+
+
+def background(items: Iterable[Item], depth: int = PREFETCH) -> Iterator[Item]:
+    """Yield ``items``, produced by a worker thread up to ``depth`` ahead of the consumer; an
+    exception in the worker is raised here; closing the generator stops the worker."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as err:  # handed to the consumer, raised there
+            put((None, err))
+
+    worker = threading.Thread(target=work, name="mambadna-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, err = buffer.get()
+            if err is not None:
+                raise err
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -144,13 +195,18 @@ class WindowRunner:
         (not with stream mode: the reverse strand would stream from the record's end).
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
     on_record: called with (record, n_windows) when a record is reached, even with 0 windows.
+    layers, append_cls: passed to ``MambaDNA.hidden_states`` (which blocks; a CLS token
+        after each window, not with stream mode).
     context: the ranks that split every window along its length (None: all of it here).
+    An RC-equivariant model's values are the same on both strands already: ``rc_average``
+    adds nothing there and is skipped.
     """
 
     def __init__(self, model: MambaDNA, reducer: Reducer, spec: WindowSpec, *,
                  batch_size: int = 8, rc_average: bool = False, precision: str = "auto",
                  progress: tqdm | None = None,
                  on_record: Callable[[SourceRecord, int], None] | None = None,
+                 layers: list[int] | None = None, append_cls: bool = False,
                  context: ContextGroup | None = None) -> None:
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
@@ -158,16 +214,21 @@ class WindowRunner:
             raise ConfigError("--rc-average cannot be combined with --stream: the reverse "
                               "strand would have to stream from each record's end",
                               fix="drop one of the two options")
-        if spec.stream and model.config.bidirectional:
-            raise ConfigError("--stream needs a unidirectional model; this one is "
-                              "bidirectional", fix="run without --stream")
+        if spec.stream and (model.config.bidirectional or model.config.rc_equivariant):
+            kind = "bidirectional" if model.config.bidirectional else "RC-equivariant"
+            raise ConfigError(f"--stream needs a unidirectional model; this one is {kind}",
+                              fix="run without --stream")
+        if spec.stream and append_cls:
+            raise ConfigError("--pool cls appends a CLS token after each window, which a "
+                              "carried state cannot hold", fix="use --pool last with --stream")
         if precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got {precision!r}")
         self.model = model
         self.reducer = reducer
         self.spec = spec
         self.batch_size = batch_size
-        self.rc_average = rc_average
+        self.rc_average = rc_average and not model.config.rc_equivariant
+        self.hidden_options = {"layers": layers, "append_cls": append_cls}
         self.bf16 = precision == "bf16" or (precision == "auto" and model.device.type == "cuda")
         self.progress = progress
         self.on_record = on_record
@@ -191,30 +252,40 @@ class WindowRunner:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16)
 
-    def _batch(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded tokens (b, max length) int64 and lengths (b,) on the model's device."""
+    def _padded(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded tokens (b, max length) uint8 and lengths (b,) on the CPU (pinned when
+        the model is on CUDA, so the copy to it is asynchronous)."""
         lengths = [len(a) for a in arrays]
         tokens = np.full((len(arrays), max(lengths)), PAD, dtype=np.uint8)
         for row, array in enumerate(arrays):
             tokens[row, :len(array)] = array
+        tokens, lengths = torch.from_numpy(tokens), torch.tensor(lengths)
+        if self.model.device.type == "cuda":
+            tokens, lengths = tokens.pin_memory(), lengths.pin_memory()
+        return tokens, lengths
+
+    def _strands(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return arrays + [reverse_complement(a) for a in arrays] if self.rc_average else arrays
+
+    def _values(self, arrays: list[np.ndarray], state=None, padded=None):
+        """Reduced values (b, k) fp32 on the CPU [and the new state when ``state`` is given].
+        padded: ``_padded(_strands(arrays))`` made ahead (window mode)."""
+        tokens, lengths = padded if padded is not None else self._padded(self._strands(arrays))
         device = self.model.device
         # uint8 over the bus (8x less than int64), widened on the device.
-        return (torch.from_numpy(tokens).to(device).long(),
-                torch.tensor(lengths, device=device))
-
-    def _values(self, arrays: list[np.ndarray], state=None):
-        """Reduced values (b, k) fp32 on the CPU [and the new state when ``state`` is given]."""
-        if self.rc_average:
-            arrays = arrays + [reverse_complement(a) for a in arrays]
-        tokens, lengths = self._batch(arrays)
+        tokens = tokens.to(device, non_blocking=True).long()
+        lengths = lengths.to(device, non_blocking=True)
         with self._autocast():
             if self.context is not None:
                 hidden, new_state = self._split_hidden(tokens, state)
             elif state is None:
-                hidden, new_state = self.model.hidden_states(tokens, lengths=lengths), None
+                hidden = self.model.hidden_states(tokens, lengths=lengths,
+                                                  **self.hidden_options)
+                new_state = None
             else:
-                hidden, new_state = self.model.hidden_states(tokens, state=state,
-                                                             return_state=True)
+                hidden, new_state = self.model.hidden_states(
+                    tokens, state=state, return_state=True,
+                    layers=self.hidden_options["layers"])
             values = self.reducer(hidden, tokens, lengths).float()
         if self.rc_average:
             half = values.shape[0] // 2
@@ -228,12 +299,13 @@ class WindowRunner:
         start, stop = context.bounds(tokens.shape[1])
         part = tokens[:, start:stop]
         new_state = None
+        layers = self.hidden_options["layers"]
         if state is None:
-            hidden = self.model.hidden_states(part, context=context)
+            hidden = self.model.hidden_states(part, context=context, **self.hidden_options)
         else:
             hidden, new_state = self.model.hidden_states(
                 part, state=state if context.first else None, return_state=True,
-                context=context)
+                context=context, layers=layers)
             last = context.size - 1
             new_state = ModelState([broadcast_from(c, context, last) for c in new_state.conv],
                                    [broadcast_from(s, context, last) for s in new_state.ssm])
@@ -257,19 +329,28 @@ class WindowRunner:
     # ---------------------------------------------------------------- window mode
 
     def _independent(self, records: Iterable[SourceRecord]) -> Iterator[Rows]:
+        for windows, padded in background(self._window_batches(records)):
+            yield self._rows(windows, self._values([w.tokens for w in windows],
+                                                   padded=padded)[0])
+
+    def _window_batches(self, records: Iterable[SourceRecord]):
+        """(windows, padded tokens) of each batch, in input order (run by the worker)."""
+        budget = self.batch_size * self.spec.window  # padded bases of a batch of full windows
         pending: list[_Window] = []
+        longest = 0
         for record in records:
             count = self.spec.count(record.length)
             if self.on_record is not None:
                 self.on_record(record, count)
             for i in range(count):
                 start, end = self.spec.span(record.length, i)
+                if pending and (len(pending) + 1) * max(longest, end - start) > budget:
+                    yield pending, self._padded(self._strands([w.tokens for w in pending]))
+                    pending, longest = [], 0
                 pending.append(_Window(record, start, end, record.tokens(start, end)))
-                if len(pending) == self.batch_size:
-                    yield self._rows(pending, self._values([w.tokens for w in pending])[0])
-                    pending = []
+                longest = max(longest, end - start)
         if pending:
-            yield self._rows(pending, self._values([w.tokens for w in pending])[0])
+            yield pending, self._padded(self._strands([w.tokens for w in pending]))
 
     # ---------------------------------------------------------------- stream mode
 

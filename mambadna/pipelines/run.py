@@ -45,7 +45,9 @@ class RunOptions:
     batch_size: int = 8
     """Windows per forward pass (stream mode: records streamed side by side)."""
     rc_average: bool = False
-    """Also run the reverse complement of each window and average the strands."""
+    """Also run the reverse complement of each window and average the two strands' values
+    (embeddings: the mean vector; classify, evaluate: the mean log-probabilities). Not with
+    stream mode; nothing to do for an RC-equivariant model, already the same on both."""
     stream: bool = False
     """Carry the recurrent state along each record (context = the record so far)."""
     device: str | None = None
@@ -111,15 +113,19 @@ class Run:
 def open_run(model_or_dir, inputs: Inputs, opts: RunOptions, reducer: Callable[[MambaDNA],
              Reducer], label: str, *, select: Callable[[int], bool] | None = None,
              device: str | torch.device | None = None,
-             check_model: Callable[[MambaDNA], None] | None = None) -> Run:
+             check_model: Callable[[MambaDNA], None] | None = None,
+             hidden_options: Callable[[MambaDNA], dict] | None = None) -> Run:
     """Load the model, check the inputs and build the runner (nothing is computed yet).
 
     ``seen`` collects (record, n_windows) of every record reached, in input order.
+    hidden_options(model): WindowRunner's ``layers`` / ``append_cls`` (embed), checked
+    against the model before any input is read.
     """
     records = RecordStream(inputs, opts.read, select=select)
     model = prepare_model(model_or_dir, resolve_device(device or opts.device))
     if check_model is not None:
         check_model(model)
+    extra = hidden_options(model) if hidden_options is not None else {}
     spec = WindowSpec.resolve(window=opts.window, stride=opts.stride,
                               min_window=opts.min_window, stream=opts.stream,
                               trained_length=trained_length(model))
@@ -138,7 +144,7 @@ def open_run(model_or_dir, inputs: Inputs, opts: RunOptions, reducer: Callable[[
     runner = WindowRunner(model, reducer(model), spec, batch_size=opts.batch_size,
                           rc_average=opts.rc_average, precision=opts.precision,
                           progress=progress, context=context,
-                          on_record=lambda record, n: seen.append((record, n)))
+                          on_record=lambda record, n: seen.append((record, n)), **extra)
     check_device_fits(model.config, model.device, training=False, bf16=runner.bf16,
                       tokens=opts.batch_size * spec.window * (2 if opts.rc_average else 1),
                       resident=True)  # before the first batch: say what fits, not OOM
@@ -172,6 +178,7 @@ def run_metadata(run: Run, opts: RunOptions, inputs: Inputs, model_or_dir) -> di
         "weights_checksum_of": of,
         **run.spec.to_dict(),
         "rc_average": opts.rc_average,
+        "rc_equivariant": run.model.config.rc_equivariant,
         "precision": "bf16" if run.runner.bf16 else "fp32",
         **({"context_parallel": opts.context_parallel} if opts.context_parallel > 1 else {}),
         "inputs": [os.fspath(p) for p in paths],

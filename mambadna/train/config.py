@@ -45,6 +45,10 @@ class TrainConfig:
     preset: str | None = _f("tiny", "Model size preset of a new model.", choices=PRESET_NAMES)
     model: dict = field(default_factory=dict, metadata=_meta(
         "ModelConfig fields overriding the preset, e.g. {bidirectional: true}.", cli=False))
+    rc_equivariant: bool | None = _f(None, "Build an RC-equivariant model (Caduceus-PS "
+                                           "parameter sharing: both strands through the same "
+                                           "weights, no extra parameters; cannot stream). "
+                                           "Default: off, or the --from model's setting.")
     seq_len: int = _f(1024, "Window length in bases (the target length of the warmup).")
     batch_size: int = _f(8, "Windows per device and micro-batch at --seq-len.")
     tokens_per_step: int | None = _f(None, "Bases per optimizer step over all devices and "

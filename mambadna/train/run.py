@@ -412,7 +412,7 @@ def _pretrain_task(config: PretrainConfig, folder: RunFolder, leader: bool) -> _
     data = pretrain_data(source, val_source, config.val_fraction)
     sampler = WindowSampler(source, data.train, max_n_fraction=config.max_n_fraction,
                             rc_prob=config.rc_prob, what="the training data")
-    model_config = ModelConfig.from_preset(config.preset, **config.model)
+    model_config = ModelConfig.from_preset(config.preset, **_model_overrides(config))
     check_fits(model_config)  # now, so that a run folder of a model too large is not left
 
     def module() -> pl.LightningModule:
@@ -433,6 +433,13 @@ def _pretrain_task(config: PretrainConfig, folder: RunFolder, leader: bool) -> _
                  module=module, labels=None, info=info)
 
 
+def _model_overrides(config: TrainConfig) -> dict:
+    """ModelConfig fields the run sets: ``model:`` of the config, then --rc-equivariant (the
+    same weights serve both settings, so a causal model can be finetuned equivariant)."""
+    rc = {} if config.rc_equivariant is None else {"rc_equivariant": config.rc_equivariant}
+    return {**config.model, **rc}
+
+
 def pretrain(config: PretrainConfig, *, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
     """Next-base pretraining of a new ``config.preset`` model; see PretrainConfig.
 
@@ -448,14 +455,14 @@ def pretrain(config: PretrainConfig, *, callbacks: Sequence[pl.Callback] = ()) -
 
 def _classifier(config: FinetuneConfig, labels: list[str]) -> MambaDNA:
     """A classifier with ``len(labels)`` classes: a pretrained backbone or a new preset."""
-    head = {"num_labels": len(labels)}
+    head = {"num_labels": len(labels), **_model_overrides(config)}
     if config.pooling:
         head["pooling"] = config.pooling
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     if config.preset is not None:
-        return MambaDNA(ModelConfig.from_preset(config.preset, **{**config.model, **head}))
+        return MambaDNA(ModelConfig.from_preset(config.preset, **head))
     base = load_model(config.from_model, strict=config.strict)
-    model = MambaDNA(ModelConfig.from_dict({**base.config.to_dict(), **config.model, **head}))
+    model = MambaDNA(ModelConfig.from_dict({**base.config.to_dict(), **head}))
     backbone = {k: v for k, v in base.state_dict().items() if not k.startswith("classifier.")}
     missing, unexpected = model.load_state_dict(backbone, strict=False)
     if unexpected or any(not k.startswith("classifier.") for k in missing):

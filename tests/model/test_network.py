@@ -213,7 +213,7 @@ def test_pool_validates_lengths_and_mode():
     with pytest.raises(InputError, match="lengths must be"):
         model.pool(hidden, torch.tensor([0, 5]))
     with pytest.raises(ConfigError, match="pooling must be"):
-        model.pool(hidden, mode="max")
+        model.pool(hidden, mode="median")
     with pytest.raises(ConfigError, match="no classification head"):
         model.classify_logits(random_tokens(1, 4))
 

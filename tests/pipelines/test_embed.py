@@ -345,11 +345,11 @@ def test_an_interrupt_leaves_no_file(tmp_path, model, genome, monkeypatch):
     calls = []
     real = inference.WindowRunner._values
 
-    def interrupted(self, arrays, state=None):
+    def interrupted(self, arrays, state=None, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, arrays, state)
+        return real(self, arrays, state, **kwargs)
 
     monkeypatch.setattr(inference.WindowRunner, "_values", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -28,6 +28,7 @@ from torch import nn
 from mambadna.kernels import (
     causal_conv1d,
     causal_conv1d_update,
+    rms_norm,
     selective_scan,
     selective_state_update,
 )
@@ -41,16 +42,28 @@ def no_weight_decay(param: nn.Parameter) -> nn.Parameter:
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * weight over the last axis, computed in fp32 (returns fp32)."""
+    """x / rms(x) * weight over the last axis, computed in fp32 (returns fp32).
+
+    ``add_norm`` fuses the pre-norm block's residual add with the norm (one kernel each way on
+    CUDA: ``mambadna.kernels.rms_norm``).
+    """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
         self.weight = no_weight_decay(nn.Parameter(torch.ones(dim)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """RMSNorm(x + residual) in fp32."""
+        return rms_norm(x, self.weight, residual, self.eps)[0]
+
+    def add_norm(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """(RMSNorm(x + residual), x + residual in fp32); the normed output in the autocast
+        dtype under autocast (the projection that reads it would cast it anyway), else fp32."""
+        device = x.device.type
+        out_dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
+                     else None)
+        return rms_norm(x, self.weight, residual, self.eps, out_dtype)
 
 
 class SelectiveSSM(nn.Module):

@@ -1,7 +1,9 @@
 """MambaDNA: embedding -> n_layer x [RMSNorm -> Mamba mixer, residual] -> RMSNorm -> heads.
 
 The residual stream is kept in fp32 even under autocast (each block adds its mixer's output to
-it), and the RMSNorms compute in fp32, as in the reference implementation. Heads: a language
+it), and the RMSNorms compute in fp32, as in the reference implementation. Each block's residual
+add is done by the next norm (one fused kernel on CUDA), so a block takes and returns the pair
+(mixer output, residual stream before that output is added), as the Mamba authors' blocks do. Heads: a language
 model head tied to the embedding (next-base logits) and, when ``num_labels > 0``, a sequence
 classifier over the pooled final hidden states.
 
@@ -31,17 +33,21 @@ from mambadna.model.state import ModelState
 
 
 class Block(nn.Module):
-    """residual + Mixer(RMSNorm(residual)); the residual (batch, L, d_model) stays fp32."""
+    """stream = residual + hidden; (Mixer(RMSNorm(stream)), stream). The stream (batch, L,
+    d_model) stays fp32; the block's output is stream + mixer output, which the next norm
+    (or the final one) adds, fused with itself."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
         self.mixer = Mixer(cfg)
 
-    def forward(self, residual, conv_state=None, ssm_state=None, lengths=None):
-        out, conv_state, ssm_state = self.mixer(self.norm(residual), conv_state, ssm_state,
-                                                lengths)
-        return residual + out.float(), conv_state, ssm_state
+    def forward(self, hidden, residual=None, conv_state=None, ssm_state=None, lengths=None):
+        """hidden: the previous block's mixer output (or the embedding, with residual None);
+        residual: the fp32 stream it is added to. Returns (out, stream, conv_state, ssm_state)."""
+        normed, residual = self.norm.add_norm(hidden, residual)
+        out, conv_state, ssm_state = self.mixer(normed, conv_state, ssm_state, lengths)
+        return out, residual, conv_state, ssm_state
 
     def step(self, residual, conv_state, ssm_state):
         out, conv_state, ssm_state = self.mixer.step(self.norm(residual), conv_state, ssm_state)
@@ -233,20 +239,25 @@ class MambaDNA(nn.Module):
                 lengths = None  # no padding: a plain flip is enough
         if state is not None:
             self._check_state(state, tokens.shape[0])
-        residual = self.embedding(tokens).float()  # (batch, L, d_model)
+        hidden = self.embedding(tokens).float()  # (batch, L, d_model)
+        residual = None
         conv, ssm = [], []
         checkpointing = (self.config.gradient_checkpointing and self.training
                          and torch.is_grad_enabled())
         for i, layer in enumerate(self.layers):
-            args = (residual, state.conv[i] if state else None, state.ssm[i] if state else None,
-                    lengths)
+            if checkpointing and residual is not None:
+                # A checkpoint keeps its inputs: one fp32 stream, not the stream and the
+                # mixer output (the add runs unfused here, to halve what is kept).
+                hidden, residual = residual + hidden.float(), None
+            args = (hidden, residual, state.conv[i] if state else None,
+                    state.ssm[i] if state else None, lengths)
             if checkpointing:
-                residual, conv_i, ssm_i = checkpoint(layer, *args, use_reentrant=False)
+                hidden, residual, conv_i, ssm_i = checkpoint(layer, *args, use_reentrant=False)
             else:
-                residual, conv_i, ssm_i = layer(*args)
+                hidden, residual, conv_i, ssm_i = layer(*args)
             conv.append(conv_i)
             ssm.append(ssm_i)
-        hidden = self.norm_f(residual)
+        hidden = self.norm_f(hidden, residual)
         return (hidden, ModelState(conv, ssm)) if return_state else hidden
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:

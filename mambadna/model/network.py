@@ -3,9 +3,9 @@
 The residual stream is kept in fp32 even under autocast (each block adds its mixer's output to
 it), and the RMSNorms compute in fp32, as in the reference implementation. Each block's residual
 add is done by the next norm (one fused kernel on CUDA), so a block takes and returns the pair
-(mixer output, residual stream before that output is added), as the Mamba authors' blocks do. Heads: a language
-model head tied to the embedding (next-base logits) and, when ``num_labels > 0``, a sequence
-classifier over the pooled final hidden states.
+(mixer output, residual stream before that output is added), as the Mamba authors' blocks do.
+Heads: a language model head tied to the embedding (next-base logits) and, when
+``num_labels > 0``, a sequence classifier over the pooled final hidden states.
 
 Batches of different lengths are right-padded with PAD. The network is causal, so padding never
 changes a real position's output; the classifier and ``embed`` read only real positions.

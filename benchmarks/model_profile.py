@@ -187,6 +187,40 @@ def _profile(fn) -> dict:
     return out
 
 
+def _graphed_row(model, preset, batch, length, tokens) -> dict:
+    """The same forward replayed from a CUDA graph (where the tree has it)."""
+    row = dict(preset=preset, work="fwd-graph", batch=batch, length=length, ms=math.nan,
+               Mbases_s=math.nan, peak_GiB=math.nan, profile=None)
+    try:
+        from mambadna.model.graphs import GraphedHiddenStates
+    except ImportError:
+        row["note"] = "no graphs module"
+        return row
+    try:
+        graphed = GraphedHiddenStates(model, batch, length)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            eager = model.hidden_states(tokens)
+        err = float((graphed(tokens).float() - eager.float()).norm() / eager.float().norm())
+        ms = _median_ms(lambda: graphed(tokens), 200)
+        row.update(ms=ms, Mbases_s=batch * length / ms / 1e3, note=f"rel. diff {err:.1e}")
+    except Exception as err:  # report it, do not stop the benchmark
+        row["note"] = f"failed: {type(err).__name__}: {err}"[:300]
+    torch.cuda.empty_cache()
+    return row
+
+
+def save_hidden(path: str) -> None:
+    """Hidden states of paper-1.4m (seed 0) on fixed tokens, to compare two trees' models."""
+    torch.manual_seed(0)
+    model = mambadna.MambaDNA(mambadna.ModelConfig.from_preset("paper-1.4m")).cuda().eval()
+    tokens = torch.randint(0, 4, (2, 1 << 14), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        bf = model.hidden_states(tokens.cuda()).float().cpu()
+    with torch.inference_mode():
+        fp = model.hidden_states(tokens.cuda()).float().cpu()
+    torch.save(dict(bf16=bf, fp32=fp), path)
+
+
 def model_rows(presets, shapes, train_shapes) -> list[dict]:
     rows = []
     for preset in presets:
@@ -208,6 +242,7 @@ def model_rows(presets, shapes, train_shapes) -> list[dict]:
             prof = _profile(forward)
             rows.append(dict(preset=preset, work="forward", batch=batch, length=length, ms=ms,
                              Mbases_s=batch * length / ms / 1e3, peak_GiB=peak, profile=prof))
+            rows.append(_graphed_row(model, preset, batch, length, tokens))
         for batch, length, ckpt in train_shapes:
             model.config.gradient_checkpointing = ckpt
             model.train()
@@ -298,6 +333,18 @@ def scan_rows(shapes) -> list[dict]:
 # ---------------------------------------------------------------------------- main
 
 
+def _guard(fn, *args):
+    """fn(*args), or None after printing what failed (one part must not stop the others)."""
+    try:
+        return fn(*args)
+    except Exception:  # report it, do not stop the benchmark
+        import traceback
+
+        traceback.print_exc()
+        torch.cuda.empty_cache()
+        return None
+
+
 def _f(v, spec=".3f"):
     return format(v, spec) if isinstance(v, (int, float)) and v == v else str(v)
 
@@ -310,6 +357,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--length", type=int, default=1 << 17)
     parser.add_argument("--no-train", action="store_true", help="model part: forward only")
     parser.add_argument("--label", default="", help="a name for this tree, printed and saved")
+    parser.add_argument("--save-hidden", default=None,
+                        help="write paper-1.4m's hidden states on fixed tokens here")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -320,10 +369,12 @@ def main(argv=None) -> dict:
     result["ceilings"] = ceil
     print(f"[{args.label}] {ceil['device']}: copy {ceil['copy_TBps']:.2f} TB/s, "
           f"bf16 GEMM {ceil['gemm_TFLOPs']:.0f} TFLOP/s")
+    if args.save_hidden:
+        _guard(save_hidden, args.save_hidden)
     if "ops" in parts:
         rows = []
         for preset in presets:
-            rows += _op_rows(preset, args.batch, args.length, ceil)
+            rows += _guard(_op_rows, preset, args.batch, args.length, ceil) or []
         result["ops"] = rows
         print(f"\nops of one block at {args.batch} x {args.length} (ms; floor = bytes / copy "
               "rate or flops / GEMM rate)")
@@ -334,10 +385,10 @@ def main(argv=None) -> dict:
                   f"{_f(r['floor_fwd_ms']):>7} {_f(r['fwd_bwd_ms']):>8} "
                   f"{_f(r['floor_fwd_bwd_ms']):>7}")
     if "model" in parts:
-        shapes = [(args.batch, args.length), (1, 1 << 20)]
+        shapes = [(args.batch, args.length), (1, 1 << 20), (8, 4096), (1, 4096)]
         train = [] if args.no_train else [(args.batch, args.length, False),
                                           (args.batch, args.length, True)]
-        rows = model_rows(presets, shapes, train)
+        rows = _guard(model_rows, presets, shapes, train) or []
         result["model"] = rows
         print(f"\n[{args.label}] model (bf16 autocast)")
         print(f"{'preset':>10} {'work':>10} {'shape':>12} {'ms':>9} {'M bases/s':>9} "
@@ -349,7 +400,7 @@ def main(argv=None) -> dict:
                   f"{_f(r['ms'], '.1f'):>9} {_f(r['Mbases_s'], '.2f'):>9} "
                   f"{_f(r['peak_GiB'], '.1f'):>6}  {fams} {r.get('note', '')}")
     if "scan" in parts:
-        rows = scan_rows([(1, 1024, 4096), (8, 1024, 4096), (1, 1024, 1 << 20)])
+        rows = _guard(scan_rows, [(1, 1024, 4096), (8, 1024, 4096), (1, 1024, 1 << 20)]) or []
         result["scan"] = rows
         print(f"\n[{args.label}] scan (bf16, N 16)")
         print(f"{'shape':>16} {'fwd ms':>8} {'f+b ms':>8} {'graph fwd':>10}")

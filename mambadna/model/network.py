@@ -239,6 +239,12 @@ class MambaDNA(nn.Module):
                 lengths = None  # no padding: a plain flip is enough
         if state is not None:
             self._check_state(state, tokens.shape[0])
+        hidden, state = self._backbone(tokens, state, lengths)
+        return (hidden, state) if return_state else hidden
+
+    def _backbone(self, tokens, state=None, lengths=None):
+        """hidden_states of checked tokens: (hidden, ModelState). No host synchronisation,
+        so a CUDA graph can capture it (mambadna.model.graphs)."""
         hidden = self.embedding(tokens).float()  # (batch, L, d_model)
         residual = None
         conv, ssm = [], []
@@ -257,8 +263,7 @@ class MambaDNA(nn.Module):
                 hidden, residual, conv_i, ssm_i = layer(*args)
             conv.append(conv_i)
             ssm.append(ssm_i)
-        hidden = self.norm_f(hidden, residual)
-        return (hidden, ModelState(conv, ssm)) if return_state else hidden
+        return self.norm_f(hidden, residual), ModelState(conv, ssm)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Tied LM head: hidden (..., d_model) -> logits (..., vocab) fp32."""

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_fused_ops import CASES, run_case, tolerance  # noqa: E402
+from test_fused_ops import CASES, run_case, tolerance
 
-import mambadna  # noqa: E402
+import mambadna
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -116,8 +116,17 @@ def _op_rows(preset: str, batch: int, length: int, ceil: dict) -> list[dict]:
     # in_proj (batch, L, dm) -> (batch, 2 di, L)
     w_in = rnd(2 * di, dm, scale=dm**-0.5).requires_grad_()
     hn = rnd(batch, length, dm).requires_grad_()
-    add("in_proj", lambda: torch.matmul(w_in, hn.transpose(1, 2)), el * (dm + 2 * di) * 2,
-        el * (dm + 2 * di) * 2, 2 * el * dm * 2 * di)
+    in_bytes, in_flops = el * (dm + 2 * di) * 2, 2 * el * dm * 2 * di
+
+    def in_two():  # the model's: x and z as two contiguous products
+        w_x, w_z = w_in.split(di, dim=0)
+        return torch.matmul(w_x, hn.transpose(1, 2)), torch.matmul(w_z, hn.transpose(1, 2))
+
+    def in_one():  # before: one product, z a slice the scan copies
+        x, z = torch.matmul(w_in, hn.transpose(1, 2)).split(di, dim=1)
+        return x, z.contiguous()
+    add("in_proj", in_two, in_bytes, in_bytes, in_flops)
+    add("in_proj", in_one, in_bytes, in_bytes, in_flops, impl="eager")
 
     # conv + SiLU on a channel slice of xz (as in the mixer)
     xz = rnd(batch, 2 * di, length).requires_grad_()

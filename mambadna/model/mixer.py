@@ -157,8 +157,12 @@ class Mixer(nn.Module):
         """hidden (batch, L, d_model); states as SelectiveSSM.forward; lengths (batch,) real
         lengths, used only by bidirectional mixers (None: no padding).
         Returns (out (batch, L, d_model), conv_state, ssm_state)."""
-        xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (batch, 2*d_inner, L)
-        x, z = xz.split(self.d_inner, dim=1)
+        # Two products, not one split in two: each of x and z is then a contiguous (batch,
+        # d_inner, L) tensor, which the scan would otherwise copy z into (and the backward
+        # would assemble d(xz) from two slices); hidden (d_model wide) is read twice instead.
+        hidden_t = hidden.transpose(1, 2)
+        w_x, w_z = self.in_proj.weight.split(self.d_inner, dim=0)
+        x, z = torch.matmul(w_x, hidden_t), torch.matmul(w_z, hidden_t)  # (batch, d_inner, L)
         y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state)
         if self.ssm_rev is not None:
             y_rev, _, _ = self.ssm_rev(reverse_within_lengths(x, lengths),

@@ -184,7 +184,8 @@ def _profile(fn) -> dict:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    out: dict[str, float] = {}
+    out: dict = {}
+    other = []
     for e in prof.key_averages():
         t = getattr(e, "device_time_total", None)
         if t is None:
@@ -192,7 +193,10 @@ def _profile(fn) -> dict:
         if t and e.key and not e.key.startswith(("cudaLaunch", "cuLaunch", "ProfilerStep")):
             fam = _family(e.key)
             out[fam] = out.get(fam, 0.0) + t / 1e3
+            if fam == "other":
+                other.append((round(t / 1e3, 3), e.count, e.key[:90]))
     out["kernels"] = sum(out.values())
+    out["top_other"] = sorted(other, reverse=True)[:8]
     return out
 
 
@@ -403,11 +407,15 @@ def main(argv=None) -> dict:
         print(f"{'preset':>10} {'work':>10} {'shape':>12} {'ms':>9} {'M bases/s':>9} "
               f"{'GiB':>6}  kernel ms by family")
         for r in rows:
-            prof = r.get("profile") or {}
+            prof = dict(r.get("profile") or {})
+            top = prof.pop("top_other", [])
             fams = " ".join(f"{k} {v:.1f}" for k, v in sorted(prof.items()))
             print(f"{r['preset']:>10} {r['work']:>10} {r['batch']}x{r['length']:>9} "
                   f"{_f(r['ms'], '.1f'):>9} {_f(r['Mbases_s'], '.2f'):>9} "
                   f"{_f(r['peak_GiB'], '.1f'):>6}  {fams} {r.get('note', '')}")
+            if r["work"] == "train":
+                for ms, count, name in top[:5]:
+                    print(f"{'':>12} other: {ms:8.2f} ms {count:5d}x {name}")
     if "scan" in parts:
         rows = _guard(scan_rows, [(1, 1024, 4096), (8, 1024, 4096), (1, 1024, 1 << 20)]) or []
         result["scan"] = rows

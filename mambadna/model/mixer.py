@@ -35,6 +35,56 @@ from mambadna.kernels import (
 from mambadna.model.config import ModelConfig
 
 
+class Recompute:
+    """Saved-tensor hooks that keep a recipe instead of a tensor the backward recomputes cheaply.
+
+    The scan saves its inputs for the backward, and the projections save theirs: the conv
+    output u, delta = dt_proj(dt) and z would be kept as three (batch, d_inner, L) tensors per
+    block, though each is one cheap op away from tensors that are kept anyway (the conv's input,
+    x_proj's output, the normed hidden states). Inside ``with recompute:``, a saved tensor that
+    was registered with ``add`` is stored as its recipe and rebuilt (once) when the backward
+    first needs it, as the Mamba authors' fused path recomputes the conv output and delta.
+    """
+
+    def __init__(self) -> None:
+        self._recipes: dict[tuple, _Recipe] = {}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+
+    @staticmethod
+    def _key(t: torch.Tensor) -> tuple:
+        return (t.data_ptr(), t.shape, t.stride(), t.dtype, t.device)
+
+    def add(self, tensor: torch.Tensor, make) -> torch.Tensor:
+        """Register ``make()`` (no-grad, returns a tensor equal to ``tensor``) as its recipe."""
+        self._recipes[self._key(tensor)] = _Recipe(make)
+        return tensor
+
+    def _pack(self, t: torch.Tensor):
+        return self._recipes.get(self._key(t), t) if t.data_ptr() else t
+
+    def __enter__(self):
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+
+class _Recipe:
+    def __init__(self, make) -> None:
+        self.make, self.value = make, None
+
+    def __call__(self) -> torch.Tensor:
+        if self.value is None:
+            with torch.no_grad():
+                self.value = self.make()
+        return self.value
+
+
+def _unpack(saved):
+    return saved() if isinstance(saved, _Recipe) else saved
+
+
 def no_weight_decay(param: nn.Parameter) -> nn.Parameter:
     """Mark a parameter that the optimizer must not decay (A_log, D, norms, biases)."""
     param._no_weight_decay = True
@@ -105,13 +155,23 @@ class SelectiveSSM(nn.Module):
         dt = torch.matmul(self.dt_proj.weight, dt)  # (batch, d_inner, L)
         return dt, B, C
 
-    def forward(self, x, z, conv_state=None, ssm_state=None):
+    def forward(self, x, z, conv_state=None, ssm_state=None, recompute: Recompute | None = None):
         """x, z: (batch, d_inner, L). Returns y (batch, d_inner, L) and the final conv state
-        (batch, d_inner, d_conv-1) and SSM state (batch, d_inner, N), both fp32."""
-        x, conv_state = causal_conv1d(x, self.conv_weight, self.conv_bias,
-                                      initial_state=conv_state, return_final_state=True,
+        (batch, d_inner, d_conv-1) and SSM state (batch, d_inner, N), both fp32. With
+        ``recompute`` (its hooks active around this call), the conv output and delta are
+        rebuilt in the backward instead of kept."""
+        conv_in, state_in = x, conv_state
+        x, conv_state = causal_conv1d(conv_in, self.conv_weight, self.conv_bias,
+                                      initial_state=state_in, return_final_state=True,
                                       activation="silu")
-        dt, B, C = self._project(x)
+        x_dbl = torch.matmul(self.x_proj.weight, x)  # (batch, r + 2N, L)
+        dt_low, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt = torch.matmul(self.dt_proj.weight, dt_low)  # (batch, d_inner, L)
+        if recompute is not None:
+            recompute.add(x, lambda: causal_conv1d(conv_in, self.conv_weight, self.conv_bias,
+                                                   initial_state=state_in, activation="silu"))
+            recompute.add(dt, lambda dtype=dt.dtype: torch.matmul(
+                self.dt_proj.weight.to(dtype), dt_low.to(dtype)))
         y, ssm_state = selective_scan(
             x, dt, -torch.exp(self.A_log.float()), B, C, self.D.float(), z,
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
@@ -153,17 +213,26 @@ class Mixer(nn.Module):
         self.ssm_rev = SelectiveSSM(cfg) if cfg.bidirectional else None
         self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=False)
 
-    def forward(self, hidden, conv_state=None, ssm_state=None, lengths=None):
+    def forward(self, hidden, conv_state=None, ssm_state=None, lengths=None, recompute=True):
         """hidden (batch, L, d_model); states as SelectiveSSM.forward; lengths (batch,) real
-        lengths, used only by bidirectional mixers (None: no padding).
-        Returns (out (batch, L, d_model), conv_state, ssm_state)."""
+        lengths, used only by bidirectional mixers (None: no padding). ``recompute``: when a
+        gradient will follow, rebuild z, the conv output and delta in the backward instead of
+        keeping them (``Recompute``); off under activation checkpointing, whose own hooks must
+        see every saved tensor. Returns (out (batch, L, d_model), conv_state, ssm_state)."""
         # Two products, not one split in two: each of x and z is then a contiguous (batch,
         # d_inner, L) tensor, which the scan would otherwise copy z into (and the backward
         # would assemble d(xz) from two slices); hidden (d_model wide) is read twice instead.
         hidden_t = hidden.transpose(1, 2)
         w_x, w_z = self.in_proj.weight.split(self.d_inner, dim=0)
         x, z = torch.matmul(w_x, hidden_t), torch.matmul(w_z, hidden_t)  # (batch, d_inner, L)
-        y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state)
+        recompute = Recompute() if recompute and torch.is_grad_enabled() else None
+        if recompute is None:
+            y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state)
+        else:
+            recompute.add(z, lambda dtype=z.dtype: torch.matmul(w_z.to(dtype),
+                                                                hidden_t.to(dtype)))
+            with recompute:
+                y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state, recompute)
         if self.ssm_rev is not None:
             y_rev, _, _ = self.ssm_rev(reverse_within_lengths(x, lengths),
                                        reverse_within_lengths(z, lengths))

@@ -42,11 +42,14 @@ class Block(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
         self.mixer = Mixer(cfg)
 
-    def forward(self, hidden, residual=None, conv_state=None, ssm_state=None, lengths=None):
+    def forward(self, hidden, residual=None, conv_state=None, ssm_state=None, lengths=None,
+                recompute=True):
         """hidden: the previous block's mixer output (or the embedding, with residual None);
-        residual: the fp32 stream it is added to. Returns (out, stream, conv_state, ssm_state)."""
+        residual: the fp32 stream it is added to; recompute: see Mixer.forward.
+        Returns (out, stream, conv_state, ssm_state)."""
         normed, residual = self.norm.add_norm(hidden, residual)
-        out, conv_state, ssm_state = self.mixer(normed, conv_state, ssm_state, lengths)
+        out, conv_state, ssm_state = self.mixer(normed, conv_state, ssm_state, lengths,
+                                                recompute)
         return out, residual, conv_state, ssm_state
 
     def step(self, residual, conv_state, ssm_state):
@@ -256,7 +259,7 @@ class MambaDNA(nn.Module):
                 # mixer output (the add runs unfused here, to halve what is kept).
                 hidden, residual = residual + hidden.float(), None
             args = (hidden, residual, state.conv[i] if state else None,
-                    state.ssm[i] if state else None, lengths)
+                    state.ssm[i] if state else None, lengths, not checkpointing)
             if checkpointing:
                 hidden, residual, conv_i, ssm_i = checkpoint(layer, *args, use_reentrant=False)
             else:

@@ -369,6 +369,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=1 << 17)
     parser.add_argument("--no-train", action="store_true", help="model part: forward only")
+    parser.add_argument("--train-long", action="store_true",
+                        help="model part: also train at 1 x 2^20 (with and without "
+                             "checkpointing)")
+    parser.add_argument("--forward-shapes", default="8x131072,1x1048576,8x4096,1x4096",
+                        help="model part: batch x length of the forward rows")
     parser.add_argument("--label", default="", help="a name for this tree, printed and saved")
     parser.add_argument("--save-hidden", default=None,
                         help="write paper-1.4m's hidden states on fixed tokens here")
@@ -398,9 +403,12 @@ def main(argv=None) -> dict:
                   f"{_f(r['floor_fwd_ms']):>7} {_f(r['fwd_bwd_ms']):>8} "
                   f"{_f(r['floor_fwd_bwd_ms']):>7}")
     if "model" in parts:
-        shapes = [(args.batch, args.length), (1, 1 << 20), (8, 4096), (1, 4096)]
+        shapes = [tuple(int(v) for v in shape.split("x"))
+                  for shape in args.forward_shapes.split(",") if shape]
         train = [] if args.no_train else [(args.batch, args.length, False),
                                           (args.batch, args.length, True)]
+        if args.train_long and not args.no_train:
+            train += [(1, 1 << 20, False), (1, 1 << 20, True)]
         rows = _guard(model_rows, presets, shapes, train) or []
         result["model"] = rows
         print(f"\n[{args.label}] model (bf16 autocast)")

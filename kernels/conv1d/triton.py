@@ -260,10 +260,12 @@ def causal_conv1d_triton(x, weight, bias=None, initial_state=None, return_final_
     if not return_final_state:
         return out
     width = weight.shape[1]
-    if initial_state is None:
-        initial_state = x.new_zeros(x.shape[0], x.shape[1], width - 1)
-    tail = x[..., max(0, x.shape[-1] - (width - 1)):]
+    length = x.shape[-1]
     if width == 1:
         return out, x.new_zeros(x.shape[0], x.shape[1], 0)
-    final = torch.cat([initial_state.to(x.dtype), tail], dim=-1)[..., -(width - 1):]
+    if length >= width - 1:  # the state is x's last W-1 columns: one copy, no zeros or cat
+        return out, x[..., length - (width - 1):].clone()
+    if initial_state is None:
+        initial_state = x.new_zeros(x.shape[0], x.shape[1], width - 1)
+    final = torch.cat([initial_state.to(x.dtype), x], dim=-1)[..., -(width - 1):]
     return out, final

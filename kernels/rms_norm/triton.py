@@ -14,6 +14,8 @@ which is both d x and d residual; dweight = sum over rows of dout xhat.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -81,8 +83,9 @@ def _rms_bwd_kernel(
     tl.store(dw_ptr + tl.program_id(0) * BN + cols, dw, mask=cmask)
 
 
+@functools.lru_cache(maxsize=256)
 def _geometry(rows: int, n: int, device) -> tuple[int, int, int, int]:
-    """(rows per tile, padded width, tiles, programs)."""
+    """(rows per tile, padded width, tiles, programs), remembered per shape (host time)."""
     bn = triton.next_power_of_2(n)
     br = max(1, min(_ELEMENTS // bn, triton.next_power_of_2(rows)))
     n_tiles = cdiv(rows, br)

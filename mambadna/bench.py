@@ -10,6 +10,9 @@ numbers do not depend on a download), after a warm-up that compiles the GPU kern
 - embed: ``mambadna.pipelines.embed`` (to Parquet) of ``embed_bases`` bases in ``batch_size``
   records; bases/s counts the bases of all windows over the whole call (reading, inference,
   pooling, writing).
+- forward: the model's forward (``hidden_states``, inference) over ``batch_size`` random
+  windows of ``window`` bases; bases/s of the median of 5 passes, and on CUDA also replayed from
+  a CUDA graph (``mambadna.model.graphs``: no host work per call).
 - train: AdamW steps of next-base prediction (``lm_loss``) on random windows of
   ``train_seq_len``; tokens/s over ``train_steps`` steps after ``warmup_steps``.
 
@@ -37,7 +40,7 @@ from mambadna._version import __version__
 from mambadna.atomic import atomic_file
 from mambadna.errors import ConfigError
 
-STAGES = ("tokenize", "embed", "train")
+STAGES = ("tokenize", "embed", "forward", "train")
 
 
 @dataclass
@@ -181,6 +184,45 @@ def bench_embed(cfg: BenchConfig, work: Path, model, device) -> dict:
             "bases_per_s": result.bases_per_second, "peak_memory_mb": _peak_mb(device)}
 
 
+def bench_forward(cfg: BenchConfig, model, device, precision: str) -> dict:
+    """Inference forward over (batch_size, window) random bases: bases/s, eager and graphed."""
+    import torch
+
+    from mambadna.model.graphs import GraphedHiddenStates
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    tokens = torch.randint(5, 9, (cfg.batch_size, cfg.window), generator=generator).to(device)
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def timed(fn) -> float:
+        fn()
+        fn()
+        times = []
+        for _ in range(5):
+            _sync(device)
+            started = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - started)
+        return sorted(times)[2]
+
+    def eager():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                    enabled=dtype is not None):
+            return model.hidden_states(tokens)
+
+    _reset_peak(device)
+    seconds = timed(eager)
+    n_bases = cfg.batch_size * cfg.window
+    result = {"window": cfg.window, "batch_size": cfg.batch_size, "seconds": seconds,
+              "bases_per_s": n_bases / seconds, "peak_memory_mb": _peak_mb(device)}
+    if device.type == "cuda":
+        graphed = GraphedHiddenStates(model, cfg.batch_size, cfg.window, dtype=dtype)
+        graph_seconds = timed(lambda: graphed(tokens))
+        result.update(graph_seconds=graph_seconds, graph_bases_per_s=n_bases / graph_seconds)
+    return result
+
+
 def bench_train(cfg: BenchConfig, model, device, precision: str) -> dict:
     """AdamW steps of next-base prediction on random windows; tokens/s and peak memory."""
     import torch
@@ -254,6 +296,8 @@ def run_bench(cfg: BenchConfig) -> dict:
             report["tokenize"] = bench_tokenize(cfg, work)
         if "embed" in cfg.stages:
             report["embed"] = bench_embed(cfg, work, model, device)
+        if "forward" in cfg.stages:
+            report["forward"] = bench_forward(cfg, model, device, precision)
         if "train" in cfg.stages:
             report["train"] = bench_train(cfg, model, device, precision)
     return report
@@ -272,6 +316,13 @@ def format_table(report: dict) -> str:
                      f"{e['peak_memory_mb']:,.0f} MB",
                      f"window {e['window']:,}, batch {e['batch_size']}"
                      + (", stream" if e["stream"] else "")))
+    if "forward" in report:
+        f = report["forward"]
+        graph = (f", graph {f['graph_bases_per_s']:,.0f} bases/s" if "graph_bases_per_s" in f
+                 else "")
+        rows.append(("forward", f"{f['bases_per_s']:,.0f} bases/s", f"{f['seconds']:.3f}",
+                     f"{f['peak_memory_mb']:,.0f} MB",
+                     f"window {f['window']:,} x batch {f['batch_size']}{graph}"))
     if "train" in report:
         t = report["train"]
         rows.append(("train", f"{t['tokens_per_s']:,.0f} tokens/s", f"{t['seconds']:.2f}",

@@ -607,7 +607,7 @@ def baseline_predict(inputs, baseline_dir, out, window, stride, min_window, per_
 @click.option("--gradient-checkpointing", is_flag=True,
               help="Recompute blocks in the backward pass while training.")
 @click.option("--stages", default="tokenize,embed,train", show_default=True,
-              help="Comma-separated stages to run.")
+              help="Comma-separated stages to run: tokenize, embed, forward, train.")
 @click.option("-o", "--out", default="bench.json", show_default=True,
               type=click.Path(dir_okay=False), help="JSON report.")
 def bench(stages, out, **options) -> None:

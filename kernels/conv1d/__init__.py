@@ -1,8 +1,9 @@
 """Causal depthwise convolution with a carried state (Mamba's short convolution) as an op.
 
 - ``ops.py``: the reference (``F.conv1d`` over the state prepended to x), the validated public
-  ``causal_conv1d`` and its one-position form ``causal_conv1d_update``. No custom kernel: at
-  width 4 cuDNN / oneDNN do depthwise convolutions well enough.
+  ``causal_conv1d`` and its one-position form ``causal_conv1d_update``.
+- ``triton.py``: the Triton kernels (widths up to 4, SiLU fused, state in and out) and their
+  autograd Function, used for CUDA tensors.
 """
 
 from mambadna.kernels.conv1d.ops import (

@@ -10,16 +10,23 @@ the next piece of the sequence gives exactly the convolution of the whole sequen
 
 - ``causal_conv1d_reference``: ``F.conv1d`` over the state prepended to x (ground truth).
 - ``causal_conv1d_update``: one position, for streaming and generation.
-- ``causal_conv1d``: the public op (validates, then runs ``F.conv1d``; cuDNN/oneDNN do depthwise
-  convolutions well enough that no custom kernel pays for itself at width 4).
+- ``causal_conv1d``: the public op (validates, then the Triton kernels of ``triton.py`` on CUDA
+  tensors for widths up to 4, SiLU fused, the convolution recomputed in the backward instead of
+  saved; ``F.conv1d`` on CPU, where oneDNN does depthwise convolutions well).
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
 
 ACTIVATIONS = (None, "silu", "swish")
+BACKENDS = ("auto", "triton", "reference")
+
+_log = logging.getLogger(__name__)
+_fallback_logged = False
 
 
 def _activate(out: torch.Tensor, activation: str | None) -> torch.Tensor:
@@ -75,8 +82,18 @@ def _validate_common(op, x, weight, bias, state, state_name, activation) -> None
            f"all tensors must be on one device, got {sorted(map(str, devices))}")
 
 
+def _triton_impl():
+    """The Triton implementation, or None when Triton cannot be imported."""
+    try:
+        from mambadna.kernels.conv1d.triton import causal_conv1d_triton
+    except ImportError:
+        return None
+    return causal_conv1d_triton
+
+
 def causal_conv1d(
     x, weight, bias=None, initial_state=None, return_final_state=False, activation=None,
+    backend="auto",
 ):
     """Causal depthwise conv1d over L with an optional carried state.
 
@@ -84,13 +101,31 @@ def causal_conv1d(
     W-1 inputs before x (zeros when None). activation: None or "silu" ("swish" is an alias).
     Returns out (batch, dim, L) in x's dtype, and with ``return_final_state`` also the state
     after x, (batch, dim, W-1) in x's dtype, to pass as ``initial_state`` with the next piece.
+
+    ``backend``: "auto" (the Triton kernels on CUDA tensors when W <= 4, else ``F.conv1d``),
+    "triton" (forced; runs on CPU tensors under TRITON_INTERPRET=1), "reference" (``F.conv1d``).
+    Differentiable in x, weight, bias and initial_state.
     """
     op = "causal_conv1d"
+    _check(backend in BACKENDS, op, f"backend must be one of {BACKENDS}, got {backend!r}")
     _check(isinstance(x, torch.Tensor) and x.dim() == 3, op,
            f"x must be a (batch, dim, L) tensor, got {getattr(x, 'shape', type(x).__name__)}")
     _check(x.shape[-1] >= 1, op, "L must be at least 1")
     _validate_common(op, x, weight, bias, initial_state, "initial_state", activation)
-    return causal_conv1d_reference(x, weight, bias, initial_state, return_final_state, activation)
+    args = (x, weight, bias, initial_state, return_final_state, activation)
+    if backend == "triton" or (backend == "auto" and x.is_cuda):
+        impl = _triton_impl()
+        from_triton = impl is not None and weight.shape[1] <= 4
+        if from_triton:
+            return impl(*args)
+        _check(backend != "triton", op,
+               "backend='triton' needs Triton installed and a kernel width <= 4, got width "
+               f"{weight.shape[1]}; use backend='reference'")
+        global _fallback_logged
+        if impl is None and not _fallback_logged:
+            _log.warning("Triton is not available: causal_conv1d runs F.conv1d on CUDA")
+            _fallback_logged = True
+    return causal_conv1d_reference(*args)
 
 
 def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None):

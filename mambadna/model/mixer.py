@@ -34,6 +34,7 @@ from torch import nn
 from mambadna.kernels import (
     causal_conv1d,
     causal_conv1d_update,
+    rms_norm,
     selective_scan,
     selective_state_update,
 )
@@ -45,6 +46,56 @@ from mambadna.kernels.context_parallel import (
 from mambadna.model.config import ModelConfig
 
 
+class Recompute:
+    """Saved-tensor hooks that keep a recipe instead of a tensor the backward recomputes cheaply.
+
+    The scan saves its inputs for the backward, and the projections save theirs: the conv
+    output u, delta = dt_proj(dt) and z would be kept as three (batch, d_inner, L) tensors per
+    block, though each is one cheap op away from tensors that are kept anyway (the conv's input,
+    x_proj's output, the normed hidden states). Inside ``with recompute:``, a saved tensor that
+    was registered with ``add`` is stored as its recipe and rebuilt (once) when the backward
+    first needs it, as the Mamba authors' fused path recomputes the conv output and delta.
+    """
+
+    def __init__(self) -> None:
+        self._recipes: dict[tuple, _Recipe] = {}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+
+    @staticmethod
+    def _key(t: torch.Tensor) -> tuple:
+        return (t.data_ptr(), t.shape, t.stride(), t.dtype, t.device)
+
+    def add(self, tensor: torch.Tensor, make) -> torch.Tensor:
+        """Register ``make()`` (no-grad, returns a tensor equal to ``tensor``) as its recipe."""
+        self._recipes[self._key(tensor)] = _Recipe(make)
+        return tensor
+
+    def _pack(self, t: torch.Tensor):
+        return self._recipes.get(self._key(t), t) if t.data_ptr() else t
+
+    def __enter__(self):
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+
+class _Recipe:
+    def __init__(self, make) -> None:
+        self.make, self.value = make, None
+
+    def __call__(self) -> torch.Tensor:
+        if self.value is None:
+            with torch.no_grad():
+                self.value = self.make()
+        return self.value
+
+
+def _unpack(saved):
+    return saved() if isinstance(saved, _Recipe) else saved
+
+
 def no_weight_decay(param: nn.Parameter) -> nn.Parameter:
     """Mark a parameter that the optimizer must not decay (A_log, D, norms, biases)."""
     param._no_weight_decay = True
@@ -52,16 +103,28 @@ def no_weight_decay(param: nn.Parameter) -> nn.Parameter:
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * weight over the last axis, computed in fp32 (returns fp32)."""
+    """x / rms(x) * weight over the last axis, computed in fp32 (returns fp32).
+
+    ``add_norm`` fuses the pre-norm block's residual add with the norm (one kernel each way on
+    CUDA: ``mambadna.kernels.rms_norm``).
+    """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
         self.weight = no_weight_decay(nn.Parameter(torch.ones(dim)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """RMSNorm(x + residual) in fp32."""
+        return rms_norm(x, self.weight, residual, self.eps)[0]
+
+    def add_norm(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """(RMSNorm(x + residual), x + residual in fp32); the normed output in the autocast
+        dtype under autocast (the projection that reads it would cast it anyway), else fp32."""
+        device = x.device.type
+        out_dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
+                     else None)
+        return rms_norm(x, self.weight, residual, self.eps, out_dtype)
 
 
 class SelectiveSSM(nn.Module):
@@ -103,20 +166,32 @@ class SelectiveSSM(nn.Module):
         dt = torch.matmul(self.dt_proj.weight, dt)  # (batch, d_inner, L)
         return dt, B, C
 
-    def forward(self, x, z, conv_state=None, ssm_state=None,
+    def forward(self, x, z, conv_state=None, ssm_state=None, recompute: Recompute | None = None,
                 context: ContextGroup | None = None):
         """x, z: (batch, d_inner, L). Returns y (batch, d_inner, L) and the final conv state
-        (batch, d_inner, d_conv-1) and SSM state (batch, d_inner, N), both fp32.
+        (batch, d_inner, d_conv-1) and SSM state (batch, d_inner, N), both fp32. With
+        ``recompute`` (its hooks active around this call), the conv output and delta are
+        rebuilt in the backward instead of kept.
 
         context: the ranks that share the sequence (x, z: this rank's segment; the states
         returned: after this rank's segment), or None for the whole sequence here."""
         conv, scan = causal_conv1d, selective_scan
         if context is not None and context.size > 1:
+            if recompute is not None:  # its rebuilt conv would need the halo exchange again
+                raise ValueError("recompute cannot be combined with a context group")
             conv = functools.partial(context_parallel_conv1d, context=context)
             scan = functools.partial(context_parallel_scan, context=context)
-        x, conv_state = conv(x, self.conv_weight, self.conv_bias, initial_state=conv_state,
+        conv_in, state_in = x, conv_state
+        x, conv_state = conv(conv_in, self.conv_weight, self.conv_bias, initial_state=state_in,
                              return_final_state=True, activation="silu")
-        dt, B, C = self._project(x)
+        x_dbl = torch.matmul(self.x_proj.weight, x)  # (batch, r + 2N, L)
+        dt_low, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt = torch.matmul(self.dt_proj.weight, dt_low)  # (batch, d_inner, L)
+        if recompute is not None:
+            recompute.add(x, lambda: causal_conv1d(conv_in, self.conv_weight, self.conv_bias,
+                                                   initial_state=state_in, activation="silu"))
+            recompute.add(dt, lambda dtype=dt.dtype: torch.matmul(
+                self.dt_proj.weight.to(dtype), dt_low.to(dtype)))
         y, ssm_state = scan(
             x, dt, -torch.exp(self.A_log.float()), B, C, self.D.float(), z,
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
@@ -158,16 +233,34 @@ class Mixer(nn.Module):
         self.ssm_rev = SelectiveSSM(cfg) if cfg.bidirectional else None
         self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=False)
 
-    def forward(self, hidden, conv_state=None, ssm_state=None, lengths=None, context=None):
+    def forward(self, hidden, conv_state=None, ssm_state=None, lengths=None, context=None,
+                recompute=True):
         """hidden (batch, L, d_model); states as SelectiveSSM.forward; lengths (batch,) real
         lengths, used only by bidirectional mixers (None: no padding); context: a
         ``ContextGroup`` (unidirectional mixers only), hidden being this rank's segment.
-        Returns (out (batch, L, d_model), conv_state, ssm_state)."""
-        if context is not None and context.size > 1 and self.ssm_rev is not None:
+        ``recompute``: when a gradient will follow, rebuild z, the conv output and delta in the
+        backward instead of keeping them (``Recompute``); off under activation checkpointing,
+        whose own hooks must see every saved tensor, and with a context group, whose
+        exchanges must not run again. Returns (out (batch, L, d_model), conv_state,
+        ssm_state)."""
+        split = context is not None and context.size > 1
+        if split and self.ssm_rev is not None:
             raise ValueError("a bidirectional mixer cannot split a sequence over ranks")
-        xz = torch.matmul(self.in_proj.weight, hidden.transpose(1, 2))  # (batch, 2*d_inner, L)
-        x, z = xz.split(self.d_inner, dim=1)
-        y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state, context)
+        # Two products, not one split in two: each of x and z is then a contiguous (batch,
+        # d_inner, L) tensor, which the scan would otherwise copy z into (and the backward
+        # would assemble d(xz) from two slices); hidden (d_model wide) is read twice instead.
+        hidden_t = hidden.transpose(1, 2)
+        w_x, w_z = self.in_proj.weight.split(self.d_inner, dim=0)
+        x, z = torch.matmul(w_x, hidden_t), torch.matmul(w_z, hidden_t)  # (batch, d_inner, L)
+        recompute = (Recompute() if recompute and torch.is_grad_enabled() and not split
+                     else None)
+        if recompute is None:
+            y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state, context=context)
+        else:
+            recompute.add(z, lambda dtype=z.dtype: torch.matmul(w_z.to(dtype),
+                                                                hidden_t.to(dtype)))
+            with recompute:
+                y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state, recompute)
         if self.ssm_rev is not None:
             y_rev, _, _ = self.ssm_rev(reverse_within_lengths(x, lengths),
                                        reverse_within_lengths(z, lengths))

@@ -1,9 +1,11 @@
 """MambaDNA: embedding -> n_layer x [RMSNorm -> Mamba mixer, residual] -> RMSNorm -> heads.
 
 The residual stream is kept in fp32 even under autocast (each block adds its mixer's output to
-it), and the RMSNorms compute in fp32, as in the reference implementation. Heads: a language
-model head tied to the embedding (next-base logits) and, when ``num_labels > 0``, a sequence
-classifier over the pooled final hidden states.
+it), and the RMSNorms compute in fp32, as in the reference implementation. Each block's residual
+add is done by the next norm (one fused kernel on CUDA), so a block takes and returns the pair
+(mixer output, residual stream before that output is added), as the Mamba authors' blocks do.
+Heads: a language model head tied to the embedding (next-base logits) and, when
+``num_labels > 0``, a sequence classifier over the pooled final hidden states.
 
 Batches of different lengths are right-padded with PAD. The network is causal, so padding never
 changes a real position's output; the classifier and ``embed`` read only real positions.
@@ -48,17 +50,24 @@ from mambadna.model.strands import (
 
 
 class Block(nn.Module):
-    """residual + Mixer(RMSNorm(residual)); the residual (batch, L, d_model) stays fp32."""
+    """stream = residual + hidden; (Mixer(RMSNorm(stream)), stream). The stream (batch, L,
+    d_model) stays fp32; the block's output is stream + mixer output, which the next norm
+    (or the final one) adds, fused with itself."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
         self.mixer = Mixer(cfg)
 
-    def forward(self, residual, conv_state=None, ssm_state=None, lengths=None, context=None):
-        out, conv_state, ssm_state = self.mixer(self.norm(residual), conv_state, ssm_state,
-                                                lengths, context)
-        return residual + out.float(), conv_state, ssm_state
+    def forward(self, hidden, residual=None, conv_state=None, ssm_state=None, lengths=None,
+                recompute=True, context=None):
+        """hidden: the previous block's mixer output (or the embedding, with residual None);
+        residual: the fp32 stream it is added to; recompute, context: see Mixer.forward.
+        Returns (out, stream, conv_state, ssm_state)."""
+        normed, residual = self.norm.add_norm(hidden, residual)
+        out, conv_state, ssm_state = self.mixer(normed, conv_state, ssm_state, lengths,
+                                                context, recompute)
+        return out, residual, conv_state, ssm_state
 
     def step(self, residual, conv_state, ssm_state):
         out, conv_state, ssm_state = self.mixer.step(self.norm(residual), conv_state, ssm_state)
@@ -336,33 +345,43 @@ class MambaDNA(nn.Module):
         scan_lengths = None
         if cfg.bidirectional and not bool((lengths == tokens.shape[1]).all()):
             scan_lengths = lengths.repeat(2) if cfg.rc_equivariant else lengths
-        out = self._blocks(tokens, state, return_state, scan_lengths, self.resolve_layers(layers),
-                           context)
-        hidden = out[0] if return_state else out
+        hidden, new_state = self._backbone(tokens, state, scan_lengths,
+                                           self.resolve_layers(layers), context,
+                                           whole_state=return_state)
         if cfg.rc_equivariant:
             hidden = join_strands(hidden, lengths)
-        return (hidden, out[1]) if return_state else hidden
+        return (hidden, new_state) if return_state else hidden
 
-    def _blocks(self, tokens, state, return_state, lengths, layers, context=None):
-        """The blocks over tokens: the mean of the normed outputs of ``layers`` [, state]."""
-        residual = self.embedding(tokens).float()  # (batch, L, d_model)
+    def _backbone(self, tokens, state=None, lengths=None, layers=None, context=None,
+                  whole_state=True):
+        """hidden_states of checked tokens: (the mean of the final-normed outputs of the blocks
+        ``layers`` (default: the last), ModelState). No host synchronisation, so a CUDA graph
+        can capture it (mambadna.model.graphs). Without ``whole_state`` the blocks after the
+        last of ``layers`` are skipped (the state then covers only the blocks run)."""
+        layers = [self.config.n_layer - 1] if layers is None else layers
+        hidden = self.embedding(tokens).float()  # (batch, L, d_model)
+        residual = None
         conv, ssm, picked = [], [], []
         checkpointing = (self.config.gradient_checkpointing and self.training
                          and torch.is_grad_enabled())
-        last = self.config.n_layer - 1 if return_state else layers[-1]
+        last = self.config.n_layer - 1 if whole_state else layers[-1]
         for i, layer in enumerate(self.layers[:last + 1]):
-            args = (residual, state.conv[i] if state else None, state.ssm[i] if state else None,
-                    lengths, context)
+            if checkpointing and residual is not None:
+                # A checkpoint keeps its inputs: one fp32 stream, not the stream and the
+                # mixer output (the add runs unfused here, to halve what is kept).
+                hidden, residual = residual + hidden.float(), None
+            args = (hidden, residual, state.conv[i] if state else None,
+                    state.ssm[i] if state else None, lengths, not checkpointing, context)
             if checkpointing:
-                residual, conv_i, ssm_i = checkpoint(layer, *args, use_reentrant=False)
+                hidden, residual, conv_i, ssm_i = checkpoint(layer, *args, use_reentrant=False)
             else:
-                residual, conv_i, ssm_i = layer(*args)
+                hidden, residual, conv_i, ssm_i = layer(*args)
             conv.append(conv_i)
             ssm.append(ssm_i)
             if i in layers:
-                picked.append(self.norm_f(residual))
-        hidden = picked[0] if len(picked) == 1 else torch.stack(picked).mean(0)
-        return (hidden, ModelState(conv, ssm)) if return_state else hidden
+                picked.append(self.norm_f(hidden, residual))
+        out = picked[0] if len(picked) == 1 else torch.stack(picked).mean(0)
+        return out, ModelState(conv, ssm)
 
     def _check_context(self, context: ContextGroup, tokens: torch.Tensor, state) -> None:
         if not isinstance(context, ContextGroup):

@@ -320,7 +320,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 def test_bf16_autocast_keeps_the_residual_fp32():
     model = small(n_layer=2).train()
     dtypes = []
-    model.layers[0].register_forward_hook(lambda mod, inp, out: dtypes.append(out[0].dtype))
+    model.layers[0].register_forward_hook(lambda mod, inp, out: dtypes.append(out[1].dtype))
     model.layers[0].mixer.register_forward_hook(lambda mod, inp, out: dtypes.append(out[0].dtype))
     tokens = random_tokens(2, 20)
     with torch.autocast("cpu", dtype=torch.bfloat16):

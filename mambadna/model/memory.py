@@ -2,13 +2,15 @@
 
 Training needs the fp32 weights, their gradients, AdamW's two moments and the activations the
 backward pass keeps; inference needs the weights and the working set of one block. Activation
-bytes per token and block are counted from the mixer's tensors (``model/mixer.py``): the block
-input and its norm, in_proj's x and z, the conv and SiLU outputs, x_proj's dt/B/C, delta, the
-scan output and the gated output, plus the scan's saved states (one every ``SCAN_SAVE_EVERY``
-positions). With gradient checkpointing a block keeps only its input and one block is rebuilt
+bytes per token and block are counted from the tensors the mixer keeps for its backward
+(``model/mixer.py``; z, the conv output and delta are rebuilt in the backward, and the fused
+add+RMSNorm keeps only its input): the block's input stream, in_proj's x (the conv input) and
+the scan output (out_proj's input), plus the scan's saved states (one every
+``SCAN_SAVE_EVERY`` positions); the small dt/B/C projections are left out. With gradient
+checkpointing a block keeps only its input and one block is rebuilt
 at a time. The estimate leaves out the allocator's fragmentation and the kernels' scratch: it
 is meant as a floor (a config refused by it cannot fit; one it accepts may still need a
-smaller batch); the CPU reference path keeps about 1.8x these activations (the test compares
+smaller batch); the CPU path keeps about 1.1x these activations (the test compares
 it with the tensors autograd saves). ``check_device_fits`` compares it with what
 ``torch.cuda.mem_get_info`` says is free and names what does fit (a micro-batch of fewer
 tokens, gradient checkpointing, a smaller d_model or n_layer) before anything is allocated on
@@ -71,7 +73,7 @@ class MemoryEstimate:
 def _block_elements(cfg: ModelConfig) -> int:
     """Activation elements per token of one block (the tensors listed in the docstring)."""
     d, i = cfg.d_model, cfg.d_inner
-    return 2 * d + 7 * i + int(cfg.dt_rank) + 2 * cfg.d_state
+    return d + 2 * i
 
 
 def estimate_memory(cfg: ModelConfig, *, tokens: int, training: bool,

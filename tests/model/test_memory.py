@@ -37,7 +37,7 @@ def test_the_estimate_is_a_floor_of_what_a_real_model_keeps():
     x = torch.randint(5, 9, (2, 512))
     kept = _saved_bytes(model, x)
     est = estimate_memory(cfg, tokens=x.numel(), training=True)
-    assert 0.3 * kept < est.activations <= kept  # the reference path keeps ~1.8x more
+    assert 0.7 * kept < est.activations <= kept  # the CPU path keeps ~1.1x more
     assert est.parameters == model.num_parameters() * 4 == parameter_count(cfg) * 4
     assert est.gradients == est.parameters and est.optimizer == 2 * est.parameters
     ckpt = estimate_memory(cfg, tokens=x.numel(), training=True, checkpointing=True)
@@ -55,7 +55,7 @@ def test_a_batch_too_large_is_refused_with_the_largest_that_fits():
     tokens = 8 * (1 << 17)
     est = estimate_memory(cfg, tokens=tokens, training=True, bf16=True)
     check_device_fits(cfg, "cuda:0", tokens=tokens, training=True, bf16=True, free=est.total)
-    free = est.total // 3
+    free = est.total // 2  # checkpointing needs ~0.41 of it
     with pytest.raises(ConfigError, match=r"needs at least .* GiB on cuda:0 for a training "
                                           r"step \(weights .* AdamW state") as info:
         check_device_fits(cfg, "cuda:0", tokens=tokens, training=True, bf16=True, free=free)

@@ -219,11 +219,11 @@ def validate(inputs, collect_all, **read) -> None:
 @cli.command("tokenize")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
-              help="Token store folder to create (records/*.npy, index.parquet, store.json).")
+              help="Token store folder to create (tokens.bin, index.parquet, store.json).")
 @click.option("--force", is_flag=True, help="Replace an existing token store at --out.")
 @_reader_options
 def tokenize(inputs, out, force, **read) -> None:
-    """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (uint8 .npy per record)."""
+    """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (one ragged uint8 array)."""
     from mambadna.data.store import write_token_store
 
     store = write_token_store(inputs, out, _read_options(inputs, read), force=force)

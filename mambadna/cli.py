@@ -164,7 +164,8 @@ def _reader_options(command):
     command builds once and passes on unchanged."""
     options = [
         click.option("--format", "fmt", default="auto", show_default=True,
-                     type=click.Choice(["auto", "fasta", "fastq", "sam", "bam", "cram"]),
+                     type=click.Choice(["auto", "fasta", "fastq", "sam", "bam", "cram",
+                                        "genbank", "embl"]),
                      help="Input format; auto detects it from the content."),
         click.option("--on-invalid", default="N", show_default=True,
                      type=click.Choice(["N", "error"]),

@@ -29,6 +29,7 @@ import numpy as np
 from mambadna.alphabet import encode
 from mambadna.errors import AlphabetError, ConfigError, DuplicateRecordError, MambaDNAError
 from mambadna.io.alignments import read_alignments
+from mambadna.io.annotated import ANNOTATED, annotated_sequence_line, read_annotated
 from mambadna.io.fasta import DROP, REJECT, OnProblem, read_fasta, sequence_line
 from mambadna.io.fastq import read_fastq, read_fastq_batches
 from mambadna.io.files import FORMATS, check_path, compression, detect_format
@@ -97,6 +98,13 @@ def read_records(
             raise ConfigError("FASTQ reads have no coordinates, so a region cannot select "
                               "them", path=path, fix="use region with FASTA or BAM/CRAM")
         records = read_fastq(path, on_problem=on_problem)
+    elif fmt in ANNOTATED:
+        if regions:
+            raise ConfigError(f"region cannot select from {fmt} files (they are read whole)",
+                              path=path, fix="convert it to FASTA (Biopython's SeqIO.convert "
+                                             "or EMBOSS seqret), index that with `samtools "
+                                             "faidx` and read regions from it")
+        records = read_annotated(path, fmt)
     else:
         records = read_alignments(path, fmt, regions=regions, reference=options.reference,
                                   flags=options.flags)
@@ -134,7 +142,11 @@ def locate(err: MambaDNAError, record: Record) -> MambaDNAError:
     if line is not None and err.position is not None:
         stop = b"+" if record.quality is not None else b">"
         try:
-            line = sequence_line(record.source, record.line, err.position, stop) or line
+            fmt = detect_format(record.source) if record.quality is None else "fastq"
+            found = (annotated_sequence_line(record.source, fmt, line, err.position)
+                     if fmt in ANNOTATED else sequence_line(record.source, line, err.position,
+                                                             stop))
+            line = found or line
         except MambaDNAError:
             pass  # the file changed or broke since: the header line still helps
     return err.with_location(path=record.source, record=record.name, line=line)

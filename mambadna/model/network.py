@@ -389,6 +389,8 @@ class MambaDNA(nn.Module, ModelHubMixin, library_name="mambadna",
         config and the card come from the model); the rest go to ``push_to_hub``."""
         from mambadna.model.save import save_pretrained
 
+        if {"config", "model_card_kwargs"} & hub_kwargs.keys():  # called by push_to_hub
+            training_info = training_info or self.training_info
         hub_kwargs.pop("config", None)
         hub_kwargs.pop("model_card_kwargs", None)
         folder = save_pretrained(self, path, labels=labels, training_info=training_info)

@@ -126,3 +126,14 @@ def test_cli_classify_with_a_hub_id(hub_cache, tmp_path, write_fasta, random_dna
     missing = CliRunner().invoke(cli, ["classify", "--model", "user/none", str(fa), "-o",
                                        str(tmp_path / "q.tsv")])
     assert missing.exit_code == 1 and "Hugging Face cache" in missing.output
+
+
+def test_the_mixin_saves_our_format_with_the_training_info(tmp_path, saved):
+    """push_to_hub saves through save_pretrained(folder, config=..., model_card_kwargs=...)
+    before uploading: the folder it uploads is ours, training info kept."""
+    model = load_model(saved)
+    model.training_info = {"steps": 10}
+    folder = model.save_pretrained(tmp_path / "up", config=None, model_card_kwargs=None)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md", "config.json", "labels.json", "model.safetensors"]
+    assert load_model(folder).training_info == {"steps": 10}

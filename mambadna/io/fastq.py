@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from mambadna.errors import FormatError
 from mambadna.io.fasta import OnProblem, _raise
 from mambadna.io.files import BLOCK_SIZE, check_text, head, read_blocks
@@ -34,24 +36,31 @@ _QUALITY_CHARS = bytes(range(33, 127))
 # Headers of printable ASCII, space and tab split into name and description by one regex with
 # the same result as the line-by-line parser's str.strip and str.split (whose other whitespace
 # characters, like \x1c or U+00A0, cannot occur in such headers).
-_PLAIN_HEADER_CHARS = _QUALITY_CHARS + b" \t"
-_HEADER = re.compile(r"^@[ \t]*([^ \t\n]+)[ \t]*([^\n]*?)[ \t]*$", re.MULTILINE)
+_PLAIN_HEADER_CHARS = _QUALITY_CHARS + b" \t\n"  # "\n": between the headers of a block
+_NAME = re.compile(r"^@[ \t]*([^ \t\n]+)", re.MULTILINE)
 
 
 class Batch(NamedTuple):
     """Consecutive FASTQ records, column by column; record i's header is on line
-    ``first_line + 4 * i`` (a batch from the line-by-line parser holds one record)."""
+    ``first_line + 4 * i`` (a batch from the line-by-line parser holds one record).
+    Descriptions are split from ``headers`` only when asked for (tokenizing needs none)."""
 
     names: list[str]
-    descriptions: list[str]
+    descriptions: list[str] | None
     sequences: list[bytes]
     qualities: list[bytes]
     first_line: int
+    headers: list[bytes] | None = None
+
+    def description_list(self) -> list[str]:
+        if self.descriptions is not None:
+            return self.descriptions
+        return [_description(header) for header in self.headers or ()]
 
     def records(self, source: str) -> Iterator[Record]:
         line = self.first_line
         for name, description, sequence, quality in zip(
-                self.names, self.descriptions, self.sequences, self.qualities):
+                self.names, self.description_list(), self.sequences, self.qualities):
             yield Record(name, sequence, description, quality, source, line)
             line += 4
 
@@ -138,8 +147,7 @@ def _four_line_batch(lines: list[bytes], first_line: int) -> Batch | None:
     lengths = list(map(len, sequences))
     if ([h[:1] for h in heads].count(b"@") != n or [p[:1] for p in pluses].count(b"+") != n
             or b"+" in [s[:1] for s in sequences] or 0 in lengths
-            or lengths != list(map(len, qualities))
-            or b"".join(qualities).translate(None, _QUALITY_CHARS)):
+            or lengths != list(map(len, qualities)) or not _phred33(b"".join(qualities))):
         return None
     if pluses.count(b"+") != n and any(p != b"+" and p[1:] != h[1:]
                                        for p, h in zip(pluses, heads)):
@@ -147,13 +155,24 @@ def _four_line_batch(lines: list[bytes], first_line: int) -> Batch | None:
     if not n:
         return Batch([], [], [], [], first_line)
     joined = b"\n".join(heads)
-    if joined.translate(None, _PLAIN_HEADER_CHARS + b"\n"):  # "\n": between headers
+    if joined.translate(None, _PLAIN_HEADER_CHARS):
         return _split_headers(heads, sequences, qualities, first_line)
-    fields = _HEADER.findall(joined.decode("ascii"))
-    if len(fields) != n:
+    names = _NAME.findall(joined.decode("ascii"))
+    if len(names) != n:
         return None  # a header without a name: reported line by line
-    names, descriptions = map(list, zip(*fields))
-    return Batch(names, descriptions, sequences, qualities, first_line)
+    return Batch(names, None, sequences, qualities, first_line, heads)
+
+
+def _phred33(qualities: bytes) -> bool:
+    """Every byte in '!'..'~'. uint8 arithmetic wraps, so one comparison checks both ends."""
+    codes = np.frombuffer(qualities, dtype=np.uint8)
+    return not bool(((codes - np.uint8(33)) > 93).any())
+
+
+def _description(header: bytes) -> str:
+    """The description of a header line, split as _read_record does."""
+    fields = header[1:].decode("utf-8", "replace").strip().split(None, 1)
+    return fields[1].strip() if len(fields) > 1 else ""
 
 
 def _split_headers(heads: list[bytes], sequences: list[bytes], qualities: list[bytes],

@@ -50,6 +50,7 @@ TOKENS_FILE = "tokens.bin"
 INDEX_COLUMNS = ("record", "source", "offset", "length", "n_count", "sha256")
 V1_INDEX_COLUMNS = ("record", "source", "file", "length", "n_count", "sha256")
 _WRITE_BUFFER = 8 << 20
+_SHORT = 1 << 16
 
 
 def _check_target(out: Path, force: bool) -> None:
@@ -73,20 +74,27 @@ def _tokenize_inputs(inputs: Sequence[Path], tmp: Path, options: ReadOptions) ->
     with open(tmp / TOKENS_FILE, "wb", buffering=_WRITE_BUFFER) as out:
         for path in inputs:
             for name, source, tokens in read_tokens(path, options):
-                data = tokens.tobytes()  # one copy: bytes count and hash faster than numpy
-                out.write(data)
+                out.write(tokens)
                 names.append(name)
                 sources.append(source)
                 offsets.append(offset)
-                lengths.append(len(data))
-                n_counts.append(data.count(N))
-                digests.append(hashlib.sha256(data).hexdigest())
-                offset += len(data)
+                lengths.append(len(tokens))
+                n_counts.append(_count_n(tokens))
+                digests.append(hashlib.sha256(tokens).hexdigest())
+                offset += len(tokens)
     if not names:
         raise FormatError("the inputs hold no records (after filtering)",
                           path=inputs[0] if len(inputs) == 1 else None,
                           fix="check the inputs, region and read filters")
     return columns
+
+
+def _count_n(tokens: np.ndarray) -> int:
+    """N tokens in a record: bytes.count for short reads (numpy's per-call cost dominates
+    there), numpy without a copy for long records."""
+    if len(tokens) < _SHORT:
+        return tokens.tobytes().count(N)
+    return int(np.count_nonzero(tokens == N))
 
 
 def _write_index(columns: dict[str, list], path: Path) -> None:

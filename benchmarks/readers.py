@@ -12,6 +12,14 @@ with a few lowercase and N runs) in a temporary folder and times, on a warm page
 
 Throughput is MB (10^6 bytes) of the uncompressed file per second; each method runs --repeats
 times and the median is reported. The process is pinned to one core (--cpu).
+
+With ``--fastq N``: FASTQ instead, N reads of 150 bp (four-line records), plain and gzip -6,
+in reads per second (best of --repeats runs, the methods taking turns, so that load from other
+processes on a shared machine hits them alike), side by side in one run with
+``pysam.FastxFile`` (htslib's parser, every field touched) as the reference: read_records,
+read_tokens, the line-by-line parser alone (what read_records ran before the block parser) and
+tokenize (write_token_store). Times are CPU seconds of this process (time.process_time), which
+other processes on a shared machine disturb less than wall-clock time.
 """
 
 from __future__ import annotations
@@ -107,15 +115,16 @@ def _warm_imports() -> None:
     import mambadna.data.store  # noqa: F401
 
 
-def _time(method: Callable[[Path, Path], None], fasta: Path, work: Path, repeats: int):
+def _time(method: Callable[[Path, Path], None], fasta: Path, work: Path, repeats: int,
+          clock: Callable[[], float] = time.perf_counter):
     """Seconds per run. Each run gets an empty folder, removed outside the timed part."""
     times = []
     for i in range(repeats):
         out = work / f"run{i}"
         out.mkdir()
-        start = time.perf_counter()
+        start = clock()
         method(fasta, out)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
         shutil.rmtree(out)
     return times
 
@@ -168,6 +177,105 @@ def run(size_mb: float, records: int, repeats: int, workdir: Path | None,
         shutil.rmtree(root, ignore_errors=True)
 
 
+def generate_fastq(path: Path, reads: int, length: int = 150, seed: int = 0) -> int:
+    """Write ``reads`` four-line FASTQ records of ``length`` random bases; return bytes."""
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as fh:
+        for start in range(0, reads, 10_000):
+            count = min(10_000, reads - start)
+            bases = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, (count, length))]
+            quals = rng.integers(35, 74, (count, length), dtype=np.uint8)
+            fh.write(b"".join(b"@read%d lane=1\n%s\n+\n%s\n" % (start + i, b.tobytes(),
+                                                                   q.tobytes())
+                              for i, (b, q) in enumerate(zip(bases, quals))))
+    return path.stat().st_size
+
+
+def _pysam_raw(path: Path, work: Path) -> None:
+    import pysam
+
+    with pysam.FastxFile(str(path), persist=False) as fh:
+        for entry in fh:
+            entry.name, entry.comment, entry.sequence, entry.quality  # noqa: B018
+
+
+def _fastq_records(path: Path, work: Path) -> None:
+    for _record in read_records(path):
+        pass
+
+
+def _fastq_tokens(path: Path, work: Path) -> None:
+    from mambadna.io import read_tokens
+
+    for _item in read_tokens(path):
+        pass
+
+
+def _line_by_line(path: Path, work: Path) -> None:
+    from mambadna.io.fasta import _raise
+    from mambadna.io.fastq import _exact, _Lines
+    from mambadna.io.files import iter_lines
+
+    for _batch in _exact(path, _Lines(iter_lines(path)), _raise, 0):
+        pass
+
+
+FASTQ_METHODS: dict[str, Callable[[Path, Path], None]] = {
+    "pysam.FastxFile (reference)": _pysam_raw,
+    "read_tokens (mambadna.io)": _fastq_tokens,
+    "read_records (mambadna.io)": _fastq_records,
+    "line-by-line parser (before)": _line_by_line,
+    "tokenize (write_token_store)": _tokenize,
+}
+
+
+def run_fastq(reads: int, repeats: int, workdir: Path | None) -> dict:
+    """Generate the FASTQ (plain and gzip -6), time every method on both; return a dict."""
+    import gzip
+
+    load_start = _load()
+    root = Path(tempfile.mkdtemp(prefix="mambadna-bench-", dir=workdir))
+    try:
+        plain = root / "reads.fq"
+        size = generate_fastq(plain, reads)
+        packed = root / "reads.fq.gz"
+        with open(plain, "rb") as src, gzip.open(packed, "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
+        _warm_imports()
+        results = {}
+        for label, path in (("plain", plain), ("gzip", packed)):
+            path.read_bytes()
+            times: dict[str, list[float]] = {name: [] for name in FASTQ_METHODS}
+            for _ in range(repeats):  # round robin: a burst of load hits every method alike
+                for name, method in FASTQ_METHODS.items():
+                    times[name] += _time(method, path, root, 1, time.process_time)
+            for name, seconds in times.items():
+                results[f"{name}, {label}"] = {"seconds": seconds,
+                                               "reads_per_s": reads / min(seconds)}
+            base = results[f"pysam.FastxFile (reference), {label}"]["reads_per_s"]
+            for name in FASTQ_METHODS:
+                entry = results[f"{name}, {label}"]
+                entry["ratio_vs_pysam"] = entry["reads_per_s"] / base
+        return {"benchmark": "FASTQ -> records and tokens, one core", "clock": "process CPU",
+                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "machine": _machine(), "load_average_start": load_start,
+                "load_average_end": _load(), "file_bytes": size, "reads": reads,
+                "read_length": 150, "repeats": repeats, "results": results}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def format_fastq_table(report: dict) -> str:
+    lines = [f"FASTQ: {report['reads']:,} reads of 150 bp ({report['file_bytes'] / 1e6:.1f} MB),"
+             f" best of {report['repeats']}, one core ({report['machine']['cpu']})",
+             f"{'method':<44} {'reads/s':>10} {'seconds':>9} {'x pysam':>8}"]
+    for name, entry in report["results"].items():
+        lines.append(f"{name:<44} {entry['reads_per_s']:>10,.0f} "
+                     f"{min(entry['seconds']):>9.3f} "
+                     f"{entry['ratio_vs_pysam']:>8.2f}")
+    return "\n".join(lines)
+
+
 def format_table(report: dict) -> str:
     lines = [f"FASTA -> tokens: {report['file_bytes'] / 1e6:.1f} MB, {report['records']} "
              f"records, median of {report['repeats']}, one core ({report['machine']['cpu']})",
@@ -188,12 +296,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="folder for temp files")
     parser.add_argument("--compressed", action="store_true",
                         help="also time gzip and bgzip inputs (MB/s of the uncompressed size)")
+    parser.add_argument("--fastq", type=int, default=0, metavar="READS",
+                        help="benchmark FASTQ of READS 150-bp reads instead (plain and gzip)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
-    report = run(args.size_mb, args.records, args.repeats, args.workdir, args.compressed)
-    print(format_table(report))
+    if args.fastq:
+        report = run_fastq(args.fastq, args.repeats, args.workdir)
+        print(format_fastq_table(report))
+    else:
+        report = run(args.size_mb, args.records, args.repeats, args.workdir, args.compressed)
+        print(format_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

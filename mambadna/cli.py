@@ -174,7 +174,8 @@ def _reader_options(command):
     command builds once and passes on unchanged."""
     options = [
         click.option("--format", "fmt", default="auto", show_default=True,
-                     type=click.Choice(["auto", "fasta", "fastq", "sam", "bam", "cram"]),
+                     type=click.Choice(["auto", "fasta", "fastq", "sam", "bam", "cram",
+                                        "genbank", "embl"]),
                      help="Input format; auto detects it from the content."),
         click.option("--on-invalid", default="N", show_default=True,
                      type=click.Choice(["N", "error"]),
@@ -234,12 +235,12 @@ def validate(inputs, collect_all, quiet, **read) -> None:
 @cli.command("tokenize")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
-              help="Token store folder to create (records/*.npy, index.parquet, store.json).")
+              help="Token store folder to create (tokens.bin, index.parquet, store.json).")
 @click.option("--force", is_flag=True, help="Replace an existing token store at --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
 @_reader_options
 def tokenize(inputs, out, force, quiet, **read) -> None:
-    """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (uint8 .npy per record)."""
+    """Turn FASTA/FASTQ/SAM/BAM/CRAM records into a token store (one ragged uint8 array)."""
     from mambadna.data.store import write_token_store
 
     store = write_token_store(inputs, out, _read_options(inputs, read), force=force,

@@ -1,10 +1,15 @@
 """Token stores: sequences as uint8 token arrays on disk, memory-mapped for training.
 
-Layout of a store folder::
+Layout of a store folder (version 2)::
 
-    records/000000.npy   one .npy per record: uint8 token ids (mambadna.alphabet), 1-D
-    index.parquet        record, source, file, length, n_count, sha256 (of the token bytes)
-    store.json           format and version, package version, inputs and options
+    tokens.bin      every record's uint8 token ids (mambadna.alphabet), one after another, raw
+    index.parquet   record, source, offset, length, n_count, sha256 (of the token bytes)
+    store.json      format and version, package version, inputs and options (JSON)
+
+One ragged array (data + offsets) for all records: a store of 100,000 short reads is two files,
+not 100,000 (creating files dominated tokenizing reads), and a genome of a few large records
+maps the same way. ``store[i]`` is a read-only memory-mapped view into ``tokens.bin``.
+Version 1 stores (``records/NNNNNN.npy``, one .npy per record, ``file`` column) are still read.
 
 Writing is atomic (mambadna.atomic): everything goes to a hidden temporary folder beside the
 target and is renamed into place only when complete, so an error or interrupt never leaves a
@@ -39,9 +44,14 @@ from mambadna.io.files import check_path
 from mambadna.progress import bar
 
 STORE_FORMAT = "mambadna-token-store"
-OPEN_RECORDS = 256  # memmaps kept open per store: repeated store[i] costs no open() and mmap
-STORE_VERSION = 1
-INDEX_COLUMNS = ("record", "source", "file", "length", "n_count", "sha256")
+OPEN_RECORDS = 256  # version 1: memmaps kept open per store (no open() and mmap per store[i])
+STORE_VERSION = 2
+READS_VERSIONS = (1, 2)
+TOKENS_FILE = "tokens.bin"
+INDEX_COLUMNS = ("record", "source", "offset", "length", "n_count", "sha256")
+V1_INDEX_COLUMNS = ("record", "source", "file", "length", "n_count", "sha256")
+_WRITE_BUFFER = 8 << 20
+_SHORT = 1 << 16
 
 
 def _check_target(out: Path, force: bool) -> None:
@@ -57,28 +67,28 @@ def _check_target(out: Path, force: bool) -> None:
                                 "token stores", path=out, fix="choose another --out")
 
 
-def _write_tokens(path: Path, tokens: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.lib.format.write_array(fh, tokens, allow_pickle=False)
-
-
 def _tokenize_inputs(inputs: Sequence[Path], tmp: Path, options: ReadOptions,
-                     progress: bool | None = None) -> list[dict]:
-    """Write records/NNNNNN.npy for every record of every input; return the index rows."""
-    (tmp / "records").mkdir()
-    rows: list[dict] = []
-    with bar("tokenize", enabled=progress) as shown:
+                     progress: bool | None = None) -> dict:
+    """Append every record of every input to tokens.bin; return the index columns."""
+    columns: dict[str, list] = {name: [] for name in INDEX_COLUMNS}
+    names, sources, offsets, lengths, n_counts, digests = (columns[c] for c in INDEX_COLUMNS)
+    offset = 0
+    with open(tmp / TOKENS_FILE, "wb", buffering=_WRITE_BUFFER) as out, \
+            bar("tokenize", enabled=progress) as shown:
         for name, source, tokens in _records(inputs, options, shown):
-            file = f"records/{len(rows):06d}.npy"
-            _write_tokens(tmp / file, tokens)
-            rows.append({"record": name, "source": source, "file": file,
-                         "length": len(tokens), "n_count": int(np.count_nonzero(tokens == N)),
-                         "sha256": hashlib.sha256(tokens).hexdigest()})
-    if not rows:
+            out.write(tokens)
+            names.append(name)
+            sources.append(source)
+            offsets.append(offset)
+            lengths.append(len(tokens))
+            n_counts.append(_count_n(tokens))
+            digests.append(hashlib.sha256(tokens).hexdigest())
+            offset += len(tokens)
+    if not names:
         raise FormatError("the inputs hold no records (after filtering)",
                           path=inputs[0] if len(inputs) == 1 else None,
                           fix="check the inputs, region and read filters")
-    return rows
+    return columns
 
 
 def _records(inputs: Sequence[Path], options: ReadOptions, shown):
@@ -90,14 +100,21 @@ def _records(inputs: Sequence[Path], options: ReadOptions, shown):
             yield name, source, tokens
 
 
-def _write_index(rows: list[dict], path: Path) -> None:
+def _count_n(tokens: np.ndarray) -> int:
+    """N tokens in a record: bytes.count for short reads (numpy's per-call cost dominates
+    there), numpy without a copy for long records."""
+    if len(tokens) < _SHORT:
+        return tokens.tobytes().count(N)
+    return int(np.count_nonzero(tokens == N))
+
+
+def _write_index(columns: dict[str, list], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.schema([("record", pa.string()), ("source", pa.string()),
-                        ("file", pa.string()), ("length", pa.int64()),
+                        ("offset", pa.int64()), ("length", pa.int64()),
                         ("n_count", pa.int64()), ("sha256", pa.string())])
-    columns = {name: [row[name] for row in rows] for name in INDEX_COLUMNS}
     pq.write_table(pa.Table.from_pydict(columns, schema=schema), path)
 
 
@@ -130,15 +147,15 @@ def write_token_store(
                           fix="list each input once")
     out = Path(out_dir)
     with atomic_directory(out, check=lambda target: _check_target(target, force)) as tmp:
-        rows = _tokenize_inputs(paths, tmp, options, progress)
-        _write_index(rows, tmp / "index.parquet")
+        columns = _tokenize_inputs(paths, tmp, options, progress)
+        _write_index(columns, tmp / "index.parquet")
         meta = {"format": STORE_FORMAT, "version": STORE_VERSION,
                 "package_version": __version__,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "tokens": "uint8 ids of mambadna.alphabet: PAD=0 A=5 C=6 G=7 T=8 N=9",
                 "inputs": [os.fspath(p) for p in paths],
                 "options": options.to_dict(),
-                "records": len(rows), "total_length": sum(r["length"] for r in rows)}
+                "records": len(columns["record"]), "total_length": sum(columns["length"])}
         (tmp / "store.json").write_text(json.dumps(meta, indent=2) + "\n")
     return TokenStore(out)
 
@@ -146,8 +163,9 @@ def write_token_store(
 class TokenStore:
     """A token store on disk. ``store[i]`` / ``store["chr1"]`` -> read-only np.memmap (uint8).
 
-    Attributes: index (pandas DataFrame, INDEX_COLUMNS), names, sources (one per record),
-    lengths (np.int64 array), total_length, meta (store.json).
+    Attributes: index (pandas DataFrame, INDEX_COLUMNS; V1_INDEX_COLUMNS for a version 1
+    store), names, sources (one per record), lengths (np.int64 array), total_length, meta
+    (store.json), version.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -163,12 +181,17 @@ class TokenStore:
         except (ValueError, OSError) as err:
             raise FormatError(f"unreadable store.json ({err})", path=meta_path,
                               fix="re-create the store with `mambadna tokenize`") from None
-        if self.meta.get("format") != STORE_FORMAT or self.meta.get("version") != STORE_VERSION:
-            raise FormatError(f"unsupported store format {self.meta.get('format')!r} version "
-                              f"{self.meta.get('version')!r} (this is version {STORE_VERSION})",
+        self.version = self.meta.get("version") if isinstance(self.meta, dict) else None
+        if (not isinstance(self.meta, dict) or self.meta.get("format") != STORE_FORMAT
+                or self.version not in READS_VERSIONS):
+            found = self.meta.get("format") if isinstance(self.meta, dict) else None
+            raise FormatError(f"unsupported store format {found!r} version {self.version!r} "
+                              f"(this mambadna reads versions "
+                              f"{', '.join(map(str, READS_VERSIONS))})",
                               path=meta_path, fix="re-create the store with `mambadna tokenize`")
         self.index = pd.read_parquet(self.path / "index.parquet")
-        missing = set(INDEX_COLUMNS) - set(self.index.columns)
+        columns = V1_INDEX_COLUMNS if self.version == 1 else INDEX_COLUMNS
+        missing = set(columns) - set(self.index.columns)
         if missing:
             raise FormatError(f"index.parquet lacks columns {sorted(missing)}",
                               path=self.path / "index.parquet",
@@ -176,7 +199,10 @@ class TokenStore:
         self.names: list[str] = self.index["record"].tolist()
         self.sources: list[str] = self.index["source"].tolist()
         self.lengths: np.ndarray = self.index["length"].to_numpy(dtype=np.int64)
-        self._open: OrderedDict[int, np.memmap] = OrderedDict()  # LRU of OPEN_RECORDS
+        self._offsets: np.ndarray | None = (
+            self.index["offset"].to_numpy(dtype=np.int64) if self.version != 1 else None)
+        self._data: np.ndarray | None = None  # tokens.bin, mapped on first access
+        self._open: OrderedDict[int, np.memmap] = OrderedDict()  # version 1: LRU of records
         self._rows_by_name: dict[str, list[int]] = {}
         for i, name in enumerate(self.names):
             self._rows_by_name.setdefault(name, []).append(i)
@@ -220,49 +246,68 @@ class TokenStore:
         if isinstance(key, str):
             key = self.position(key)
         i = range(len(self))[key]  # IndexError and negative indices like a list
+        if self._offsets is not None:
+            start = int(self._offsets[i])
+            return self._tokens()[start:start + int(self.lengths[i])]
         tokens = self._open.pop(i, None)
         if tokens is None:
-            tokens = self._load(i)
+            tokens = self._load_v1(i)
             if len(self._open) >= OPEN_RECORDS:
                 self._open.popitem(last=False)
         self._open[i] = tokens
         return tokens
 
-    def _load(self, i: int) -> np.memmap:
-        """Map record ``i``'s file: uint8 tokens only. allow_pickle=False: a .npy of Python
-        objects would be unpickled (code run) by a permissive load; it is refused instead."""
+    def _tokens(self) -> np.ndarray:
+        """tokens.bin mapped read-only (checked once against the index: its size and offsets)."""
+        if self._data is not None:
+            return self._data
+        file = self.path / TOKENS_FILE
+        expected = int(self.lengths.sum())
+        size = file.stat().st_size if file.is_file() else None
+        ends = self._offsets + self.lengths
+        if size != expected or (len(ends) and (self._offsets[0] != 0
+                                               or (self._offsets[1:] != ends[:-1]).any())):
+            found = "missing" if size is None else f"{size:,} bytes"
+            raise FormatError(f"{TOKENS_FILE} is {found}, but index.parquet describes "
+                              f"{expected:,} bytes of tokens in order", path=file,
+                              fix="re-create the store with `mambadna tokenize`")
+        # An empty file cannot be mapped; a store of empty records reads as empty views.
+        self._data = (np.memmap(file, dtype=np.uint8, mode="r") if expected
+                      else np.zeros(0, dtype=np.uint8))
+        return self._data
+
+    def _load_v1(self, i: int) -> np.memmap:
+        """Map record ``i``'s file (version 1): uint8 tokens only. allow_pickle=False: a .npy
+        of Python objects would be unpickled (code run) by a permissive load; it is refused."""
         file = self.path / self.index["file"].iat[i]
         try:
             tokens = np.load(file, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
             raise FormatError(f"unreadable record file {file.name} ({err})", path=file,
                               record=self.names[i], fix="re-create the store") from None
-        if not isinstance(tokens, np.ndarray) or tokens.dtype != np.uint8 or tokens.ndim != 1:
+        if (not isinstance(tokens, np.ndarray) or tokens.dtype != np.uint8 or tokens.ndim != 1
+                or len(tokens) != self.lengths[i]):
             raise FormatError(f"record file holds {getattr(tokens, 'dtype', type(tokens))} "
-                              f"{getattr(tokens, 'shape', '')}, expected uint8 tokens",
-                              path=file, record=self.names[i], fix="re-create the store")
+                              f"{getattr(tokens, 'shape', '')}, expected uint8 "
+                              f"({self.lengths[i]},)", path=file, record=self.names[i],
+                              fix="re-create the store")
         return tokens
 
     def __getstate__(self) -> dict:
         """Pickles (e.g. to DataLoader workers) without open memmaps; they reopen lazily."""
         state = dict(self.__dict__)
-        state["_open"] = OrderedDict()
+        state["_open"], state["_data"] = OrderedDict(), None
         return state
 
     def verify(self) -> int:
-        """Check every record file: shape, dtype, length and sha256. Returns the count."""
+        """Check every record: layout, dtype, length and sha256. Returns the count."""
+        if self._offsets is not None:
+            self._data = None  # re-check the file's size, in case it changed since
         for i in range(len(self)):
-            name, file = self.names[i], self.path / self.index["file"].iat[i]
-            try:
-                tokens = np.load(file, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError, EOFError) as err:
-                raise FormatError(f"unreadable record file {file.name} ({err})", path=file,
-                                  record=name, fix="re-create the store") from None
-            if tokens.dtype != np.uint8 or tokens.ndim != 1 or len(tokens) != self.lengths[i]:
-                raise FormatError(f"record file holds {tokens.dtype} {tokens.shape}, expected "
-                                  f"uint8 ({self.lengths[i]},)", path=file, record=name,
-                                  fix="re-create the store")
+            tokens = self[i] if self._offsets is not None else self._load_v1(i)
             if hashlib.sha256(tokens).hexdigest() != self.index["sha256"].iat[i]:
-                raise FormatError("sha256 of the tokens does not match the index", path=file,
-                                  record=name, fix="re-create the store")
+                where = (self.path / TOKENS_FILE if self._offsets is not None
+                         else self.path / self.index["file"].iat[i])
+                raise FormatError("sha256 of the tokens does not match the index", path=where,
+                                  record=self.names[i], fix="re-create the store")
         return len(self)

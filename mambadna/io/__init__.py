@@ -19,6 +19,7 @@ same name needs ``allow_duplicates=True``.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import itertools
@@ -31,8 +32,9 @@ import numpy as np
 from mambadna.alphabet import encode
 from mambadna.errors import AlphabetError, ConfigError, DuplicateRecordError, MambaDNAError
 from mambadna.io.alignments import read_alignments
+from mambadna.io.annotated import ANNOTATED, annotated_sequence_line, read_annotated
 from mambadna.io.fasta import DROP, REJECT, OnProblem, read_fasta, sequence_line
-from mambadna.io.fastq import read_fastq
+from mambadna.io.fastq import read_fastq, read_fastq_batches
 from mambadna.io.files import FORMATS, check_path, compression, detect_format
 from mambadna.io.indexed import (
     IndexedFasta,
@@ -105,6 +107,13 @@ def read_records(
             raise ConfigError("FASTQ reads have no coordinates, so a region cannot select "
                               "them", path=path, fix="use region with FASTA or BAM/CRAM")
         records = read_fastq(path, on_problem=on_problem)
+    elif fmt in ANNOTATED:
+        if regions:
+            raise ConfigError(f"region cannot select from {fmt} files (they are read whole)",
+                              path=path, fix="convert it to FASTA (Biopython's SeqIO.convert "
+                                             "or EMBOSS seqret), index that with `samtools "
+                                             "faidx` and read regions from it")
+        records = read_annotated(path, fmt)
     else:
         records = read_alignments(path, fmt, regions=regions, reference=options.reference,
                                   flags=options.flags, reindex=options.reindex)
@@ -113,16 +122,19 @@ def read_records(
     return _unique(records, on_problem)
 
 
+def _duplicate(name: str, source: str, line: int | None,
+               first_line: int | None) -> DuplicateRecordError:
+    return DuplicateRecordError(
+        "duplicate record name" + (f" (first seen on line {first_line})" if first_line else ""),
+        path=source, record=name, line=line,
+        fix="rename one of them, or pass --allow-duplicates (Python: allow_duplicates=True)")
+
+
 def _unique(records: Iterator[Record], on_problem: OnProblem | None) -> Iterator[Record]:
     first_line: dict[str, int | None] = {}
     for record in records:
         if record.name in first_line:
-            where = first_line[record.name]
-            err = DuplicateRecordError(
-                "duplicate record name" + (f" (first seen on line {where})" if where else ""),
-                path=record.source, record=record.name, line=record.line,
-                fix="rename one of them, or pass --allow-duplicates (Python: "
-                    "allow_duplicates=True)")
+            err = _duplicate(record.name, record.source, record.line, first_line[record.name])
             if on_problem is None:
                 raise err
             on_problem(err)
@@ -139,7 +151,11 @@ def locate(err: MambaDNAError, record: Record) -> MambaDNAError:
     if line is not None and err.position is not None:
         stop = b"+" if record.quality is not None else b">"
         try:
-            line = sequence_line(record.source, record.line, err.position, stop) or line
+            fmt = detect_format(record.source) if record.quality is None else "fastq"
+            found = (annotated_sequence_line(record.source, fmt, line, err.position)
+                     if fmt in ANNOTATED else sequence_line(record.source, line, err.position,
+                                                             stop))
+            line = found or line
         except MambaDNAError:
             pass  # the file changed or broke since: the header line still helps
     return err.with_location(path=record.source, record=record.name, line=line)
@@ -171,6 +187,15 @@ def reader_options(
 @functools.cache
 def _fasta_table(on_invalid: str, on_unknown: str) -> bytes:
     """alphabet.encode as a translation table, whitespace -> DROP, rejected bytes -> REJECT."""
+    table = bytearray(_token_table(on_invalid, on_unknown))
+    for byte in b" \t\r\v\f":
+        table[byte] = DROP[0]
+    return bytes(table)
+
+
+@functools.cache
+def _token_table(on_invalid: str, on_unknown: str) -> bytes:
+    """alphabet.encode as a translation table, rejected bytes -> REJECT."""
     table = bytearray(256)
     for byte in range(256):
         try:
@@ -178,8 +203,6 @@ def _fasta_table(on_invalid: str, on_unknown: str) -> bytes:
                                      on_unknown=on_unknown)[0])
         except AlphabetError:
             table[byte] = REJECT[0]
-    for byte in b" \t\r\v\f":
-        table[byte] = DROP[0]
     return bytes(table)
 
 
@@ -212,6 +235,9 @@ def read_tokens(
     path = check_path(path)
     fmt = options.format_of(path)
     policy = {"on_invalid": options.on_invalid, "on_unknown": options.on_unknown}
+    if fmt == "fastq" and not options.region and not is_stdin(path):
+        yield from _fastq_tokens(path, options.allow_duplicates, policy)
+        return
     # The fast path finds an invalid letter by reading the file again: not for a pipe.
     if fmt != "fasta" or options.region or is_stdin(path):
         for record in read_records(path, dataclasses.replace(options, fmt=fmt)):
@@ -228,3 +254,45 @@ def read_tokens(
         if REJECT in record.sequence:
             raise _reject_error(path, index, **policy)
         yield record.name, record.source, np.frombuffer(record.sequence, dtype=np.uint8)
+
+
+def _fastq_tokens(path, allow_duplicates: bool,
+                  policy: dict) -> Iterator[tuple[str, str, np.ndarray]]:
+    """read_tokens for FASTQ: each batch of reads is encoded with one translate and one
+    frombuffer, checked for repeated names with set operations, and given out as read-only
+    views into it, in a loop that runs in C (no Record object per read)."""
+    source, table = os.fspath(path), _token_table(**policy)
+    first_line: dict[str, int] = {}
+    for batch in read_fastq_batches(path):
+        names = batch.names
+        lines = range(batch.first_line, batch.first_line + 4 * len(names), 4)
+        ends = list(itertools.accumulate(map(len, batch.sequences)))
+        starts = [0, *ends[:-1]]
+        joined = b"".join(batch.sequences).translate(table)
+        bad_at = joined.find(REJECT)
+        stop = len(names) if bad_at < 0 else bisect.bisect_right(ends, bad_at)
+        if not allow_duplicates:
+            if len(set(names[:stop])) != stop or not first_line.keys().isdisjoint(names[:stop]):
+                _raise_first_duplicate(names[:stop], lines, source, first_line)
+            first_line.update(zip(names[:stop], lines))
+        tokens = np.frombuffer(joined, dtype=np.uint8)
+        yield from zip(names[:stop], itertools.repeat(source),
+                       map(tokens.__getitem__, map(slice, starts[:stop], ends[:stop])))
+        if stop < len(names):
+            record = Record(names[stop], batch.sequences[stop], "", None, source, lines[stop])
+            if not allow_duplicates and record.name in first_line:
+                raise _duplicate(record.name, source, record.line, first_line[record.name])
+            try:
+                encode(record.sequence, **policy)
+            except AlphabetError as err:
+                raise locate(err, record) from None
+            raise AssertionError(f"read {record.name} of {source} encodes on a second try")
+
+
+def _raise_first_duplicate(names: list[str], lines: range, source: str,
+                           first_line: dict[str, int]) -> None:
+    seen = dict(first_line)
+    for name, line in zip(names, lines):
+        if name in seen:
+            raise _duplicate(name, source, line, seen[name])
+        seen[name] = line

@@ -2,8 +2,9 @@
 
 Formats are detected from the bytes, never from the file name: gzip and bgzip by the magic
 bytes 1f 8b (bgzip is gzip with a 'BC' extra field, which matters only for random access),
-BAM by 'BAM\\1' inside BGZF, CRAM by 'CRAM', text formats by their first line. ``-`` is the
-standard input (mambadna.io.stdin): detected from its buffered head, read once.
+BAM by 'BAM\\1' inside BGZF, CRAM by 'CRAM', text formats by their first line (GenBank by
+'LOCUS', EMBL by 'ID   '). ``-`` is the standard input (mambadna.io.stdin): detected from its
+buffered head, read once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import BinaryIO
 from mambadna.errors import FormatError, InputFileError
 from mambadna.io.stdin import STDIN, is_stdin, open_stdin, stdin
 
-FORMATS = ("fasta", "fastq", "sam", "bam", "cram")
+FORMATS = ("fasta", "fastq", "sam", "bam", "cram", "genbank", "embl")
 BLOCK_SIZE = 8 << 20  # 8 MiB reads: few Python-level steps per byte, bounded memory
 _SNIFF_SIZE = 64 << 10
 _COMPRESSED_READ = 1 << 20
@@ -191,7 +192,8 @@ def check_text(path: Path, data: bytes) -> None:
         line = data.count(b"\n", 0, bad) + 1
         raise FormatError(f"binary data (byte 0x{data[bad]:02x}), not FASTA/FASTQ/SAM text",
                           path=path, line=line,
-                          fix="pass a FASTA, FASTQ, SAM, BAM or CRAM file (compressed or not)")
+                          fix="pass a FASTA, FASTQ, SAM, BAM, CRAM, GenBank or EMBL file "
+                              "(compressed or not)")
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -217,6 +219,10 @@ def detect_format(path: str | os.PathLike) -> str:
         return "sam"
     if text.startswith(b">"):
         return "fasta"
+    if text.startswith(b"LOCUS ") or text.startswith(b"LOCUS\t"):
+        return "genbank"
+    if text.startswith(b"ID   "):
+        return "embl"
     if text.startswith(b"@"):
         return "fastq"
     if first_line.count(b"\t") >= 10:
@@ -225,7 +231,8 @@ def detect_format(path: str | os.PathLike) -> str:
         return "fasta"  # with text above the first header: the reader says where
     line = data[: len(data) - len(text)].count(b"\n") + 1
     shown = first_line[:40].decode("ascii", "replace")
-    raise FormatError(f"not FASTA ('>'), FASTQ ('@'), SAM, BAM or CRAM: the text starts with "
+    raise FormatError(f"not FASTA ('>'), FASTQ ('@'), SAM, BAM, CRAM, GenBank ('LOCUS') or EMBL "
+                      f"('ID'): the text starts with "
                       f"{shown!r}", path=p, line=line,
                       fix="FASTA headers start with '>'; remove any text before the first "
                           "record")

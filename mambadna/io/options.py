@@ -96,3 +96,14 @@ class ReadOptions:
                 "reference": self.reference, "flags": dataclasses.asdict(self.flags),
                 "allow_duplicates": self.allow_duplicates, "on_invalid": self.on_invalid,
                 "on_unknown": self.on_unknown}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ReadOptions:
+        """The inverse of ``to_dict`` (e.g. the options recorded in a token store's
+        store.json)."""
+        data = dict(data)
+        flags = data.pop("flags", None)
+        data["region"] = tuple(data.get("region") or ())
+        if flags is not None:
+            data["flags"] = ReadFilter(**flags)
+        return cls.of(None, **data)

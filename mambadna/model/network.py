@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelHubMixin
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -205,8 +206,14 @@ def check_fits(cfg: ModelConfig, available: int | None = None) -> None:
             + " (training needs about 4x the weights: gradients and AdamW state)")
 
 
-class MambaDNA(nn.Module):
-    """A Mamba language model over DNA tokens with an optional sequence-classification head."""
+class MambaDNA(nn.Module, ModelHubMixin, library_name="mambadna",
+               tags=["dna", "genomics", "mamba", "state-space-model"]):
+    """A Mamba language model over DNA tokens with an optional sequence-classification head.
+
+    Hugging Face Hub (huggingface_hub's ModelHubMixin): ``MambaDNA.from_pretrained("user/name",
+    revision=...)`` or a local folder, ``model.push_to_hub("user/name")``; both keep our folder
+    format (mambadna.model.save / io): safetensors weights with their sha256, JSON, a card.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         if torch.get_default_device().type != "meta":
@@ -550,12 +557,41 @@ class MambaDNA(nn.Module):
     # ------------------------------------------------------------------ save
 
     def save_pretrained(self, path: str | Path, labels: Sequence[str] | None = None,
-                        training_info: dict | None = None) -> Path:
+                        training_info: dict | None = None, *, repo_id: str | None = None,
+                        push_to_hub: bool = False, **hub_kwargs) -> Path:
         """Write config.json, model.safetensors, labels.json (classifiers) and a README.md
-        model card to the folder ``path`` (see mambadna.model.io). Returns the folder."""
+        model card to the folder ``path`` (see mambadna.model.io). Returns the folder.
+
+        push_to_hub: also upload the folder to ``repo_id`` (default: the folder's name).
+        hub_kwargs: ModelHubMixin's ``config`` and ``model_card_kwargs`` are not used (the
+        config and the card come from the model); the rest go to ``push_to_hub``."""
         from mambadna.model.save import save_pretrained
 
-        return save_pretrained(self, path, labels=labels, training_info=training_info)
+        if {"config", "model_card_kwargs"} & hub_kwargs.keys():  # called by push_to_hub
+            training_info = training_info or self.training_info
+        hub_kwargs.pop("config", None)
+        hub_kwargs.pop("model_card_kwargs", None)
+        folder = save_pretrained(self, path, labels=labels, training_info=training_info)
+        if push_to_hub:
+            self.push_to_hub(repo_id or folder.name, **hub_kwargs)
+        return folder
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        self.save_pretrained(save_directory, training_info=self.training_info)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download,
+                         local_files_only: bool, token, device: str = "cpu",
+                         strict: bool = False, **unused) -> MambaDNA:
+        """ModelHubMixin.from_pretrained's loading, as mambadna.model.io.load_model does it
+        (only our files are fetched; the sha256 is checked)."""
+        from mambadna.model.folder import load_into
+        from mambadna.model.hub import model_folder
+
+        folder = model_folder(model_id, None if Path(model_id).exists() else revision,
+                              cache_dir=cache_dir, token=token, force_download=force_download,
+                              local_files_only=local_files_only)
+        return load_into(cls, folder, device, strict=strict)
 
 
 def _to_token_array(seq, index: int) -> np.ndarray:

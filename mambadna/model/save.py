@@ -1,7 +1,8 @@
 """Saving a model: a folder in the Hugging Face layout, never pickle.
 
-    config.json         ModelConfig fields + model_type, format_version, mambadna_version and
-                        the sha256 of model.safetensors
+    config.json         ModelConfig fields + model_type, format_version, mambadna_version,
+                        the sha256 of model.safetensors, and (classifiers) id2label / label2id
+                        as Hugging Face tools read them
     model.safetensors   the weights (the tied LM head is the embedding, stored once)
     labels.json         class names, in head order (classifiers only)
     README.md           a model card: sizes, parameter count, labels, training data if known
@@ -32,7 +33,7 @@ MODEL_TYPE = "mambadna"
 CONFIG_FILE, WEIGHTS_FILE, LABELS_FILE, CARD_FILE = (
     "config.json", "model.safetensors", "labels.json", "README.md")
 META_KEYS = ("model_type", "format_version", "mambadna_version", "weights_sha256",
-             "training_info")
+             "training_info", "id2label", "label2id")
 """config.json keys that are not ModelConfig fields."""
 MERGE_ORDER = (WEIGHTS_FILE, LABELS_FILE, CARD_FILE, CONFIG_FILE)
 """Into an existing folder: weights first, config last (a reader sees the old or the new
@@ -82,7 +83,7 @@ def _model_card(model: MambaDNA, labels, training_info) -> str:
     else:
         lines.append("Training data: not recorded.")
     lines += ["", "## Use", "", "```python", "import mambadna as md",
-              'model = md.load_model("path/to/this/folder")',
+              'model = md.load_model("path/to/this/folder")  # or "user/name" on the Hub',
               'vectors = model.embed(["ACGTACGT..."])', "```", ""]
     return "\n".join(lines)
 
@@ -111,6 +112,9 @@ def save_pretrained(model: MambaDNA, path: str | Path, labels: Sequence[str] | N
                   "mambadna_version": __version__,
                   "weights_sha256": file_sha256(tmp / WEIGHTS_FILE),
                   "training_info": training_info, **model.config.to_dict()}
+        if labels is not None:
+            config["id2label"] = {str(i): label for i, label in enumerate(labels)}
+            config["label2id"] = {label: i for i, label in enumerate(labels)}
         # default=str: training info may hold paths or dates; they are recorded as text.
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
         if labels is not None:

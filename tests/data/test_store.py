@@ -38,14 +38,15 @@ def _leftovers(folder):
 def test_store_layout_and_contents(tmp_path, write_fasta):
     fa = write_fasta(tmp_path / "g.fa.gz", GENOME, compress="gzip", width=8)
     store = write_token_store([fa], tmp_path / "store")
-    files = sorted(p.name for p in (tmp_path / "store" / "records").iterdir())
-    assert files == ["000000.npy", "000001.npy", "000002.npy"]
+    files = sorted(p.name for p in (tmp_path / "store").iterdir())
+    assert files == ["index.parquet", "store.json", "tokens.bin"]  # one file for all records
     schema = pq.read_schema(tmp_path / "store" / "index.parquet")
     assert [(f.name, str(f.type)) for f in schema] == [
-        ("record", "string"), ("source", "string"), ("file", "string"), ("length", "int64"),
+        ("record", "string"), ("source", "string"), ("offset", "int64"), ("length", "int64"),
         ("n_count", "int64"), ("sha256", "string")]
+    assert (tmp_path / "store" / "tokens.bin").stat().st_size == 59
     meta = json.loads((tmp_path / "store" / "store.json").read_text())
-    assert meta["format"] == "mambadna-token-store" and meta["version"] == 1
+    assert meta["format"] == "mambadna-token-store" and meta["version"] == 2
     assert meta["inputs"] == [str(fa)] and meta["records"] == 3
     assert store.names == ["chr1", "chr2", "chrM"] and len(store) == 3
     assert store.sources == [str(fa)] * 3
@@ -105,7 +106,7 @@ def test_refuses_to_overwrite_without_force(tmp_path, write_fasta):
         write_token_store([fa], tmp_path / "store")
     smaller = write_fasta(tmp_path / "small.fa", {"x": "ACGT"})
     store = write_token_store([smaller], tmp_path / "store", force=True)
-    assert store.names == ["x"] and len(list((tmp_path / "store" / "records").iterdir())) == 1
+    assert store.names == ["x"] and (tmp_path / "store" / "tokens.bin").stat().st_size == 4
     assert _leftovers(tmp_path) == []
 
 
@@ -137,15 +138,16 @@ def test_failures_leave_no_partial_output_and_keep_the_old_store(tmp_path, write
 def test_interrupt_cleans_up(tmp_path, write_fasta, monkeypatch):
     fa = write_fasta(tmp_path / "g.fa", GENOME)
     calls = []
-    write = store_module._write_tokens
+    read = store_module.read_tokens
 
-    def interrupted(path, tokens):
-        calls.append(path)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        write(path, tokens)
+    def interrupted(path, options):
+        for item in read(path, options):
+            calls.append(item[0])
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            yield item
 
-    monkeypatch.setattr(store_module, "_write_tokens", interrupted)
+    monkeypatch.setattr(store_module, "read_tokens", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_token_store([fa], tmp_path / "store")
     assert len(calls) == 2
@@ -190,11 +192,16 @@ def test_bad_inputs_fail_before_any_work(tmp_path, write_fasta):
 def test_verify_detects_damage_and_bad_folders(tmp_path, write_fasta):
     fa = write_fasta(tmp_path / "g.fa", GENOME)
     store = write_token_store([fa], tmp_path / "store")
-    record = tmp_path / "store" / "records" / "000001.npy"
-    np.save(record, encode("GGGGCCCCAA"))  # same length, other bases
+    data = tmp_path / "store" / "tokens.bin"
+    tokens = bytearray(data.read_bytes())
+    tokens[42:52] = encode("GGGGCCCCAA").tobytes()  # chr2: same length, other bases
+    data.write_bytes(bytes(tokens))
     with pytest.raises(FormatError, match="sha256") as info:
         store.verify()
     assert info.value.record == "chr2"
+    data.write_bytes(bytes(tokens[:-1]))  # truncated
+    with pytest.raises(FormatError, match=r"tokens\.bin is 58 bytes.*59 bytes"):
+        TokenStore(tmp_path / "store")[0]
     with pytest.raises(InputFileError, match="not a token store"):
         TokenStore(tmp_path)
 
@@ -242,31 +249,16 @@ def test_installed_command_runs_end_to_end(tmp_path, write_fasta, write_fastq):
     assert TokenStore(tmp_path / "s").names == ["chr1", "chr2", "chrM", "read1"]
 
 
-def test_open_records_are_reused_and_pickling_drops_them(tmp_path, write_fasta, monkeypatch):
+def test_records_are_views_of_one_mapping_and_pickling_drops_it(tmp_path, write_fasta):
     import pickle
 
-    monkeypatch.setattr(store_module, "OPEN_RECORDS", 2)
     fa = write_fasta(tmp_path / "g.fa", GENOME)
     store = write_token_store([fa], tmp_path / "store")
-    assert store[0] is store[0]  # cached: no open() per access
-    store[1], store[2]  # evicts record 0 (least recently used)
-    assert len(store._open) == 2 and 0 not in store._open
+    first, second = store[0], store[1]
+    assert first.base is not None and store._data is not None
+    assert np.shares_memory(store._tokens(), second)  # no open() or mmap per record
     clone = pickle.loads(pickle.dumps(store))
-    assert not clone._open and np.array_equal(clone["chr2"], encode(GENOME["chr2"]))
-
-
-def test_pickled_record_files_never_run(tmp_path, write_fasta, payload):
-    fa = write_fasta(tmp_path / "g.fa", GENOME)
-    write_token_store([fa], tmp_path / "store")
-    record = tmp_path / "store" / "records" / "000001.npy"
-    np.save(record, np.array([payload], dtype=object), allow_pickle=True)
-    store = TokenStore(tmp_path / "store")
-    with pytest.raises(FormatError, match=r"unreadable record file 000001\.npy") as info:
-        store[1]
-    assert info.value.record == "chr2" and "re-create the store" in str(info.value)
-    with pytest.raises(FormatError, match="unreadable record file"):
-        store.verify()
-    assert not payload.marker.exists()
+    assert clone._data is None and np.array_equal(clone["chr2"], encode(GENOME["chr2"]))
 
 
 def test_full_disk_and_read_only_output_are_one_line_errors(tmp_path, write_fasta, random_dna,

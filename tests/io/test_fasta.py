@@ -237,7 +237,7 @@ def test_unknown_text_is_not_guessed(tmp_path):
 def test_unknown_format_name_is_a_config_error(tmp_path, write_fasta):
     path = write_fasta(tmp_path / "g.fa", RECORDS)
     with pytest.raises(ConfigError, match="unknown format"):
-        read_records(path, fmt="genbank")
+        read_records(path, fmt="fastx")
 
 
 # --- indexed access ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def test_of_overrides_fields_and_refuses_unknown_names():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("fmt", "genbank", "unknown format"),
+    ("fmt", "fastx", "unknown format"),
     ("on_invalid", "skip", "on_invalid must be"),
     ("on_unknown", "A", "on_unknown must be"),
     ("region", "chr1:0-5", "1-based"),

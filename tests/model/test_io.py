@@ -115,7 +115,9 @@ def _flip_a_byte(path):
     (lambda f: _edit_config(f, d_model=0), "config.json", "d_model must be"),
     (lambda f: (f / "model.safetensors").unlink(), "model", "missing model.safetensors"),
     (lambda f: _flip_a_byte(f / "model.safetensors"), "model.safetensors", "sha256 differs"),
-    (lambda f: (f / "labels.json").unlink(), "model", "missing labels.json"),
+    # a folder saved before config.json carried id2label: labels.json is where the labels are
+    (lambda f: (_edit_config(f, id2label=None), (f / "labels.json").unlink()), "model",
+     "missing labels.json"),
     (lambda f: (f / "labels.json").write_text('["a"]'), "labels.json", "3 distinct strings"),
 ])
 def test_broken_folders_name_the_file_and_reason(saved, break_it, file, message):

@@ -236,7 +236,12 @@ def _split(check, value, line, record) -> tuple[str | None, dict[str, tuple[str,
 
 def _url(check, value, line, record) -> str:
     url = _text(value)
-    scheme = urlparse(url).scheme
+    try:
+        scheme = urlparse(url).scheme
+    except ValueError as err:  # e.g. an unclosed '[' read as an IPv6 host
+        raise check.fail(f"url {url!r} is not a valid URL ({err})", line=line, record=record,
+                         fix="write a full URL (https://host/path/file.fa.gz) or a path "
+                             "relative to base_url") from None
     if scheme and scheme not in _SCHEMES:
         raise check.fail(f"url scheme {scheme!r} is not supported", line=line, record=record,
                          fix=f"use one of {', '.join(_SCHEMES)}, or a path relative to base_url")

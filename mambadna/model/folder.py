@@ -19,7 +19,6 @@ import torch
 from mambadna._version import __version__
 from mambadna.errors import ConfigError, ModelFileError
 from mambadna.model.config import ModelConfig
-from mambadna.model.memory import check_device_fits
 from mambadna.model.save import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -167,7 +166,6 @@ def load_into(cls: type[MambaDNA], path: Path, device: str | torch.device = "cpu
     check_weights_checksum(path, meta, strict=strict)
     labels = _read_labels(path, cfg.num_labels, meta["id2label"])
     tensors = _read_weights(path, meta["weights_sha256"])
-    check_device_fits(cfg, device, tokens=0, training=False)  # the weights, before moving
     model = cls(cfg)
     _load_state(model, tensors, path / WEIGHTS_FILE)
     model.labels = labels

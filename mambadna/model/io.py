@@ -20,6 +20,7 @@ from mambadna.model.folder import (
     read_meta,
 )
 from mambadna.model.hub import model_folder
+from mambadna.model.memory import check_device_fits
 from mambadna.model.network import MambaDNA
 from mambadna.model.save import file_sha256, save_pretrained
 
@@ -45,4 +46,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     strict: refuse a folder whose config.json records no ``weights_sha256`` (without it the
     weights load with an UnverifiedModelWarning).
     """
-    return load_into(MambaDNA, model_folder(path, revision), device, strict=strict)
+    model = load_into(MambaDNA, model_folder(path, revision), "cpu", strict=strict)
+    check_device_fits(model.config, device, tokens=0, training=False)  # before moving there
+    return model.to(device)

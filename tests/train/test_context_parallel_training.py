@@ -78,14 +78,15 @@ def test_context_parallel_run_trains_the_weights_of_one_process(genome, tmp_path
 def _same_weights(run_a, run_b):
     """AdamW moves every weight by about lr per step whatever the gradient's size, so float
     rounding in a gradient near zero can show as a fraction of lr (0.01) in a few weights; a
-    wrong gradient (a missing carry, a wrong scale, other batches) would move most weights."""
+    wrong gradient (a missing carry, a wrong scale, other batches) would move most weights.
+    Both bounds allow such a few (at most 0.1 % of a tensor, by at most a tenth of lr)."""
     one = load_file(run_a / "model" / "model.safetensors")
     split = load_file(run_b / "model" / "model.safetensors")
     assert one.keys() == split.keys()
     for name in one:
         diff = np.abs(split[name] - one[name])
         off = diff > 2e-6 + 2e-4 * np.abs(one[name])
-        assert off.mean() <= 1e-3 and diff.max() <= 1e-4, (name, off.mean(), diff.max())
+        assert off.mean() <= 1e-3 and diff.max() <= 1e-3, (name, off.mean(), diff.max())
 
 
 @pytest.mark.slow  # ~90 s: two processes, then four

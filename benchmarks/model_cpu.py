@@ -2,7 +2,7 @@
 
     python benchmarks/model_cpu.py [--preset paper-1.4m --length 16384 --batch 1]
                                    [--threads 2 --repeats 3 --json model_bench.json]
-                                   [--no-baseline]
+                                   [--no-baseline] [--allocator retain|default]
 
 Builds the preset with a fixed seed, saves it, and runs each implementation in its own process
 (so that peak memory is its own): mambadna's model, and ``transformers``' MambaForCausalLM
@@ -20,6 +20,10 @@ on one core on an in-cache buffer, both times the number of threads (perfect sca
 multi-thread rates on a loaded machine are lower and would flatter the ratio). Every other cost
 (the recurrence's multiply-adds, the convolution, norms, memory traffic) is left out, so no
 implementation can beat it.
+
+``--allocator retain`` (the default) runs every worker, baseline included, with
+``mambadna.allocator.retain_freed_memory()``, as the command line does; ``default`` leaves
+glibc's malloc as it is (each large tensor then arrives as fresh pages; see that module).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mambadna.allocator import retain_freed_memory
 from mambadna.alphabet import A, T
 from mambadna.errors import ConfigError
 from mambadna.model.config import ModelConfig
@@ -148,8 +153,10 @@ def _peak_rss_mib() -> float:
     return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
 
-def _worker(impl: str, workdir: Path, threads: int, repeats: int) -> dict:
+def _worker(impl: str, workdir: Path, threads: int, repeats: int, allocator: str) -> dict:
     """Time ``repeats`` forward passes of one implementation; save its logits; return figures."""
+    if allocator == "retain":
+        retain_freed_memory()
     torch.set_num_threads(threads)
     model = load_model(workdir / "model")
     if impl == "floor":
@@ -181,10 +188,11 @@ def _worker(impl: str, workdir: Path, threads: int, repeats: int) -> dict:
             "forward_rss_increase_mib": _peak_rss_mib() - rss_before}
 
 
-def _run_worker(impl: str, workdir: Path, threads: int, repeats: int) -> dict:
+def _run_worker(impl: str, workdir: Path, threads: int, repeats: int, allocator: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--workdir",
-           str(workdir), "--threads", str(threads), "--repeats", str(repeats)]
+           str(workdir), "--threads", str(threads), "--repeats", str(repeats),
+           "--allocator", allocator]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"implementation": impl, "skipped": f"worker failed: {done.stderr.strip()[-500:]}"}
@@ -192,7 +200,7 @@ def _run_worker(impl: str, workdir: Path, threads: int, repeats: int) -> dict:
 
 
 def run(preset: str, length: int, batch: int, threads: int, repeats: int,
-        baseline: bool) -> dict:
+        baseline: bool, allocator: str = "retain") -> dict:
     """Run the benchmark; returns the JSON-ready result (see module docstring)."""
     torch.manual_seed(0)
     model = MambaDNA(ModelConfig.from_preset(preset))
@@ -202,8 +210,8 @@ def run(preset: str, length: int, batch: int, threads: int, repeats: int,
         model.save_pretrained(workdir / "model")
         np.save(workdir / "tokens.npy", rng.integers(A, T + 1, (batch, length), dtype=np.int64))
         impls = IMPLEMENTATIONS if baseline else IMPLEMENTATIONS[:1]
-        rows = [_run_worker(impl, workdir, threads, repeats) for impl in impls]
-        floor = _run_worker("floor", workdir, threads, repeats)
+        rows = [_run_worker(impl, workdir, threads, repeats, allocator) for impl in impls]
+        floor = _run_worker("floor", workdir, threads, repeats, allocator)
         for row in rows:
             if "skipped" not in row and "floor_seconds" in floor:
                 row["times_floor"] = row["seconds"] / floor["floor_seconds"]
@@ -215,13 +223,15 @@ def run(preset: str, length: int, batch: int, threads: int, repeats: int,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores visible, "
                        f"{threads} threads used", "python": platform.python_version(),
             "torch": torch.__version__, "preset": preset, "parameters": model.num_parameters(),
-            "length": length, "batch": batch, "repeats": repeats, "results": rows,
+            "length": length, "batch": batch, "repeats": repeats, "allocator": allocator,
+            "results": rows,
             "floor": floor}
 
 
 def _table(result: dict) -> str:
     lines = [f"{result['preset']} ({result['parameters']:,} parameters), batch {result['batch']}"
-             f" x L {result['length']:,}, {result['machine']}, torch {result['torch']}",
+             f" x L {result['length']:,}, {result['machine']}, torch {result['torch']}, "
+             f"allocator {result['allocator']}",
              f"{'implementation':<14} {'seconds':>8} {'bases/s':>9} {'peak RSS MiB':>13} "
              f"{'fwd +RSS MiB':>13} {'x floor':>8}"]
     for row in result["results"]:
@@ -255,14 +265,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", default="model_bench.json", help="where to write the result")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the transformers baseline")
+    parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
+                        help="glibc malloc as the command line sets it, or left as it is")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(args.worker, Path(args.workdir), args.threads, args.repeats)))
+        print(json.dumps(_worker(args.worker, Path(args.workdir), args.threads, args.repeats,
+                                 args.allocator)))
         return
     result = run(args.preset, args.length, args.batch, args.threads, args.repeats,
-                 not args.no_baseline)
+                 not args.no_baseline, args.allocator)
     print(_table(result))
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -23,6 +23,7 @@ _LAZY = {
     "read_tokens": ("mambadna.io", "read_tokens"),
     "fetch_interval": ("mambadna.io", "fetch_interval"),
     "Region": ("mambadna.regions", "Region"),
+    "retain_freed_memory": ("mambadna.allocator", "retain_freed_memory"),
     "parse_region": ("mambadna.regions", "parse_region"),
     "format_region": ("mambadna.regions", "format_region"),
     "TokenStore": ("mambadna.data.store", "TokenStore"),

@@ -13,6 +13,7 @@ import sys
 import click
 
 from mambadna._version import __version__
+from mambadna.allocator import retain_freed_memory
 from mambadna.errors import MambaDNAError, OutputError
 
 
@@ -684,4 +685,7 @@ cli.add_command(_experiment_group())
 
 
 def main() -> None:
+    # A command runs one job: keep freed memory for reuse (the CPU model's large tensors
+    # otherwise arrive as fresh pages every time; mambadna.allocator says why).
+    retain_freed_memory()
     cli()

@@ -32,6 +32,7 @@ LAYERS: dict[str, tuple[set[str], str]] = {
     "errors": (set(), "the domain errors every layer raises: imports nothing"),
     "_modules": (set(), "lazy package names, deprecated module paths: imports nothing"),
     "progress": (set(), "progress bars (tqdm) on stderr: imports nothing of mambadna"),
+    "allocator": (set(), "glibc malloc settings of a process (mallopt): imports nothing"),
     "alphabet": ({"_version", "errors"}, "tokens: torch-free, under everything that reads DNA"),
     "atomic": ({"_version", "errors"}, "atomic files and folders: under every writer"),
     "regions": ({"_version", "errors"},
@@ -63,8 +64,8 @@ LAYERS: dict[str, tuple[set[str], str]] = {
              "the embedded end-to-end demo"),
     "bench": ({*BASE, "atomic", "data", "model", "pipelines"},
               "`mambadna bench`: end-to-end throughput over library calls"),
-    "cli": ({*BASE, "io", "manifests", "data", "simulate", "baselines", "train", "pipelines",
-             "experiments", "demo", "bench", "plots"},
+    "cli": ({*BASE, "allocator", "io", "manifests", "data", "simulate", "baselines", "train",
+             "pipelines", "experiments", "demo", "bench", "plots"},
             "the shell: options -> one library call; nothing imports it"),
     "__main__": ({"cli"}, "`python -m mambadna` runs the CLI"),
     "mambadna": (BASE, "the package root: public names resolved lazily, by name"),
@@ -73,7 +74,7 @@ LAYERS: dict[str, tuple[set[str], str]] = {
 
 TORCH_FREE = [
     "mambadna", "mambadna.cli", "mambadna.alphabet", "mambadna.errors", "mambadna.atomic",
-    "mambadna.regions", "mambadna.progress", "mambadna.plots",
+    "mambadna.regions", "mambadna.progress", "mambadna.plots", "mambadna.allocator",
     "mambadna.io", "mambadna.io.validate", "mambadna.manifests", "mambadna.data.store",
     "mambadna.data.sampling", "mambadna.baselines", "mambadna.train.config",
     "mambadna.train.command", "mambadna.experiments.command",

@@ -1,8 +1,10 @@
-"""Build hook for the one compiled part: the CPU selective-scan kernel (plain C, optional).
+"""Build hook for the compiled parts (plain C, optional): the CPU selective-scan kernel and the
+FASTQ block parser.
 
-Everything else is declared in pyproject.toml. The extension is optional: where no C compiler is
+Everything else is declared in pyproject.toml. The extensions are optional: where no C compiler is
 found, or the build fails (for example an exotic platform), the install goes on and the scan
-falls back to the chunked PyTorch path (mambadna.kernels.selective_scan.cpu says which is used).
+falls back to the chunked PyTorch path (mambadna.kernels.selective_scan.cpu says which is used)
+and the FASTQ reader to its Python block parser.
 """
 
 import sys
@@ -25,6 +27,13 @@ setup(
             extra_compile_args=ARGS,
             libraries=[] if sys.platform == "win32" else ["m"],
             optional=True,
-        )
+        ),
+        # The FASTQ reader's block parser in C (mambadna/io/fastq.py falls back to Python).
+        Extension(
+            "mambadna.io._fastq",
+            sources=["mambadna/io/_fastq.c"],
+            extra_compile_args=["/O2"] if sys.platform == "win32" else ["-O3", "-std=c99"],
+            optional=True,
+        ),
     ],
 )

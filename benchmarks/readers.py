@@ -211,6 +211,19 @@ def _fastq_tokens(path: Path, work: Path) -> None:
         pass
 
 
+def _fastq_tokens_python(path: Path, work: Path) -> None:
+    """read_tokens with the Python block parser (what runs where the C one was not built)."""
+    previous = os.environ.get("MAMBADNA_FASTQ_C")
+    os.environ["MAMBADNA_FASTQ_C"] = "0"
+    try:
+        _fastq_tokens(path, work)
+    finally:
+        if previous is None:
+            del os.environ["MAMBADNA_FASTQ_C"]
+        else:
+            os.environ["MAMBADNA_FASTQ_C"] = previous
+
+
 def _line_by_line(path: Path, work: Path) -> None:
     from mambadna.io.fasta import _raise
     from mambadna.io.fastq import _exact, _Lines
@@ -224,6 +237,7 @@ FASTQ_METHODS: dict[str, Callable[[Path, Path], None]] = {
     "pysam.FastxFile (reference)": _pysam_raw,
     "read_tokens (mambadna.io)": _fastq_tokens,
     "read_records (mambadna.io)": _fastq_records,
+    "read_tokens, Python block parser": _fastq_tokens_python,
     "line-by-line parser (before)": _line_by_line,
     "tokenize (write_token_store)": _tokenize,
 }

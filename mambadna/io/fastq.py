@@ -13,6 +13,11 @@ first line on by the line-by-line parser, which names the problem, record and li
 pysam.FastxFile (htslib's kseq) was measured as the fast path and not used: it skips lines it
 does not expect between records and ignores what the '+' line says, so errors would go unseen
 (benchmarks/readers.py times both).
+
+Where the small C extension ``_fastq`` was built at install (``setup.py``; MAMBADNA_FASTQ_C=0
+turns it off), it does the fast parser's work on each block's bytes in one pass, with the same
+checks and the same fallback (``_compiled_batches``); the Python block parser stays the
+fallback where it was not built.
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ from mambadna.errors import FormatError
 from mambadna.io.fasta import OnProblem, _raise
 from mambadna.io.files import BLOCK_SIZE, check_text, head, read_blocks
 from mambadna.io.records import Record
+
+try:
+    import mambadna.io._fastq as _fastq
+except ImportError:  # built at install when a C compiler is present (setup.py)
+    _fastq = None
 
 # Phred+33 qualities are the printable characters '!' (0) to '~' (93).
 _QUALITY_CHARS = bytes(range(33, 127))
@@ -102,6 +112,9 @@ def read_fastq_batches(path: str | os.PathLike, *, block_size: int = BLOCK_SIZE,
     check_text(path, head(path))
     report = on_problem or _raise
     blocks = read_blocks(path, block_size)
+    if _fastq is not None and os.environ.get("MAMBADNA_FASTQ_C", "1") != "0":
+        yield from _compiled_batches(path, iter(blocks), report)
+        return
     pending: list[bytes] = []  # complete lines not yet parsed; pending[0] is on line `line`
     carry, line, seen = b"", 1, 0
     for block in blocks:
@@ -123,6 +136,39 @@ def read_fastq_batches(path: str | os.PathLike, *, block_size: int = BLOCK_SIZE,
         yield from _exact(path, _Lines(tail, line - 1), report, seen)
     elif tail:
         yield batch
+
+
+def _compiled_batches(path: Path, blocks: Iterator[bytes], report: OnProblem) -> Iterator[Batch]:
+    """read_fastq_batches through the C parser: whole records of each buffer (the last one's
+    unfinished record carried to the next), and the line-by-line parser from a buffer's first
+    line on as soon as the C parser finds something it does not accept."""
+    carry, line, seen = b"", 1, 0
+    while True:
+        block = next(blocks, None)
+        final = block is None
+        buffer = carry if final else carry + block
+        parsed = _fastq.parse(buffer, final)
+        batch = None if parsed is None else _compiled_batch(parsed, line)
+        if batch is None or (final and not (seen or batch.sequences)):
+            lines = _lines_after(b"", itertools.chain([buffer], () if final else blocks))
+            yield from _exact(path, _Lines(lines, line - 1), report, seen)
+            return
+        n = len(batch.sequences)
+        if n:
+            yield batch
+        if final:
+            return
+        carry, line, seen = buffer[parsed[0]:], line + 4 * n, seen + n
+
+
+def _compiled_batch(parsed: tuple, first_line: int) -> Batch | None:
+    """A Batch from the C parser's columns (None: a header the line-by-line parser reports)."""
+    _, names, headers, sequences, qualities, plain = parsed
+    if not sequences:
+        return Batch([], [], [], [], first_line)
+    if plain:
+        return Batch(names, None, sequences, qualities, first_line, headers)
+    return _split_headers(headers, sequences, qualities, first_line)
 
 
 def _no_cr(line: bytes) -> bytes:

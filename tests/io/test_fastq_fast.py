@@ -1,11 +1,14 @@
-"""The block-at-a-time FASTQ parser gives exactly what the line-by-line parser gives: the same
-records (names, descriptions, sequences, qualities, lines) and the same errors (message,
-record, line), whatever the file holds and however it is cut into blocks."""
+"""The block-at-a-time FASTQ parsers (the compiled one, where it was built, and the Python one)
+give exactly what the line-by-line parser gives: the same records (names, descriptions,
+sequences, qualities, lines) and the same errors (message, record, line), whatever the file
+holds and however it is cut into blocks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from hypothesis import strategies as st
 
 from mambadna.alphabet import encode
 from mambadna.errors import AlphabetError, DuplicateRecordError, FormatError, MambaDNAError
-from mambadna.io import read_tokens
+from mambadna.io import fastq, read_tokens
 from mambadna.io.fasta import _raise
 from mambadna.io.fastq import _exact, _Lines, read_fastq
 from mambadna.io.files import check_text, head, iter_lines
@@ -25,6 +28,17 @@ def _line_by_line(path, on_problem=None):
     check_text(path, head(path))
     for batch in _exact(path, _Lines(iter_lines(path)), on_problem or _raise, 0):
         yield from batch.records(os.fspath(path))
+
+
+PARSERS = [pytest.param("compiled", marks=pytest.mark.skipif(
+    fastq._fastq is None, reason="the C FASTQ parser was not built")), "python"]
+
+
+def _parser(name: str):
+    """The block parser to use: the compiled one or the Python one (MAMBADNA_FASTQ_C=0)."""
+    if name == "compiled":
+        return contextlib.nullcontext()
+    return mock.patch.dict(os.environ, {"MAMBADNA_FASTQ_C": "0"})
 
 
 def _outcome(read, path):
@@ -51,8 +65,13 @@ PIECES = st.one_of(RECORD, RECORD, RECORD, st.sampled_from([
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pieces=st.lists(PIECES, min_size=1, max_size=12), block=st.sampled_from([7, 64, 1 << 20]))
-def test_same_records_and_errors_as_the_line_by_line_parser(pieces, block):
-    data = b"".join(pieces)
+@pytest.mark.parametrize("parser", PARSERS)
+def test_same_records_and_errors_as_the_line_by_line_parser(parser, pieces, block):
+    with _parser(parser):
+        _check_same_as_line_by_line(b"".join(pieces), block)
+
+
+def _check_same_as_line_by_line(data: bytes, block: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "r.fq")
         with open(path, "wb") as handle:
@@ -67,10 +86,12 @@ def test_same_records_and_errors_as_the_line_by_line_parser(pieces, block):
         assert raising == _outcome(lambda p, _: _line_by_line(p), path)
 
 
-def test_four_line_file_with_many_blocks(tmp_path, write_fastq, random_dna):
+@pytest.mark.parametrize("parser", PARSERS)
+def test_four_line_file_with_many_blocks(parser, tmp_path, write_fastq, random_dna):
     reads = [(f"r{i}", random_dna(20 + i % 9, seed=i)) for i in range(500)]
     path = write_fastq(tmp_path / "r.fq.gz", reads, compress="gzip")
-    records = list(read_fastq(path, block_size=1000))
+    with _parser(parser):
+        records = list(read_fastq(path, block_size=1000))
     assert [(r.name, r.sequence.decode(), r.line) for r in records] == [
         (name, seq, 4 * i + 1) for i, (name, seq) in enumerate(reads)]
     assert records == list(_line_by_line(path))

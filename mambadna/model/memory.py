@@ -3,18 +3,17 @@
 Training needs the fp32 weights, their gradients, AdamW's two moments and the activations the
 backward pass keeps; inference needs the weights and the working set of one block. Activation
 bytes per token and block are counted from the tensors the mixer keeps for its backward
-(``model/mixer.py``; z, the conv output and delta are rebuilt in the backward, and the fused
-add+RMSNorm keeps only its input): the block's input stream, in_proj's x (the conv input) and
-the scan output (out_proj's input), plus the scan's saved states (one every
-``SCAN_SAVE_EVERY`` positions); the small dt/B/C projections are left out. With gradient
-checkpointing a block keeps only its input and one block is rebuilt
-at a time. The estimate leaves out the allocator's fragmentation and the kernels' scratch: it
-is meant as a floor (a config refused by it cannot fit; one it accepts may still need a
-smaller batch); the CPU path keeps about 1.1x these activations (the test compares
-it with the tensors autograd saves). ``check_device_fits`` compares it with what
-``torch.cuda.mem_get_info`` says is free and names what does fit (a micro-batch of fewer
-tokens, gradient checkpointing, a smaller d_model or n_layer) before anything is allocated on
-the GPU.
+(``model/mixer.py``; in_proj's x and z, the conv output and delta are rebuilt in the backward,
+and the fused add+RMSNorm keeps only its input): the block's fp32 input stream, in_proj's
+input (the normed stream), the x_proj output (dt, B, C) and the scan output (out_proj's
+input), plus the scan's saved states (one every ``SCAN_SAVE_EVERY`` positions). With gradient
+checkpointing a block keeps only its input and one block is rebuilt at a time. The estimate
+leaves out the allocator's fragmentation and the kernels' scratch: it is meant as a floor (a
+config refused by it cannot fit; one it accepts may still need a smaller batch); the CPU path
+keeps about 1.1x these activations (the test compares it with the tensors autograd saves).
+``check_device_fits`` compares it with what ``torch.cuda.mem_get_info`` says is free and names
+what does fit (a micro-batch of fewer tokens, gradient checkpointing, a smaller d_model or
+n_layer) before anything is allocated on the GPU.
 """
 
 from __future__ import annotations
@@ -70,10 +69,11 @@ class MemoryEstimate:
         return " + ".join(parts)
 
 
-def _block_elements(cfg: ModelConfig) -> int:
-    """Activation elements per token of one block (the tensors listed in the docstring)."""
+def _block_bytes(cfg: ModelConfig, act: int) -> int:
+    """Activation bytes per token of one block (the tensors listed in the docstring), ``act``
+    bytes per element of the autocast dtype; the stream is fp32 whatever the dtype."""
     d, i = cfg.d_model, cfg.d_inner
-    return d + 2 * i
+    return 4 * d + act * (d + cfg.dt_rank + 2 * cfg.d_state + i)
 
 
 def estimate_memory(cfg: ModelConfig, *, tokens: int, training: bool,
@@ -85,7 +85,7 @@ def estimate_memory(cfg: ModelConfig, *, tokens: int, training: bool,
     weights, gradients and optimizer state are split over (FSDP; 1 for DDP)."""
     act = 2 if bf16 else 4
     params = parameter_count(cfg) * 4
-    block = _block_elements(cfg) * act * tokens
+    block = _block_bytes(cfg, act) * tokens
     states = cfg.d_inner * cfg.d_state * 4 * math.ceil(tokens / SCAN_SAVE_EVERY)
     logits = cfg.vocab_size * 4 * tokens
     if not training:

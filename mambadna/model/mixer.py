@@ -49,29 +49,34 @@ from mambadna.model.config import ModelConfig
 class Recompute:
     """Saved-tensor hooks that keep a recipe instead of a tensor the backward recomputes cheaply.
 
-    The scan saves its inputs for the backward, and the projections save theirs: the conv
-    output u, delta = dt_proj(dt) and z would be kept as three (batch, d_inner, L) tensors per
-    block, though each is one cheap op away from tensors that are kept anyway (the conv's input,
-    x_proj's output, the normed hidden states). Inside ``with recompute:``, a saved tensor that
-    was registered with ``add`` is stored as its recipe and rebuilt (once) when the backward
-    first needs it, as the Mamba authors' fused path recomputes the conv output and delta.
+    The scan saves its inputs for the backward, and the projections and the conv save theirs:
+    in_proj's two outputs x and z, the conv output u and delta = dt_proj(dt) would be kept as
+    four (batch, d_inner, L) tensors per block, though each is one cheap op away from tensors
+    that are kept anyway (the normed hidden states, x_proj's output). Inside ``with
+    recompute:``, a saved tensor that was registered with ``add`` is stored as its recipe and
+    rebuilt (once) when the backward first needs it, as the Mamba authors' fused path
+    recomputes the conv output and delta. A recipe lives as long as the graph's saved slots
+    that hold it: it is freed, with what it rebuilt, once the last node reading it has run.
     """
 
     def __init__(self) -> None:
+        # The hooks close over the dict, not over self: a cycle through self would keep every
+        # recipe (its rebuilt tensor and the inputs its closure holds) alive until Python's
+        # cycle collector ran, a whole training step's activations on top of the next step's.
         self._recipes: dict[tuple, _Recipe] = {}
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
-
-    @staticmethod
-    def _key(t: torch.Tensor) -> tuple:
-        return (t.data_ptr(), t.shape, t.stride(), t.dtype, t.device)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(
+            functools.partial(_pack, self._recipes), _unpack)
 
     def add(self, tensor: torch.Tensor, make) -> torch.Tensor:
         """Register ``make()`` (no-grad, returns a tensor equal to ``tensor``) as its recipe."""
-        self._recipes[self._key(tensor)] = _Recipe(make)
+        self._recipes[_key(tensor)] = _Recipe(make)
         return tensor
 
-    def _pack(self, t: torch.Tensor):
-        return self._recipes.get(self._key(t), t) if t.data_ptr() else t
+    def source(self, tensor: torch.Tensor):
+        """A no-argument callable giving ``tensor``: its recipe where one is registered, so a
+        recipe built on top of it holds the recipe, not the tensor it was meant to free."""
+        recipe = self._recipes.get(_key(tensor))
+        return recipe if recipe is not None else (lambda: tensor)
 
     def __enter__(self):
         self._hooks.__enter__()
@@ -79,6 +84,17 @@ class Recompute:
 
     def __exit__(self, *exc) -> None:
         self._hooks.__exit__(*exc)
+        # From here on only the graph's saved slots hold the recipes: each one (with its
+        # rebuilt tensor) is freed as soon as the last backward node that reads it has run.
+        self._recipes.clear()
+
+
+def _key(t: torch.Tensor) -> tuple:
+    return (t.data_ptr(), t.shape, t.stride(), t.dtype, t.device)
+
+
+def _pack(recipes: dict, t: torch.Tensor):
+    return recipes.get(_key(t), t) if t.data_ptr() else t
 
 
 class _Recipe:
@@ -89,6 +105,7 @@ class _Recipe:
         if self.value is None:
             with torch.no_grad():
                 self.value = self.make()
+            self.make = None  # its closure's inputs are no longer needed through this recipe
         return self.value
 
 
@@ -202,8 +219,10 @@ class SelectiveSSM(nn.Module):
         dt_low, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
         dt = channel_product(self.dt_proj.weight, dt_low)  # (batch, d_inner, L)
         if recompute is not None:
-            recompute.add(x, lambda: causal_conv1d(conv_in, self.conv_weight, self.conv_bias,
-                                                   initial_state=state_in, activation="silu"))
+            conv_source = recompute.source(conv_in)
+            recompute.add(x, lambda: causal_conv1d(conv_source(), self.conv_weight,
+                                                   self.conv_bias, initial_state=state_in,
+                                                   activation="silu"))
             recompute.add(dt, lambda dtype=dt.dtype: channel_product(
                 self.dt_proj.weight.to(dtype), dt_low.to(dtype)))
         y, ssm_state = scan(
@@ -252,7 +271,7 @@ class Mixer(nn.Module):
         """hidden (batch, L, d_model); states as SelectiveSSM.forward; lengths (batch,) real
         lengths, used only by bidirectional mixers (None: no padding); context: a
         ``ContextGroup`` (unidirectional mixers only), hidden being this rank's segment.
-        ``recompute``: when a gradient will follow, rebuild z, the conv output and delta in the
+        ``recompute``: when a gradient will follow, rebuild x, z, the conv output and delta in the
         backward instead of keeping them (``Recompute``); off under activation checkpointing,
         whose own hooks must see every saved tensor, and with a context group, whose
         exchanges must not run again. Returns (out (batch, L, d_model), conv_state,
@@ -273,8 +292,11 @@ class Mixer(nn.Module):
         if recompute is None:
             y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state, context=context)
         else:
-            recompute.add(z, lambda dtype=z.dtype: channel_product(w_z.to(dtype),
-                                                                   hidden_t.to(dtype)))
+            # x and z are one small product each away from hidden (d_model wide, kept for
+            # in_proj's weight gradient): 4 bytes per position and channel not kept.
+            for t, w in ((x, w_x), (z, w_z)):
+                recompute.add(t, lambda w=w, dtype=t.dtype: channel_product(
+                    w.to(dtype), hidden_t.to(dtype)))
             with recompute:
                 y, conv_state, ssm_state = self.ssm(x, z, conv_state, ssm_state, recompute)
         if self.ssm_rev is not None:

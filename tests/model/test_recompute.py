@@ -3,6 +3,9 @@ gradient, and keeps a recipe, not the tensor, for what was registered."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import torch
 
 import mambadna
@@ -48,3 +51,48 @@ def test_recompute_keeps_a_recipe_for_a_registered_tensor():
     loss.backward()
     assert calls == [1]
     torch.testing.assert_close(w.grad, torch.cos(torch.matmul(w.detach(), x)) @ x.t())
+
+
+def test_a_rebuilt_tensor_is_freed_once_the_backward_has_read_it():
+    w = torch.randn(3, 3, requires_grad=True)
+    x = torch.randn(3, 4)
+    rebuilt = []
+
+    def make():
+        rebuilt.append(weakref.ref(value := torch.matmul(w.detach(), x)))
+        return value
+
+    recompute = Recompute()  # still referenced below: it must not hold the recipe
+    with recompute:
+        y = recompute.add(torch.matmul(w, x), make)
+        loss = torch.sin(y).sum()
+    del y
+    loss.backward()
+    assert len(rebuilt) == 1 and rebuilt[0]() is None
+
+
+def test_a_training_step_leaves_no_tensor_to_the_cycle_collector():
+    """With ``Recompute`` on, every tensor of a training step is freed by reference counting
+    once the backward has run and the loss is dropped. A reference cycle through the recipes
+    once kept a whole step's activations (and the rebuilt tensors) until Python's cycle
+    collector happened to run: on the GPU that was the backward's "transient" of 1.3-1.4x
+    the activations."""
+    cfg = mambadna.ModelConfig.from_preset("tiny", n_layer=2)
+    torch.manual_seed(0)
+    model = mambadna.MambaDNA(cfg).train()
+    tokens = torch.randint(0, 4, (2, 70), generator=torch.Generator().manual_seed(3))
+    lm_loss(model(tokens), tokens).backward()  # the first call's lazy imports
+    gc.collect()
+    gc.disable()
+    try:
+        loss = lm_loss(model(tokens), tokens)
+        loss.backward()
+        del loss
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        held = [tuple(o.shape) for o in gc.garbage if isinstance(o, torch.Tensor)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert held == []

@@ -22,6 +22,7 @@ Needs CUDA. Prints the figures and writes them with ``--json``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from collections import Counter
@@ -93,6 +94,7 @@ def config_row(preset, batch, length, checkpointing, recompute) -> dict:
     finally:
         _recompute(True)
         del model, opt, tokens
+        gc.collect()  # nothing of this row may stay for the next one's peak
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     return row

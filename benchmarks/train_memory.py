@@ -3,6 +3,7 @@ peak on top of them, block by block, and the largest saved tensors.
 
     python benchmarks/train_memory.py                       # paper-1.4m, 1 x 2^17
     python benchmarks/train_memory.py --preset paper-7m --batch 1 --length 1048576
+    python benchmarks/train_memory.py --parts configs --scan low-memory   # rows of both scans
 
 Three parts, each in this process on a fresh model (bf16 autocast, AdamW):
 
@@ -31,6 +32,7 @@ import torch
 
 import mambadna
 import mambadna.model.mixer as mixer_module
+from mambadna.kernels import scan_config
 from mambadna.model.network import lm_loss
 
 GiB = 2**30
@@ -52,25 +54,25 @@ def _model(preset: str, checkpointing: bool):
     return model
 
 
-def _step(model, opt, tokens):
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+def _step(model, opt, tokens, scan=None):
+    with torch.autocast("cuda", dtype=torch.bfloat16), scan_config(scan):
         loss = lm_loss(model(tokens), tokens)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 
 
-def config_row(preset, batch, length, checkpointing, recompute) -> dict:
+def config_row(preset, batch, length, checkpointing, recompute, scan=None) -> dict:
     _recompute(recompute)
     row = dict(preset=preset, batch=batch, length=length, checkpointing=checkpointing,
-               recompute=recompute)
+               recompute=recompute, scan=scan or "default")
     model = _model(preset, checkpointing)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, 4, (batch, length), device="cuda")
     try:
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16), scan_config(scan):
             loss = lm_loss(model(tokens), tokens)
         torch.cuda.synchronize()
         kept = torch.cuda.memory_allocated() - base
@@ -82,7 +84,7 @@ def config_row(preset, batch, length, checkpointing, recompute) -> dict:
         torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         for _ in range(2):
-            _step(model, opt, tokens)
+            _step(model, opt, tokens, scan)
         torch.cuda.synchronize()
         seconds = (time.perf_counter() - start) / 2
         row.update(after_forward_GiB=kept / GiB,
@@ -160,6 +162,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--length", type=int, default=1 << 17)
     parser.add_argument("--parts", default="configs,trace,saved")
+    parser.add_argument("--scan", default=None,
+                        help="configs: also each row under this scan configuration (a TUNED "
+                             "name, e.g. low-memory: a saved state every 256 positions)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -169,16 +174,18 @@ def main(argv=None) -> dict:
                         preset=args.preset, batch=args.batch, length=args.length)
     print(f"{result['device']}, {args.preset}, {args.batch} x {args.length}, bf16")
     if "configs" in parts:
-        rows = [config_row(*shape, ckpt, rec) for ckpt, rec in
-                ((False, True), (False, False), (True, True))]
+        rows = [config_row(*shape, ckpt, rec, scan) for ckpt, rec in
+                ((False, True), (False, False), (True, True))
+                for scan in (None, args.scan)[:1 + bool(args.scan)]]
         result["configs"] = rows
-        print(f"{'ckpt':>5} {'recompute':>9} {'kept GiB':>9} {'B/pos/block':>11} "
+        print(f"{'ckpt':>5} {'recompute':>9} {'scan':>10} {'kept GiB':>9} {'B/pos/block':>11} "
               f"{'step ms':>8} {'M b/s':>6} {'peak GiB':>8}")
         for r in rows:
+            head = f"{r['checkpointing']!s:>5} {r['recompute']!s:>9} {r['scan']:>10}"
             if "note" in r:
-                print(f"{r['checkpointing']!s:>5} {r['recompute']!s:>9} {r['note']}")
+                print(f"{head} {r['note']}")
                 continue
-            print(f"{r['checkpointing']!s:>5} {r['recompute']!s:>9} {r['after_forward_GiB']:>9.2f} "
+            print(f"{head} {r['after_forward_GiB']:>9.2f} "
                   f"{r['bytes_per_position_block']:>11.0f} {r['step_ms']:>8.0f} "
                   f"{r['Mbases_s']:>6.2f} {r['peak_GiB']:>8.1f}")
     if "trace" in parts:

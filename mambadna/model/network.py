@@ -21,7 +21,9 @@ its own segment, exactly as one process would (``mambadna.kernels.context_parall
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -37,6 +39,7 @@ from torch.utils.checkpoint import checkpoint
 from mambadna.alphabet import CLS, PAD, N, encode
 from mambadna.errors import ConfigError, InputError
 from mambadna.kernels.context_parallel import ContextGroup, context_sum
+from mambadna.kernels.selective_scan import get_config, scan_config
 from mambadna.model.config import POOLINGS, ModelConfig
 from mambadna.model.mixer import Mixer, RMSNorm, no_weight_decay
 from mambadna.model.state import ModelState
@@ -113,6 +116,13 @@ def segment_lm_loss(logits: torch.Tensor, tokens: torch.Tensor,
                              reduction="none")
     loss_sum = (losses * counted.reshape(-1)).sum()
     return loss_sum / total.clamp(min=1), loss_sum, counted.sum()
+
+
+def _same_scan_config(config):
+    """A checkpoint's contexts: its recomputation runs under the scan configuration of its
+    forward (a ``with scan_config(...)`` block is over by the backward), so that it saves the
+    same tensors (the chunk states' count follows the configuration's chunk)."""
+    return contextlib.nullcontext(), scan_config(config)
 
 
 def _as_tokens(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -380,7 +390,9 @@ class MambaDNA(nn.Module, ModelHubMixin, library_name="mambadna",
             args = (hidden, residual, state.conv[i] if state else None,
                     state.ssm[i] if state else None, lengths, not checkpointing, context)
             if checkpointing:
-                hidden, residual, conv_i, ssm_i = checkpoint(layer, *args, use_reentrant=False)
+                hidden, residual, conv_i, ssm_i = checkpoint(
+                    layer, *args, use_reentrant=False,
+                    context_fn=functools.partial(_same_scan_config, get_config()))
             else:
                 hidden, residual, conv_i, ssm_i = layer(*args)
             conv.append(conv_i)

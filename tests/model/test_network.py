@@ -317,6 +317,25 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(grads[1][name], grad, msg=name)
 
 
+def test_a_checkpoint_recomputes_under_its_forward_scan_config():
+    """A ``with scan_config(...)`` block around the forward is over by the backward; the
+    checkpoint's recomputation must still see it, or the scan saves another count of chunk
+    states and torch refuses the recomputed tensors (it did, on the GPU, with low-memory)."""
+    from mambadna.kernels import scan_config
+    from mambadna.kernels.selective_scan import get_config
+
+    model = small(n_layer=2, gradient_checkpointing=True).train()
+    chunks = []
+    model.layers[1].mixer.ssm.register_forward_hook(
+        lambda *args: chunks.append(get_config().chunk))
+    tokens = random_tokens(2, 40, seed=4)
+    with scan_config(chunk=256):
+        loss = lm_loss(model(tokens), tokens)
+    loss.backward()
+    assert chunks == [256, 256]  # the forward, then the recomputation in the backward
+    assert get_config().chunk != 256
+
+
 def test_bf16_autocast_keeps_the_residual_fp32():
     model = small(n_layer=2).train()
     dtypes = []

@@ -147,15 +147,50 @@ class RMSNorm(nn.Module):
 def channel_product(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """weight (out, in) @ x (batch, in, L) -> (batch, out, L), contiguous.
 
-    On CUDA ``torch.matmul``. On the CPU a batched product of the weight broadcast over the
-    batch: matmul folds (batch, in, L) into one (batch * L, in) product and copies its
-    (L, out) result into (out, L) order, a transposed copy that cost as much as the product
-    itself (and 6x the product for the slice that feeds dt_proj, 20 against 3.4 ms at 16,384
-    positions on one core).
+    A batched product of the weight broadcast over the batch, never ``torch.matmul``: when the
+    weight requires a gradient (training), matmul folds (batch, in, L) into one (batch * L, in)
+    product and copies its (L, out) result into (out, L) order, and its backward copies again.
+    Those transposed copies took 218 of a 653 ms training step (paper-1.4m, 8 x 2^17, H100),
+    and on the CPU the one in the forward cost as much as the product itself (6x the product
+    for the slice that feeds dt_proj, 20 against 3.4 ms at 16,384 positions on one core).
+    The backward of ``bmm`` reads its operands transposed where it needs them (cuBLAS and
+    oneDNN take either order), and the weight's gradient is a (batch, out, in) sum.
     """
-    if x.device.type != "cpu":
-        return torch.matmul(weight, x)
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
+
+
+def out_projection(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """y (batch, in, L) -> y^T @ weight^T (batch, L, out), the mixer's out_proj.
+
+    In the forward a batched product reading y transposed (what matmul does without a
+    gradient). With a gradient, ``_OutProjection`` gives y's gradient in y's own layout: the
+    autograd of the transposed product would hand the scan's backward a (batch, L, in)
+    gradient, which it must copy into (batch, in, L) order.
+    """
+    if torch.is_grad_enabled() and (y.requires_grad or weight.requires_grad):
+        device = y.device.type
+        if torch.is_autocast_enabled(device):  # a custom Function sees no autocast casts
+            dtype = torch.get_autocast_dtype(device)
+            y, weight = y.to(dtype), weight.to(dtype)
+        return _OutProjection.apply(y, weight)
+    return torch.matmul(y.transpose(1, 2), weight.t())
+
+
+class _OutProjection(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, weight):
+        ctx.save_for_backward(y, weight)
+        return torch.bmm(y.transpose(1, 2), weight.t().expand(y.shape[0], -1, -1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, weight = ctx.saved_tensors
+        grad_y = grad_w = None
+        if ctx.needs_input_grad[0]:  # (batch, in, L) = weight^T @ grad^T, no copy of grad
+            grad_y = torch.bmm(weight.t().expand(y.shape[0], -1, -1), grad.transpose(1, 2))
+        if ctx.needs_input_grad[1]:  # (out, in) = sum over the batch of grad^T @ y^T
+            grad_w = torch.bmm(grad.transpose(1, 2), y.transpose(1, 2)).sum(0)
+        return grad_y, grad_w
 
 
 class SelectiveSSM(nn.Module):
@@ -303,7 +338,7 @@ class Mixer(nn.Module):
             y_rev, _, _ = self.ssm_rev(reverse_within_lengths(x, lengths),
                                        reverse_within_lengths(z, lengths))
             y = y + reverse_within_lengths(y_rev, lengths)
-        out = torch.matmul(y.transpose(1, 2), self.out_proj.weight.t())  # (batch, L, d_model)
+        out = out_projection(y, self.out_proj.weight)  # (batch, L, d_model)
         return out, conv_state, ssm_state
 
     def step(self, hidden, conv_state, ssm_state):

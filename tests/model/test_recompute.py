@@ -6,10 +6,11 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
 import torch
 
 import mambadna
-from mambadna.model.mixer import Recompute
+from mambadna.model.mixer import Recompute, channel_product, out_projection
 from mambadna.model.network import lm_loss
 
 
@@ -96,3 +97,26 @@ def test_a_training_step_leaves_no_tensor_to_the_cycle_collector():
         gc.garbage.clear()
         gc.enable()
     assert held == []
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_the_projections_give_matmuls_values_and_gradients(autocast):
+    """channel_product and out_projection (batched products that keep the (batch, channels,
+    L) layout, no transposed copies) against torch.matmul of the same operands."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 16, 40, generator=gen)
+    w_in, w_out = torch.randn(24, 16, generator=gen), torch.randn(8, 24, generator=gen)
+
+    def run(product, project):
+        leaves = [t.clone().requires_grad_() for t in (x, w_in, w_out)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = project(product(leaves[1], leaves[0]), leaves[2])
+        (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out.float(), [t.grad for t in leaves]
+
+    ours = run(channel_product, out_projection)
+    theirs = run(torch.matmul, lambda y, w: torch.matmul(y.transpose(1, 2), w.t()))
+    tol = dict(rtol=2e-2, atol=2e-2) if autocast else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours[0], theirs[0], **tol)
+    for mine, ref in zip(ours[1], theirs[1]):
+        torch.testing.assert_close(mine, ref, **tol)

@@ -47,11 +47,10 @@ def worker() -> dict:
     from mambadna.kernels import causal_conv1d, rms_norm, selective_scan
     from mambadna.model.network import lm_loss
 
-    # The ops as on CUDA tensors: the Triton kernels and matmul for the projections.
+    # The ops as on CUDA tensors: the Triton kernels.
     mixer.causal_conv1d = functools.partial(causal_conv1d, backend="triton")
     mixer.selective_scan = functools.partial(selective_scan, backend="triton")
     mixer.rms_norm = functools.partial(rms_norm, backend="triton")
-    mixer.channel_product = torch.matmul
     cfg = mambadna.ModelConfig.from_preset("tiny", n_layer=2)
     torch.manual_seed(0)
     model = mambadna.MambaDNA(cfg).train()

@@ -7,7 +7,7 @@ peak on top of them, block by block, and the largest saved tensors.
 
 Three parts, each in this process on a fresh model (bf16 autocast, AdamW):
 
-- ``configs``: for checkpointing off/on and ``Recompute`` (z, conv output and delta rebuilt in
+- ``configs``: for checkpointing off/on and ``Recompute`` (x, z, conv output and delta rebuilt in
   the backward) on/off: memory allocated after the forward (what the backward will read),
   per position and block; the step's time and its peak. peak - after-forward is the
   backward's own memory: a backward that frees each block's saved tensors once it is done

@@ -1,5 +1,6 @@
-"""Recomputing z, the conv output and delta in the backward (mixer.Recompute) changes no
-gradient, and keeps a recipe, not the tensor, for what was registered."""
+"""Recomputing x, z, the conv output and delta in the backward (mixer.Recompute) changes no
+gradient, keeps a recipe, not the tensor, for what was registered, and frees it by reference
+counting; the projections around them match matmul."""
 
 from __future__ import annotations
 

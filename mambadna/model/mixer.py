@@ -250,14 +250,15 @@ class SelectiveSSM(nn.Module):
         conv_in, state_in = x, conv_state
         x, conv_state = conv(conv_in, self.conv_weight, self.conv_bias, initial_state=state_in,
                              return_final_state=True, activation="silu")
-        x_dbl = channel_product(self.x_proj.weight, x)  # (batch, r + 2N, L)
-        dt_low, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
-        dt = channel_product(self.dt_proj.weight, dt_low)  # (batch, d_inner, L)
-        if recompute is not None:
+        if recompute is not None:  # before x_proj, which saves x
             conv_source = recompute.source(conv_in)
             recompute.add(x, lambda: causal_conv1d(conv_source(), self.conv_weight,
                                                    self.conv_bias, initial_state=state_in,
                                                    activation="silu"))
+        x_dbl = channel_product(self.x_proj.weight, x)  # (batch, r + 2N, L)
+        dt_low, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt = channel_product(self.dt_proj.weight, dt_low)  # (batch, d_inner, L)
+        if recompute is not None:
             recompute.add(dt, lambda dtype=dt.dtype: channel_product(
                 self.dt_proj.weight.to(dtype), dt_low.to(dtype)))
         y, ssm_state = scan(

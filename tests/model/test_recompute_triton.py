@@ -95,9 +95,10 @@ def test_recompute_changes_no_gradient_on_the_triton_path(result):
 
 
 def test_recompute_keeps_four_tensors_per_block_fewer(result):
-    # Within 1 %: a weight-sized buffer (2 KiB here) may be allocated in one run and not the
-    # other; three tensors fewer (what the recipes freed before x was one) would be 75 %.
-    assert abs(result["saved"] - result["expected"]) <= 0.01 * result["expected"]
+    # At least the four; five would be 1.25x. (A small buffer may be allocated in one run
+    # and not the other, and the CPU's contiguous copy of the normed stream, d_model wide,
+    # may go with the recipes.) Three (what the recipes freed before x was one) is 0.75x.
+    assert result["expected"] <= result["saved"] < 1.2 * result["expected"]
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
+pytestmark = [
+    pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc only"),
+    pytest.mark.slow,  # each test starts a Python that imports torch: 4-5 s on 2 cores
+]
 
 # Page faults of rounds 3-6 of four tensors alive together (as a model block's temporaries
 # are), in a fresh process. The first rounds fault either way (new pages, and the heap settling

@@ -28,6 +28,7 @@ def snakemake(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.Co
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # a Snakemake process: 2-3 s
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_dry_runs(tmp_path, config):
     result = snakemake(tmp_path, "-n", "--configfile", str(config))
@@ -42,6 +43,7 @@ def test_every_config_dry_runs(tmp_path, config):
         assert "rule simulate:" in out and "--base-url results/demo/simulated" in out
 
 
+@pytest.mark.slow  # a Snakemake process: 2-3 s
 def test_slurm_profile_requests_gpus(tmp_path):
     result = snakemake(tmp_path, "-n", "--profile", str(WORKFLOW / "profiles" / "slurm"))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -49,6 +51,7 @@ def test_slurm_profile_requests_gpus(tmp_path):
     assert "slurm_partition=gpu" in pretrain and "gpu=1" in pretrain
 
 
+@pytest.mark.slow  # a Snakemake process: 2-3 s
 def test_schema_rejects_a_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("pretrain:\n  seq_len: -5\n")

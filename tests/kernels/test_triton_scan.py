@@ -326,6 +326,7 @@ def test_bc_tile_major_round_trip():
         assert back.dtype == b.dtype and torch.equal(back, b), (length, tile, groups)
 
 
+@pytest.mark.slow  # compiles for sm_90 in a subprocess: up to a minute with a cold cache
 def test_gluon_output_pass_compiles_for_hopper_with_fewer_instructions():
     """The Gluon output pass (the CUDA default on aligned rows; the interpreter cannot run
     it) compiles for sm_90 with the installed Triton: within the 128-register cap, no spill,
@@ -344,6 +345,7 @@ def test_gluon_output_pass_compiles_for_hopper_with_fewer_instructions():
     assert gluon["loop_instructions"] < triton_["loop_instructions"], rows
 
 
+@pytest.mark.slow  # compiles for sm_90 in a subprocess: up to a minute with a cold cache
 def test_sass_report_compiles_for_hopper_without_a_gpu():
     """The development tool that predicts registers before GPU time is spent: the adjoint
     summary compiles for sm_90 here, one exp2 per (position, state) of its tile loop."""

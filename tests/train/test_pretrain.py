@@ -163,6 +163,7 @@ pretrain(PretrainConfig(**eval(sys.argv[2])), callbacks=[Kill()])
 """
 
 
+@pytest.mark.slow  # two training runs in subprocesses, 7-9 s each
 @pytest.mark.parametrize("signum, at, saved_at", [("SIGKILL", 5, 4), ("SIGTERM", 2, 3)])
 def test_killed_run_resumes_to_the_end_of_an_uninterrupted_run(genome, tmp_path, signum, at,
                                                                 saved_at):

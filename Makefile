@@ -18,7 +18,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml setup.py kernels/selective_scan/_cpu_scan.c mambadna/io/_fastq.c
+$(STAMP): $(PY) pyproject.toml setup.py kernels/selective_scan/_cpu_scan.c \
+		kernels/conv1d/_cpu_conv.c mambadna/io/_fastq.c
 	@if nvidia-smi -L >/dev/null 2>&1; then \
 		echo "NVIDIA GPU found: installing torch from the package index"; \
 	else \
@@ -50,4 +51,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check mambadna kernels tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .hypothesis build *.egg-info kernels/selective_scan/_cpu_scan*.so mambadna/io/_fastq*.so
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .hypothesis build *.egg-info kernels/selective_scan/_cpu_scan*.so \
+		kernels/conv1d/_cpu_conv*.so mambadna/io/_fastq*.so

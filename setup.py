@@ -1,10 +1,10 @@
-"""Build hook for the compiled parts (plain C, optional): the CPU selective-scan kernel and the
-FASTQ block parser.
+"""Build hook for the compiled parts (plain C, optional): the CPU selective-scan and causal-conv
+kernels and the FASTQ block parser.
 
 Everything else is declared in pyproject.toml. The extensions are optional: where no C compiler is
 found, or the build fails (for example an exotic platform), the install goes on and the scan
-falls back to the chunked PyTorch path (mambadna.kernels.selective_scan.cpu says which is used)
-and the FASTQ reader to its Python block parser.
+falls back to the chunked PyTorch path (mambadna.kernels.selective_scan.cpu says which is used),
+the convolution to F.conv1d and the FASTQ reader to its Python block parser.
 """
 
 import sys
@@ -24,6 +24,13 @@ setup(
         Extension(
             "mambadna.kernels.selective_scan._cpu_scan",
             sources=["kernels/selective_scan/_cpu_scan.c"],
+            extra_compile_args=ARGS,
+            libraries=[] if sys.platform == "win32" else ["m"],
+            optional=True,
+        ),
+        Extension(
+            "mambadna.kernels.conv1d._cpu_conv",
+            sources=["kernels/conv1d/_cpu_conv.c"],
             extra_compile_args=ARGS,
             libraries=[] if sys.platform == "win32" else ["m"],
             optional=True,

@@ -9,6 +9,8 @@
 - ``PlanCache``: a launcher's per-call-signature plans (cut, kernels, flags).
 - ``empty`` and ``set_poison_outputs``: output buffers, NaN-filled under the tests' hook so an
   element that no kernel writes fails the comparison.
+- ``row_ranges``, ``run_rows`` and ``address``: the compiled CPU kernels' launch (rows split
+  across threads; the C code releases the GIL).
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import itertools
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Generic, TypeVar
 
 import torch
 
-__all__ = ["ConfigScope", "PlanCache", "cdiv", "empty", "interpreting", "maxnreg", "num_sms",
-           "resident_per_sm", "resident_programs", "set_poison_outputs"]
+__all__ = ["ConfigScope", "PlanCache", "address", "cdiv", "empty", "interpreting", "maxnreg",
+           "num_sms", "resident_per_sm", "resident_programs", "row_ranges", "run_rows",
+           "set_poison_outputs"]
 
 Config = TypeVar("Config")
 
@@ -150,3 +156,34 @@ def empty(shape, dtype, device) -> torch.Tensor:
     if _poison_outputs:
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
+
+
+@lru_cache(maxsize=8)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mambadna-cpu")
+
+
+def row_ranges(rows: int, length: int, min_work: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges, one per thread (torch's intra-op thread count, as for its ops),
+    each with at least ``min_work`` (row, position) pairs: below that a thread costs more than
+    it saves."""
+    threads = max(1, min(torch.get_num_threads(), rows, rows * length // min_work))
+    bounds = [rows * k // threads for k in range(threads + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def run_rows(kernel, arguments: Callable[[int], list], ranges) -> None:
+    """Run ``kernel(*arguments(k), row0, row1)`` for each row range k in parallel (the C code
+    releases the GIL, so Python threads run it concurrently)."""
+    if len(ranges) == 1:
+        kernel(*arguments(0), *ranges[0])
+        return
+    futures = [_pool(len(ranges)).submit(kernel, *arguments(k), *r)
+               for k, r in enumerate(ranges)]
+    for future in futures:
+        future.result()
+
+
+def address(t: torch.Tensor | None) -> int:
+    """A buffer's address for the C kernels, 0 for an absent optional one."""
+    return 0 if t is None else t.data_ptr()

@@ -4,6 +4,8 @@
   ``causal_conv1d`` and its one-position form ``causal_conv1d_update``.
 - ``triton.py``: the Triton kernels (widths up to 4, SiLU fused, state in and out) and their
   autograd Function, used for CUDA tensors.
+- ``cpu.py`` and ``_cpu_conv.c``: the compiled C kernel (the same fusion) and its autograd
+  Function, used for CPU tensors where it was built.
 """
 
 from mambadna.kernels.conv1d.ops import (

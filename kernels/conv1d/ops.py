@@ -12,7 +12,7 @@ the next piece of the sequence gives exactly the convolution of the whole sequen
 - ``causal_conv1d_update``: one position, for streaming and generation.
 - ``causal_conv1d``: the public op (validates, then the Triton kernels of ``triton.py`` on CUDA
   tensors for widths up to 4, SiLU fused, the convolution recomputed in the backward instead of
-  saved; ``F.conv1d`` on CPU, where oneDNN does depthwise convolutions well).
+  saved; on CPU the compiled C kernel of ``cpu.py``, the same fusion, where it was built).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from mambadna.kernels.conv1d import cpu
+
 ACTIVATIONS = (None, "silu", "swish")
-BACKENDS = ("auto", "triton", "reference")
+BACKENDS = ("auto", "triton", "compiled", "reference")
 
 _log = logging.getLogger(__name__)
 _fallback_logged = False
@@ -102,8 +104,10 @@ def causal_conv1d(
     Returns out (batch, dim, L) in x's dtype, and with ``return_final_state`` also the state
     after x, (batch, dim, W-1) in x's dtype, to pass as ``initial_state`` with the next piece.
 
-    ``backend``: "auto" (the Triton kernels on CUDA tensors when W <= 4, else ``F.conv1d``),
-    "triton" (forced; runs on CPU tensors under TRITON_INTERPRET=1), "reference" (``F.conv1d``).
+    ``backend``: "auto" (the Triton kernels on CUDA tensors when W <= 4; on CPU the compiled
+    kernel where it applies; else ``F.conv1d``), "triton" (forced; runs on CPU tensors under
+    TRITON_INTERPRET=1), "compiled" (the C kernel, forced: CPU tensors, not fp64),
+    "reference" (``F.conv1d``).
     Differentiable in x, weight, bias and initial_state.
     """
     op = "causal_conv1d"
@@ -113,6 +117,13 @@ def causal_conv1d(
     _check(x.shape[-1] >= 1, op, "L must be at least 1")
     _validate_common(op, x, weight, bias, initial_state, "initial_state", activation)
     args = (x, weight, bias, initial_state, return_final_state, activation)
+    if backend == "compiled" or (backend == "auto" and cpu.applies(x, weight)):
+        _check(cpu.applies(x, weight), op,
+               "backend='compiled' needs the compiled CPU kernel (built at install with a C "
+               "compiler; MAMBADNA_CPU_CONV=0 turns it off), CPU tensors that are not fp64 and a "
+               f"kernel width <= 64, got {x.device} {x.dtype}, width {weight.shape[1]}; use "
+               "backend='reference'")
+        return cpu.causal_conv1d_compiled(*args)
     if backend == "triton" or (backend == "auto" and x.is_cuda):
         impl = _triton_impl()
         from_triton = impl is not None and weight.shape[1] <= 4

@@ -13,12 +13,13 @@ vector); D, bias: (dim,); x0: (batch * dim, N).
 
 from __future__ import annotations
 
-import itertools
 import os
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 
 import torch
+
+from mambadna.kernels.launch import address as _address
+from mambadna.kernels.launch import row_ranges
+from mambadna.kernels.launch import run_rows as _launch
 
 try:
     import mambadna.kernels.selective_scan._cpu_scan as _cpu_scan
@@ -41,28 +42,8 @@ def max_state() -> int:
     return 0 if _cpu_scan is None else _cpu_scan.MAX_STATE
 
 
-@lru_cache(maxsize=8)
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mambadna-scan")
-
-
 def _row_ranges(rows: int, length: int) -> list[tuple[int, int]]:
-    """Contiguous row ranges, one per thread (torch's intra-op thread count, as for its ops)."""
-    threads = max(1, min(torch.get_num_threads(), rows, rows * length // _MIN_WORK_PER_THREAD))
-    bounds = [rows * k // threads for k in range(threads + 1)]
-    return list(itertools.pairwise(bounds))
-
-
-def _launch(kernel, arguments, ranges) -> None:
-    """Run ``kernel(*arguments(k), row0, row1)`` for each row range k in parallel (the C code
-    releases the GIL, so Python threads run it concurrently)."""
-    if len(ranges) == 1:
-        kernel(*arguments(0), *ranges[0])
-        return
-    futures = [_pool(len(ranges)).submit(kernel, *arguments(k), *r)
-               for k, r in enumerate(ranges)]
-    for future in futures:
-        future.result()
+    return row_ranges(rows, length, _MIN_WORK_PER_THREAD)
 
 
 class _CompiledScan(torch.autograd.Function):
@@ -111,10 +92,6 @@ class _CompiledScan(torch.autograd.Function):
         _launch(_cpu_scan.backward, arguments, ranges)
         d_A, d_B, d_C, d_D, d_bias = (t.sum(0) for t in sums)
         return d_u, d_delta, d_z, d_A, d_B, d_C, d_D, d_bias, d_x0, None, None, None
-
-
-def _address(t: torch.Tensor | None) -> int:
-    return 0 if t is None else t.data_ptr()
 
 
 def selective_scan_compiled(

@@ -79,14 +79,17 @@ def _same_weights(run_a, run_b):
     """AdamW moves every weight by about lr per step whatever the gradient's size, so float
     rounding in a gradient near zero can show as a fraction of lr (0.01) in a few weights; a
     wrong gradient (a missing carry, a wrong scale, other batches) would move most weights.
-    Both bounds allow such a few (at most 0.1 % of a tensor, by at most a tenth of lr)."""
+    Both bounds allow such a few (at most 0.1 % of a tensor, or one weight of a smaller one such
+    as a 512-weight conv kernel, by at most a tenth of lr): with either CPU convolution one or
+    two weights of the whole model land 1.2-2.7x past the first bound."""
     one = load_file(run_a / "model" / "model.safetensors")
     split = load_file(run_b / "model" / "model.safetensors")
     assert one.keys() == split.keys()
     for name in one:
         diff = np.abs(split[name] - one[name])
         off = diff > 2e-6 + 2e-4 * np.abs(one[name])
-        assert off.mean() <= 1e-3 and diff.max() <= 1e-3, (name, off.mean(), diff.max())
+        assert off.sum() <= max(1, 1e-3 * off.size) and diff.max() <= 1e-3, \
+            (name, off.sum(), off.size, diff.max())
 
 
 @pytest.mark.slow  # ~90 s: two processes, then four

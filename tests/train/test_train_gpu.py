@@ -24,6 +24,7 @@ def genome(tmp_path_factory):
 
 @pytest.mark.parametrize("strategy", ["auto", "fsdp"])
 def test_pretrain_on_one_gpu(genome, tmp_path, strategy):
+    before = torch.get_float32_matmul_precision()
     run = pretrain(PretrainConfig(genomes=[str(genome)], out_dir=str(tmp_path / "run"),
                                   preset="tiny", seq_len=8192, batch_size=2, max_steps=4,
                                   val_every=2, val_windows=2, num_workers=1, devices=1,
@@ -31,6 +32,8 @@ def test_pretrain_on_one_gpu(genome, tmp_path, strategy):
                                   warmup_start=4096, warmup_stage=2))
     resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["resolved"]
     assert resolved["precision"] == "bf16-mixed" and resolved["gradient_checkpointing"]
+    # the run's TF32 ends with it: later fp32 products of this process are exact again
+    assert torch.get_float32_matmul_precision() == before
     assert np.isfinite(run.final["val_loss"]) and run.final["val_loss"] < 2.0
     model = load_model(run.model_dir, device="cuda")
     assert model.config.d_model == 64 and not model.config.gradient_checkpointing

@@ -17,7 +17,8 @@ Parts (``--parts``, comma-separated):
   checkpointing, and a torch.profiler breakdown of one forward and one forward+backward by
   kernel family (GEMM, scan, conv, norm, other elementwise).
 - ``scan``: the selective scan at the issue's shapes, plain and with the forward replayed from
-  a CUDA graph (what fixed-shape inference can do: no host launches).
+  a CUDA graph (what fixed-shape inference can do: no host launches), and the kernels of one
+  forward+backward (their GPU time and launches beside the call's wall time: host or device).
 
 Prints a short table per part; ``--json`` writes every figure. Needs CUDA.
 """
@@ -177,24 +178,33 @@ def _family(name: str) -> str:
     return "other"
 
 
-def _profile(fn) -> dict:
-    """GPU time (ms) by kernel family of one call of fn (after a warm-up call)."""
+def _kernel_times(fn) -> list[tuple[float, int, str]]:
+    """(GPU ms, launches, name) of every kernel of one call of fn (after a warm-up call), the
+    longest first."""
     fn()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    out: dict = {}
-    other = []
+    rows = []
     for e in prof.key_averages():
         t = getattr(e, "device_time_total", None)
         if t is None:
             t = getattr(e, "cuda_time_total", 0)
         if t and e.key and not e.key.startswith(("cudaLaunch", "cuLaunch", "ProfilerStep")):
-            fam = _family(e.key)
-            out[fam] = out.get(fam, 0.0) + t / 1e3
-            if fam == "other":
-                other.append((round(t / 1e3, 3), e.count, e.key[:90]))
+            rows.append((t / 1e3, e.count, e.key))
+    return sorted(rows, reverse=True)
+
+
+def _profile(fn) -> dict:
+    """GPU time (ms) by kernel family of one call of fn (after a warm-up call)."""
+    out: dict = {}
+    other = []
+    for ms, count, name in _kernel_times(fn):
+        fam = _family(name)
+        out[fam] = out.get(fam, 0.0) + ms
+        if fam == "other":
+            other.append((round(ms, 3), count, name[:90]))
     out["kernels"] = sum(out.values())
     out["top_other"] = sorted(other, reverse=True)[:8]
     return out
@@ -322,6 +332,9 @@ def scan_rows(shapes) -> list[dict]:
                   for k, v in x.items()}
         dout = torch.randn_like(x["u"])
         fb = _median_ms(lambda x=leaves, d=dout: selective_scan(**x).backward(d), 200)
+        # Kernel time of one forward+backward against its wall time: where the kernels take far
+        # less than the call, the host (launches, torch ops, autograd) sets the time.
+        kernels = _kernel_times(lambda x=leaves, d=dout: selective_scan(**x).backward(d))
         graph_fwd = None
         try:  # the forward captured once, replayed: no host work per call
             with torch.no_grad():
@@ -338,7 +351,10 @@ def scan_rows(shapes) -> list[dict]:
         except Exception as err:  # report it, do not stop the benchmark
             graph_fwd = f"failed: {type(err).__name__}: {err}"[:200]
         rows.append(dict(shape=[batch, dim, length], fwd_ms=fwd, fwd_bwd_ms=fb,
-                         graph_fwd_ms=graph_fwd))
+                         graph_fwd_ms=graph_fwd,
+                         fwd_bwd_kernel_ms=sum(ms for ms, _, _ in kernels),
+                         fwd_bwd_launches=sum(n for _, n, _ in kernels),
+                         fwd_bwd_top=[(round(ms, 4), n, name[:90]) for ms, n, name in kernels[:8]]))
         torch.cuda.empty_cache()
     return rows
 
@@ -428,10 +444,14 @@ def main(argv=None) -> dict:
         rows = _guard(scan_rows, [(1, 1024, 4096), (8, 1024, 4096), (1, 1024, 1 << 20)]) or []
         result["scan"] = rows
         print(f"\n[{args.label}] scan (bf16, N 16)")
-        print(f"{'shape':>16} {'fwd ms':>8} {'f+b ms':>8} {'graph fwd':>10}")
+        print(f"{'shape':>16} {'fwd ms':>8} {'f+b ms':>8} {'graph fwd':>10} "
+              f"{'f+b kernels ms':>14} {'launches':>8}")
         for r in rows:
             print(f"{','.join(map(str, r['shape'])):>16} {_f(r['fwd_ms']):>8} "
-                  f"{_f(r['fwd_bwd_ms']):>8} {_f(r['graph_fwd_ms']):>10}")
+                  f"{_f(r['fwd_bwd_ms']):>8} {_f(r['graph_fwd_ms']):>10} "
+                  f"{_f(r['fwd_bwd_kernel_ms']):>14} {r['fwd_bwd_launches']:>8}")
+            for ms, count, name in r["fwd_bwd_top"][:6]:
+                print(f"{'':>16} {ms:8.3f} ms {count:3d}x {name}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1, default=str)

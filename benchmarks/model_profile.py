@@ -390,6 +390,8 @@ def main(argv=None) -> dict:
                              "checkpointing)")
     parser.add_argument("--forward-shapes", default="8x131072,1x1048576,8x4096,1x4096",
                         help="model part: batch x length of the forward rows")
+    parser.add_argument("--scan-shapes", default="1x1024x4096,8x1024x4096,1x1024x1048576",
+                        help="scan part: batch x dim x L, comma-separated")
     parser.add_argument("--label", default="", help="a name for this tree, printed and saved")
     parser.add_argument("--save-hidden", default=None,
                         help="write paper-1.4m's hidden states on fixed tokens here")
@@ -441,7 +443,8 @@ def main(argv=None) -> dict:
                 for ms, count, name in top[:5]:
                     print(f"{'':>12} other: {ms:8.2f} ms {count:5d}x {name}")
     if "scan" in parts:
-        rows = _guard(scan_rows, [(1, 1024, 4096), (8, 1024, 4096), (1, 1024, 1 << 20)]) or []
+        shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.scan_shapes.split(",")]
+        rows = _guard(scan_rows, shapes) or []
         result["scan"] = rows
         print(f"\n[{args.label}] scan (bf16, N 16)")
         print(f"{'shape':>16} {'fwd ms':>8} {'f+b ms':>8} {'graph fwd':>10} "

@@ -311,21 +311,12 @@ def model_rows(presets, shapes, train_shapes) -> list[dict]:
 
 
 def scan_rows(shapes) -> list[dict]:
+    from mambadna.bench import graph_forward_seconds, scan_inputs
     from mambadna.kernels import selective_scan
 
     rows = []
     for batch, dim, length in shapes:
-        g = torch.Generator(device="cuda").manual_seed(0)
-        bf = torch.bfloat16
-
-        def rnd(*s, dt=bf, g=g):
-            return torch.randn(*s, generator=g, device="cuda").to(dt)
-        x = dict(u=rnd(batch, dim, length), delta=(rnd(batch, dim, length, dt=torch.float32)
-                                                   - 2).to(bf),
-                 A=-torch.exp(rnd(dim, 16, dt=torch.float32) * 0.5), B=rnd(batch, 16, length),
-                 C=rnd(batch, 16, length), D=rnd(dim, dt=torch.float32),
-                 z=rnd(batch, dim, length), delta_bias=rnd(dim, dt=torch.float32) * 0.1,
-                 delta_softplus=True)
+        x = scan_inputs(batch, dim, length, "cuda", torch.bfloat16)
         with torch.no_grad():
             fwd = _median_ms(lambda x=x: selective_scan(**x), 200)
         leaves = {k: (v.requires_grad_() if isinstance(v, torch.Tensor) else v)
@@ -342,19 +333,8 @@ def scan_rows(shapes) -> list[dict]:
         # Kernel time of one forward+backward against its wall time: where the kernels take far
         # less than the call, the host (launches, torch ops, autograd) sets the time.
         kernels = _kernel_times(fwd_bwd)
-        graph_fwd = None
         try:  # the forward captured once, replayed: no host work per call
-            with torch.no_grad():
-                stream = torch.cuda.Stream()
-                stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(stream):
-                    for _ in range(2):
-                        selective_scan(**x)
-                torch.cuda.current_stream().wait_stream(stream)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    selective_scan(**x)
-            graph_fwd = _median_ms(graph.replay, 200)
+            graph_fwd = graph_forward_seconds(selective_scan, x, torch.device("cuda")) * 1e3
         except Exception as err:  # report it, do not stop the benchmark
             graph_fwd = f"failed: {type(err).__name__}: {err}"[:200]
         rows.append(dict(shape=[batch, dim, length], fwd_ms=fwd, fwd_bwd_ms=fb,

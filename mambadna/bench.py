@@ -1,4 +1,5 @@
-"""End-to-end throughput: tokenize MB/s, embed bases/s, train tokens/s, and peak memory.
+"""End-to-end throughput: tokenize MB/s, embed bases/s, train tokens/s, the scan's ms, and
+peak memory.
 
 Each stage calls the library function a user would, on generated data (random bases, so the
 numbers do not depend on a download), after a warm-up that compiles the GPU kernels::
@@ -15,6 +16,10 @@ numbers do not depend on a download), after a warm-up that compiles the GPU kern
   a CUDA graph (``mambadna.model.graphs``: no host work per call).
 - train: AdamW steps of next-base prediction (``lm_loss``) on random windows of
   ``train_seq_len``; tokens/s over ``train_steps`` steps after ``warmup_steps``.
+- scan: the selective scan alone (``mambadna.kernels.selective_scan``, with the model's
+  softplus, D skip and gate, N 16) at each of ``scan_shapes`` (batch, channels, length):
+  forward and forward+backward ms (medians), on CUDA also the forward replayed from a CUDA
+  graph. Not run by default.
 
 Peak memory: on CUDA the peak allocated by torch during each stage; on CPU the process's peak
 resident set size so far (it only grows, so it bounds every stage measured before it).
@@ -40,7 +45,11 @@ from mambadna._version import __version__
 from mambadna.atomic import atomic_file
 from mambadna.errors import ConfigError
 
-STAGES = ("tokenize", "embed", "forward", "train")
+STAGES = ("tokenize", "embed", "forward", "train", "scan")
+DEFAULT_STAGES = ("tokenize", "embed", "train")
+# The speed issue's shapes on a GPU; on a CPU one model-sized scan (paper-1.4m's 256 channels).
+CUDA_SCAN_SHAPES = ((1, 1024, 4096), (8, 1024, 4096), (1, 1024, 1 << 20))
+CPU_SCAN_SHAPES = ((1, 256, 16_384),)
 
 
 @dataclass
@@ -73,8 +82,11 @@ class BenchConfig:
     """Untimed training steps first (kernel compilation, allocator warm-up)."""
     gradient_checkpointing: bool = False
     """Recompute blocks in the backward pass (less memory, ~30% more time)."""
-    stages: tuple[str, ...] = STAGES
-    """Which stages to run."""
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    """Which stages to run (any of STAGES)."""
+    scan_shapes: tuple[tuple[int, int, int], ...] | None = None
+    """(batch, channels, length) of each scan timing; default CUDA_SCAN_SHAPES on CUDA,
+    CPU_SCAN_SHAPES on CPU."""
     seed: int = 0
     """Seed of the generated sequences and the model weights."""
     work_dir: str | None = None
@@ -89,11 +101,28 @@ class BenchConfig:
                      "train_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bench {name} must be >= 1, got {getattr(self, name)}")
+        if self.scan_shapes is not None and (
+                not self.scan_shapes
+                or any(len(shape) != 3 or min(shape) < 1 for shape in self.scan_shapes)):
+            raise ConfigError(f"bench scan_shapes must be (batch, channels, length) triples of "
+                              f"positive sizes, got {self.scan_shapes}")
         if self.tokenize_mb <= 0 or (self.embed_bases is not None and self.embed_bases < 1):
             raise ConfigError("bench tokenize_mb and embed_bases must be positive")
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def parse_shapes(text: str) -> tuple[tuple[int, int, int], ...]:
+    """"1x1024x4096,8x1024x4096" -> ((1, 1024, 4096), (8, 1024, 4096))."""
+    shapes = []
+    for item in text.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ConfigError(f"bench scan shape {item.strip()!r} is not BATCHxCHANNELSxLENGTH "
+                              "of positive whole numbers, e.g. 1x1024x4096")
+        shapes.append(tuple(int(p) for p in parts))
+    return tuple(shapes)
 
 
 def write_random_fasta(path: Path, lengths: list[int], seed: int, width: int = 80) -> int:
@@ -260,6 +289,96 @@ def bench_train(cfg: BenchConfig, model, device, precision: str) -> dict:
             "peak_memory_mb": _peak_mb(device)}
 
 
+def scan_inputs(batch: int, dim: int, length: int, device, dtype, seed: int = 0) -> dict:
+    """Keyword arguments of ``selective_scan`` as the model calls it (softplus of delta with a
+    bias, D skip, z gate, N 16), random, with decays in the range trained models have."""
+    import torch
+
+    device = torch.device(device)
+    g = torch.Generator(device=device).manual_seed(seed)  # drawn where they are used
+
+    def rnd(*shape, scale=1.0, shift=0.0, keep_fp32=False):
+        t = torch.randn(*shape, generator=g, device=device) * scale + shift
+        return t if keep_fp32 else t.to(dtype)
+
+    return dict(u=rnd(batch, dim, length), delta=rnd(batch, dim, length, shift=-2.0),
+                A=-torch.exp(rnd(dim, 16, scale=0.5, keep_fp32=True)),
+                B=rnd(batch, 16, length), C=rnd(batch, 16, length),
+                D=rnd(dim, keep_fp32=True), z=rnd(batch, dim, length),
+                delta_bias=rnd(dim, scale=0.1, keep_fp32=True), delta_softplus=True)
+
+
+def _median_seconds(fn, device, repeats: int) -> float:
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_scan(cfg: BenchConfig, device, precision: str) -> list[dict]:
+    """The selective scan alone at each shape: forward and forward+backward ms."""
+    import torch
+
+    from mambadna.kernels import selective_scan
+
+    shapes = cfg.scan_shapes or (CUDA_SCAN_SHAPES if device.type == "cuda"
+                                 else CPU_SCAN_SHAPES)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    # about a second of calls per timing at most: an H100 scans ~5e10 (channel, position) pairs
+    # a second forward and backward, two CPU cores ~1e7
+    budget = 2e8 if device.type == "cuda" else 2e7
+    rows = []
+    for batch, dim, length in shapes:
+        repeats = max(3, min(50, int(budget // (batch * dim * length))))
+        _reset_peak(device)
+        x = scan_inputs(batch, dim, length, device, dtype, cfg.seed)
+        with torch.no_grad():
+            fwd = _median_seconds(lambda x=x: selective_scan(**x), device, repeats)
+        leaves = {k: v.requires_grad_() if isinstance(v, torch.Tensor) else v
+                  for k, v in x.items()}
+        inputs = [v for v in leaves.values() if isinstance(v, torch.Tensor)]
+        d_out = torch.randn_like(x["u"])
+        # autograd.grad, not backward(): repeated backward() calls would add every gradient
+        # into .grad, work that is not the scan's
+        fwd_bwd = _median_seconds(
+            lambda x=leaves, i=inputs, d=d_out: torch.autograd.grad(selective_scan(**x), i, d),
+            device, repeats)
+        row = {"batch": batch, "channels": dim, "length": length, "repeats": repeats,
+               "forward_ms": fwd * 1e3, "forward_backward_ms": fwd_bwd * 1e3,
+               "peak_memory_mb": _peak_mb(device)}
+        if device.type == "cuda":
+            row["graph_forward_ms"] = graph_forward_seconds(selective_scan, x, device) * 1e3
+        rows.append(row)
+        del x, leaves, inputs, d_out
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def graph_forward_seconds(selective_scan, x: dict, device) -> float:
+    """The forward captured in a CUDA graph once and replayed (what fixed-shape inference
+    does: no host work per call)."""
+    import torch
+
+    with torch.no_grad():
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # kernels compiled and plans made outside the capture
+                selective_scan(**x)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            selective_scan(**x)
+    return _median_seconds(graph.replay, device, 50)
+
+
 # ---------------------------------------------------------------------------- run
 
 
@@ -300,6 +419,8 @@ def run_bench(cfg: BenchConfig) -> dict:
             report["forward"] = bench_forward(cfg, model, device, precision)
         if "train" in cfg.stages:
             report["train"] = bench_train(cfg, model, device, precision)
+        if "scan" in cfg.stages:
+            report["scan"] = bench_scan(cfg, device, precision)
     return report
 
 
@@ -328,6 +449,13 @@ def format_table(report: dict) -> str:
         rows.append(("train", f"{t['tokens_per_s']:,.0f} tokens/s", f"{t['seconds']:.2f}",
                      f"{t['peak_memory_mb']:,.0f} MB",
                      f"seq {t['seq_len']:,} x batch {t['batch_size']}"))
+    for r in report.get("scan", []):
+        graph = (f", graph fwd {r['graph_forward_ms']:.3f} ms" if "graph_forward_ms" in r
+                 else "")
+        rows.append(("scan", f"fwd {r['forward_ms']:.3f} ms", "-",
+                     f"{r['peak_memory_mb']:,.0f} MB",
+                     f"({r['batch']}, {r['channels']}, {r['length']:,}): fwd+bwd "
+                     f"{r['forward_backward_ms']:.3f} ms{graph}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     head = (f"mambadna {report['mambadna']} bench: {report['preset']} "

@@ -609,14 +609,19 @@ def baseline_predict(inputs, baseline_dir, out, window, stride, min_window, per_
 @click.option("--gradient-checkpointing", is_flag=True,
               help="Recompute blocks in the backward pass while training.")
 @click.option("--stages", default="tokenize,embed,train", show_default=True,
-              help="Comma-separated stages to run: tokenize, embed, forward, train.")
+              help="Comma-separated stages to run: tokenize, embed, forward, train, scan.")
+@click.option("--scan-shapes", default=None,
+              help="scan stage: comma-separated BATCHxCHANNELSxLENGTH, e.g. 1x1024x4096. "
+                   "Default: 1x1024x4096,8x1024x4096,1x1024x1048576 on CUDA, 1x256x16384 on CPU.")
 @click.option("-o", "--out", default="bench.json", show_default=True,
               type=click.Path(dir_okay=False), help="JSON report.")
-def bench(stages, out, **options) -> None:
-    """Measure end-to-end throughput: tokenize MB/s, embed bases/s, train tokens/s, memory."""
-    from mambadna.bench import BenchConfig, format_table, run_bench, write_report
+def bench(stages, scan_shapes, out, **options) -> None:
+    """Measure end-to-end throughput: tokenize MB/s, embed bases/s, train tokens/s, the
+    selective scan's ms, memory."""
+    from mambadna.bench import BenchConfig, format_table, parse_shapes, run_bench, write_report
 
     cfg = BenchConfig(stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+                      scan_shapes=None if scan_shapes is None else parse_shapes(scan_shapes),
                       **options)
     report = run_bench(cfg)
     click.echo(format_table(report))

@@ -49,3 +49,33 @@ def test_generated_fasta_has_the_asked_lengths(tmp_path):
 def test_bench_rejects_unknown_stages():
     with pytest.raises(ConfigError, match="unknown or no bench stage"):
         BenchConfig(stages=("tokenize", "fly"))
+
+
+def test_scan_stage_times_each_shape_and_its_inputs_are_the_models(tmp_path):
+    import torch
+
+    from mambadna.bench import scan_inputs
+    from mambadna.kernels import selective_scan
+
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "--device", "cpu", "--preset", "tiny",
+                                      "--stages", "scan", "--scan-shapes", "2x32x300,1x8x5",
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["scan"]
+    assert [(r["batch"], r["channels"], r["length"]) for r in rows] == [(2, 32, 300), (1, 8, 5)]
+    for row in rows:
+        assert 0 < row["forward_ms"] < row["forward_backward_ms"], row
+        assert "graph_forward_ms" not in row  # CUDA only
+    assert result.output.count("\nscan ") == 2 and "fwd+bwd" in result.output
+    # the timed inputs are the model's call: finite outputs, decays in (0, 1)
+    x = scan_inputs(2, 32, 300, "cpu", torch.float32)
+    assert x["delta_softplus"] and x["z"] is not None and x["A"].max() < 0
+    assert torch.isfinite(selective_scan(**x)).all()
+
+
+@pytest.mark.parametrize("text", ["2x64", "1x0x8", "axbxc", "1x2x3,"])
+def test_bad_scan_shapes_are_a_clear_error(text):
+    result = CliRunner().invoke(cli, ["bench", "--stages", "scan", "--scan-shapes", text])
+    assert result.exit_code == 1
+    assert "BATCHxCHANNELSxLENGTH" in result.output and "Traceback" not in result.output

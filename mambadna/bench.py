@@ -167,6 +167,20 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _median_seconds(fn, device, repeats: int) -> float:
+    """The median wall time of ``repeats`` calls of fn, after two untimed ones."""
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
 # ---------------------------------------------------------------------------- stages
 
 
@@ -224,16 +238,7 @@ def bench_forward(cfg: BenchConfig, model, device, precision: str) -> dict:
     dtype = torch.bfloat16 if precision == "bf16" else None
 
     def timed(fn) -> float:
-        fn()
-        fn()
-        times = []
-        for _ in range(5):
-            _sync(device)
-            started = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - started)
-        return sorted(times)[2]
+        return _median_seconds(fn, device, 5)
 
     def eager():
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
@@ -306,19 +311,6 @@ def scan_inputs(batch: int, dim: int, length: int, device, dtype, seed: int = 0)
                 B=rnd(batch, 16, length), C=rnd(batch, 16, length),
                 D=rnd(dim, keep_fp32=True), z=rnd(batch, dim, length),
                 delta_bias=rnd(dim, scale=0.1, keep_fp32=True), delta_softplus=True)
-
-
-def _median_seconds(fn, device, repeats: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        started = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
 
 
 def bench_scan(cfg: BenchConfig, device, precision: str) -> list[dict]:

@@ -62,8 +62,9 @@ LAYERS: dict[str, tuple[set[str], str]] = {
                     "studies that chain simulate, train and pipelines"),
     "demo": ({*BASE, "atomic", "simulate", "train", "pipelines", "plots"},
              "the embedded end-to-end demo"),
-    "bench": ({*BASE, "atomic", "data", "model", "pipelines"},
-              "`mambadna bench`: end-to-end throughput over library calls"),
+    "bench": ({*BASE, "atomic", "data", "kernels", "model", "pipelines"},
+              "`mambadna bench`: end-to-end throughput over library calls (the scan stage "
+              "times the public op alone)"),
     "cli": ({*BASE, "allocator", "io", "manifests", "data", "simulate", "baselines", "train",
              "pipelines", "experiments", "demo", "bench", "plots"},
             "the shell: options -> one library call; nothing imports it"),

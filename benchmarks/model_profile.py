@@ -334,7 +334,7 @@ def scan_rows(shapes) -> list[dict]:
         # less than the call, the host (launches, torch ops, autograd) sets the time.
         kernels = _kernel_times(fwd_bwd)
         try:  # the forward captured once, replayed: no host work per call
-            graph_fwd = graph_forward_seconds(selective_scan, x, torch.device("cuda")) * 1e3
+            graph_fwd = graph_forward_seconds(x, torch.device("cuda")) * 1e3
         except Exception as err:  # report it, do not stop the benchmark
             graph_fwd = f"failed: {type(err).__name__}: {err}"[:200]
         rows.append(dict(shape=[batch, dim, length], fwd_ms=fwd, fwd_bwd_ms=fb,

@@ -346,7 +346,7 @@ def bench_scan(cfg: BenchConfig, device, precision: str) -> list[dict]:
                "forward_ms": fwd * 1e3, "forward_backward_ms": fwd_bwd * 1e3,
                "peak_memory_mb": _peak_mb(device)}
         if device.type == "cuda":
-            row["graph_forward_ms"] = graph_forward_seconds(selective_scan, x, device) * 1e3
+            row["graph_forward_ms"] = graph_forward_seconds(x, device) * 1e3
         rows.append(row)
         del x, leaves, inputs, d_out
         if device.type == "cuda":
@@ -354,10 +354,12 @@ def bench_scan(cfg: BenchConfig, device, precision: str) -> list[dict]:
     return rows
 
 
-def graph_forward_seconds(selective_scan, x: dict, device) -> float:
-    """The forward captured in a CUDA graph once and replayed (what fixed-shape inference
-    does: no host work per call)."""
+def graph_forward_seconds(x: dict, device) -> float:
+    """The scan's forward on ``x`` captured in a CUDA graph once and replayed (what
+    fixed-shape inference does: no host work per call)."""
     import torch
+
+    from mambadna.kernels import selective_scan
 
     with torch.no_grad():
         side = torch.cuda.Stream(device)
